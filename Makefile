@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch==2.13.0 first: its CPU build lies on this disk; every other requirement uses a range it meets.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test install install-dev lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(VENV)/bin/amauta run examples/quickstart.yaml
+
+test: install-dev
+	$(PY) -m pytest -q --timeout 900
+
+lint: install-dev
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Model registry, loading (hub id, folder, GGUF, embedded package), templates and tiny test models."""
