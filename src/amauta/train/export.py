@@ -1,0 +1,268 @@
+"""Export a trained run: merge the adapter into the base, save safetensors + tokenizer + model card, GGUF.
+
+    amauta export runs/sri --merge --out exports/sri            # merged safetensors, README.md
+    amauta export runs/sri --merge --gguf --out exports/sri     # ... and exports/sri/model-f16.gguf
+
+A 4-bit (QLoRA) base is de-quantized first: the adapter was trained against the de-quantized 4-bit
+weights, so those, not the original full-precision ones, are what it is added to. Without `--merge`
+the folder holds the adapter alone (small, for sharing; load it with `load_model(base, adapter=...)`).
+
+The GGUF writer is ours, built on the `gguf` package (llama.cpp's own Python library): tensor names
+come from gguf's name map, metadata keys from the same table transformers reads GGUF with, and the
+query/key rows are permuted into llama.cpp's rotary layout. It covers the llama family (Llama,
+Mistral, SmolLM2); other architectures get a one-line pointer to llama.cpp's converter.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from amauta.core.config import read_yaml
+from amauta.core.errors import AmautaError
+from amauta.core.files import atomic_dir, atomic_write_text
+from amauta.core.manifest import write_manifest
+from amauta.train.config import TrainConfig
+
+GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama"}  # model_type → llama.cpp architecture
+_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def read_run(run_dir: str | Path) -> tuple[Path, TrainConfig]:
+    """Check a run folder and return it with its config."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise AmautaError(f"{run_dir}: not a run folder (no config.yaml); pass a folder written by `amauta train`")
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise AmautaError(f"{run_dir}/adapter: no trained adapter yet; finish the run (`amauta train ... --resume`)")
+    return run_dir, TrainConfig.model_validate(read_yaml(run_dir / "config.yaml"))
+
+
+def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
+    """The base model with the run's adapter merged in, as a plain transformers model (and tokenizer, profile)."""
+    import torch
+    from peft import PeftModel
+
+    from amauta.models.load import load_model
+
+    if config.quantization.mode != "none":
+        loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.quantization.compute_dtype)
+        base = loaded.model.dequantize()  # de-quantize first: merging into 4-bit blocks would round the update away
+        base = base.to(torch.float32)
+    else:
+        # Merge in float32 on the CPU (exact to the last bit that matters), then cast to the export type.
+        loaded = load_model(config.model, dtype="float32", device="cpu")
+        base = loaded.model
+    model = PeftModel.from_pretrained(base, run_dir / "adapter").merge_and_unload()
+    return model.to(getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.profile
+
+
+def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True, gguf: bool = False,
+               dtype: str = "float16", overwrite: bool = False) -> Path:
+    """Write an export folder and return it.
+
+    run_dir: a run folder from `amauta train`.
+    out: the folder to write (built under a temporary name, renamed when complete).
+    merge: merge the adapter into the base weights; otherwise copy the adapter only.
+    gguf: also write `model-<f16|f32>.gguf` (needs merge; llama-family architectures).
+    dtype: weight type of the merged safetensors: float16, bfloat16 or float32.
+    overwrite: replace an existing `out`.
+    """
+    if dtype not in _DTYPES:
+        raise AmautaError(f"--dtype {dtype}: choose one of {', '.join(_DTYPES)}")
+    run_dir, config = read_run(run_dir)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise AmautaError(f"{out}: already exists; choose another --out or pass --overwrite")
+    if gguf and not merge:
+        raise AmautaError("--gguf needs --merge (a GGUF file holds whole weights)")
+    with atomic_dir(out) as tmp:
+        if merge:
+            model, tokenizer, profile = merged_model(run_dir, config, dtype)
+            if gguf:  # check before the slow writes
+                arch = model.config.model_type
+                if arch not in GGUF_ARCHITECTURES:
+                    raise AmautaError(f"{run_dir}: GGUF export supports {', '.join(GGUF_ARCHITECTURES)} models, not "
+                                      f"'{arch}'; export with --merge and convert with llama.cpp's convert_hf_to_gguf.py")
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            if gguf:
+                suffix = "f32" if dtype == "float32" else "f16"
+                write_gguf(model, tokenizer, tmp / f"model-{suffix}.gguf", name=out.name, float32=dtype == "float32")
+        else:
+            shutil.copytree(run_dir / "adapter", tmp, dirs_exist_ok=True)
+        atomic_write_text(tmp / "README.md", model_card(run_dir, config, merged=merge, dtype=dtype,
+                                                        files=sorted(p.name for p in tmp.iterdir())))
+        write_manifest(tmp, "export", {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype},
+                       inputs=[run_dir / "adapter" / "adapter_model.safetensors", run_dir / "config.yaml"])
+    return out
+
+
+def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, files: list[str]) -> str:
+    """README.md: base model, training config, data and results (YAML front matter for model hubs)."""
+    summary = _json(run_dir / "summary.json")
+    manifest = _json(run_dir / "manifest.json")
+    data_manifest = _json(Path(config.dataset) / "manifest.json") or manifest.get("dataset_manifest") or {}
+    stats = _json(Path(config.dataset) / "stats.json").get("totals", {})
+    library = "transformers" if merged else "peft"
+    lines = [
+        "---", f"library_name: {library}", f"base_model: {manifest.get('base_model', config.model)}",
+        "language: [es]", "tags: [amauta, lora" + (", qlora" if config.quantization.mode != "none" else "") + "]", "---", "",
+        f"# {run_dir.name}", "",
+        f"{'Merged model' if merged else 'LoRA adapter'} trained with [Amauta](https://github.com/) from "
+        f"`{config.model}` ({'4-bit QLoRA' if config.quantization.mode == '4bit' else 'LoRA'}); weights in {dtype}.", "",
+        "## Training", "",
+        "| setting | value |", "|---|---|",
+        f"| preset | {config.preset or '-'} |",
+        f"| base quantization | {config.quantization.mode}"
+        + (f" ({config.quantization.quant_type}, double quant {config.quantization.double_quant}, "
+           f"compute {config.quantization.compute_dtype})" if config.quantization.mode == "4bit" else "") + " |",
+        f"| LoRA | r {config.lora.r}, alpha {config.lora.alpha}, dropout {config.lora.dropout}, targets {config.lora.targets} |",
+        f"| optimizer | {config.optimizer.name}, lr {config.optimizer.lr}, weight decay {config.optimizer.weight_decay} |",
+        f"| schedule | {config.scheduler}, warmup ratio {config.warmup_ratio} |",
+        f"| epochs / steps | {config.epochs} / {summary.get('steps', '?')} |",
+        f"| batch | {config.batch_size} examples, max length {config.max_length} tokens |",
+        f"| seed | {config.seed} |", "",
+        "## Data", "",
+        f"Dataset folder `{config.dataset}` (template `{data_manifest.get('template', '?')}`): "
+        f"{summary.get('train_examples', stats.get('train', '?'))} training and "
+        f"{summary.get('val_examples', stats.get('val', '?'))} validation conversations.", "",
+    ]
+    if data_manifest.get("config", {}).get("sources"):
+        lines += ["Sources:", ""] + [f"- {s.get('name', s) if isinstance(s, dict) else s}"
+                                     for s in data_manifest["config"]["sources"]] + [""]
+    lines += ["## Results", "",
+              f"Final training loss {_fmt(summary.get('final_loss'))}, validation loss {_fmt(summary.get('final_val_loss'))}, "
+              f"{summary.get('tokens_total', '?')} tokens in {summary.get('train_seconds', '?')} s.", "",
+              "## Files", ""] + [f"- `{name}`" for name in files + ["README.md", "manifest.json"]] + [
+              "", "## Use", "", "```bash", f"amauta chat --model {'.' if merged else config.model}"
+              + ("" if merged else " --adapter ."), "```", "",
+              "Resumen: modelo ajustado con Amauta para responder en español; la tabla lista la configuración del "
+              "entrenamiento y los datos usados.", ""]
+    return "\n".join(lines)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "?"
+
+
+# ---------------------------------------------------------------------------------------------- GGUF
+def _permute_rotary(weight, n_head: int):
+    """HF's rotary layout (halves) → llama.cpp's (interleaved pairs), per head: what llama.cpp expects."""
+    rows = weight.shape[0]
+    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _tokenizer_fields(tokenizer: Any) -> dict[str, Any]:
+    """tokens / types / merges / scores for `tokenizer.ggml.*`, from a fast tokenizer's tokenizer.json."""
+    import gguf
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = spec["model"]
+    if model.get("type") != "BPE":
+        raise AmautaError(f"GGUF export: tokenizer model {model.get('type')} is not supported (BPE only)")
+    vocab = dict(model["vocab"])
+    special = set()
+    for added in spec.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+        if added.get("special"):
+            special.add(added["content"])
+    size = max(vocab.values()) + 1
+    tokens = [f"[PAD{i}]" for i in range(size)]
+    types = [gguf.TokenType.UNUSED] * size
+    for token, index in vocab.items():
+        tokens[index] = token
+        types[index] = gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    if model.get("byte_fallback"):  # sentencepiece-style (Llama 2, Mistral): llama.cpp's "llama" vocabulary
+        for index, token in enumerate(tokens):
+            if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                types[index] = gguf.TokenType.BYTE
+        unk = model.get("unk_token")
+        if unk in vocab:
+            types[vocab[unk]] = gguf.TokenType.UNKNOWN
+        kind, pre = "llama", "default"
+    else:  # byte-level BPE (GPT-2 style: SmolLM2, Falcon, the tiny test models)
+        kind, pre = "gpt2", "gpt-2"
+    # Scores order the vocabulary for llama.cpp's sentencepiece path: earlier tokens merge first.
+    return {"model": kind, "pre": pre, "tokens": tokens, "types": types, "merges": merges,
+            "scores": [-float(i) for i in range(size)]}
+
+
+def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", float32: bool = False) -> Path:
+    """Write a merged llama-family model as GGUF (F16 matrices, F32 norms; or all F32)."""
+    import gguf
+    import numpy as np
+    import torch
+
+    config = model.config
+    arch = GGUF_ARCHITECTURES.get(config.model_type)
+    if arch is None:
+        raise AmautaError(f"GGUF export supports {', '.join(GGUF_ARCHITECTURES)} models, not '{config.model_type}'")
+    n_head, n_kv = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
+    rope = getattr(config, "rope_parameters", None) or {}
+    theta = rope.get("rope_theta") or getattr(config, "rope_theta", 10000.0)
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(name)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(theta))
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if float32 else gguf.LlamaFileType.MOSTLY_F16)
+
+    fields = _tokenizer_fields(tokenizer)
+    writer.add_tokenizer_model(fields["model"])
+    writer.add_tokenizer_pre(fields["pre"])
+    writer.add_token_list(fields["tokens"])
+    writer.add_token_types(fields["types"])
+    writer.add_token_scores(fields["scores"])
+    if fields["merges"]:
+        writer.add_token_merges(fields["merges"])
+    for key, method in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
+                        ("unk_token_id", writer.add_unk_token_id), ("pad_token_id", writer.add_pad_token_id)):
+        value = getattr(tokenizer, key, None)
+        if value is not None:
+            method(int(value))
+    writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
+    if getattr(tokenizer, "chat_template", None):
+        writer.add_chat_template(tokenizer.chat_template)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    state = model.state_dict()
+    tied = getattr(config, "tie_word_embeddings", False)
+    for hf_name, tensor in state.items():
+        if tied and hf_name == "lm_head.weight":
+            continue  # llama.cpp reuses token_embd when there is no output tensor
+        if hf_name.endswith("rotary_emb.inv_freq"):
+            continue
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise AmautaError(f"GGUF export: no llama.cpp name for tensor '{hf_name}'")
+        data = tensor.detach().to(torch.float32).cpu().numpy()
+        if hf_name.endswith("q_proj.weight"):
+            data = _permute_rotary(data, n_head)
+        elif hf_name.endswith("k_proj.weight"):
+            data = _permute_rotary(data, n_kv)
+        # llama.cpp's convention: 1-D tensors (norms) stay F32, matrices F16.
+        if not float32 and data.ndim > 1:
+            data = data.astype(np.float16)
+        writer.add_tensor(gguf_name, np.ascontiguousarray(data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

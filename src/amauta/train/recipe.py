@@ -1,0 +1,522 @@
+"""The LoRA / QLoRA fine-tuning recipe: `setup()` → `fit()` → `save()`, read top to bottom.
+
+    amauta train examples/train-cpu-quick.yaml                 # one process, GPU or CPU
+    accelerate launch --config_file examples/accelerate/ddp.yaml -m amauta.cli train RUN.yaml
+
+What it does, in order:
+  setup  read the dataset folder → refuse a wrong/foreign output folder → load the base (4-bit for
+         QLoRA) → attach the LoRA adapter → tokenize with response-only labels → optimizer (paged AdamW
+         8-bit on CUDA) and cosine schedule with warmup → resume from the newest checkpoint if any.
+  fit    an explicit loop: per optimizer step, `batch_size` examples split into padding-free
+         micro-batches (examples concatenated with restarting position ids, so no pad token is ever
+         computed), loss averaged over all answer tokens of the step, clip, step; log.jsonl per step,
+         validation loss and the optional forgetting guard at intervals, atomic checkpoints.
+  save   adapter/, loss.png, summary.json, manifest.json.
+
+`accelerate` owns devices, mixed precision and multi-process (DDP/FSDP/DeepSpeed via `accelerate
+launch`); this file has no distributed code of its own beyond sharding each step's examples by rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from amauta.core.errors import AmautaError
+from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_text, sha256_file
+from amauta.core.manifest import write_manifest
+from amauta.train import checkpoint as ckpt
+from amauta.train.config import TrainConfig, fingerprint, fingerprint_fields
+
+# On a CPU, `micro_batch_size: auto` packs examples up to this many tokens per forward pass: longer
+# rows make attention (quadratic in the row) dominate, shorter ones waste the matrix units.
+CPU_TOKENS_PER_MICRO_BATCH = 2048
+
+
+def run(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train one run and return its folder (the pipeline runner's entry point).
+
+    config: the validated run config.
+    resume: insist on resuming (error when there is no checkpoint); a plain run resumes anyway when the
+        output folder holds a checkpoint of the same config.
+    progress: show the progress bar.
+    """
+    recipe = LoRARecipe(config, progress=progress)
+    recipe.setup(resume=resume)
+    recipe.fit()
+    return recipe.save()
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """The distinct leaf names of a model's linear layers (what LoRA can target)."""
+    names = set()
+    for name, module in model.named_modules():
+        linear = isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt", "Conv1D")
+        if name and linear:
+            names.add(name.rsplit(".", 1)[-1])
+    names.discard("lm_head")
+    return sorted(names)
+
+
+def resolve_targets(model: Any, profile: Any, targets: str | list[str]) -> list[str]:
+    """Turn `attention` / `all-linear` / explicit names into module names present in `model`."""
+    present = linear_module_names(model)
+    if isinstance(targets, str):
+        if targets not in profile.lora_targets:
+            raise AmautaError(f"lora.targets: '{targets}' is not a preset of profile '{profile.name}' "
+                              f"(presets: {', '.join(profile.lora_targets)}); or list module names: {', '.join(present)}")
+        names = profile.lora_targets[targets]
+    else:
+        names = list(targets)
+    absent = [n for n in names if n not in present]
+    if absent:
+        raise AmautaError(f"lora.targets: {', '.join(absent)} not in this {type(model).__name__}; "
+                          f"its linear modules are: {', '.join(present)}")
+    return names
+
+
+def pack(examples: list[dict[str, list[int]]], device: torch.device) -> dict[str, torch.Tensor]:
+    """Concatenate examples into one row with per-example position ids (padding-free).
+
+    transformers sees positions restart and builds a block-diagonal causal mask, so examples do not
+    attend to each other. The first label of each example is masked: it would otherwise be predicted
+    from the previous example's last token.
+    """
+    ids, labels, positions = [], [], []
+    for ex in examples:
+        n = len(ex["input_ids"])
+        ids += ex["input_ids"]
+        labels += [-100] + ex["labels"][1:]
+        positions += list(range(n))
+    as_row = lambda values: torch.tensor([values], dtype=torch.long, device=device)  # noqa: E731
+    return {"input_ids": as_row(ids), "labels": as_row(labels), "position_ids": as_row(positions)}
+
+
+def pad(examples: list[dict[str, list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded batch with an attention mask (for `packing: false`)."""
+    width = max(len(ex["input_ids"]) for ex in examples)
+    ids = [ex["input_ids"] + [pad_id] * (width - len(ex["input_ids"])) for ex in examples]
+    labels = [[-100] + ex["labels"][1:] + [-100] * (width - len(ex["labels"])) for ex in examples]
+    mask = [[1] * len(ex["input_ids"]) + [0] * (width - len(ex["input_ids"])) for ex in examples]
+    return {k: torch.tensor(v, dtype=torch.long, device=device)
+            for k, v in (("input_ids", ids), ("labels", labels), ("attention_mask", mask))}
+
+
+class LoRARecipe:
+    """One fine-tuning run. Call `setup()`, `fit()`, `save()` in that order."""
+
+    def __init__(self, config: TrainConfig, progress: bool = True):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.show_progress = progress
+        # bf16 autocast on GPUs (QLoRA's compute type); on a CPU the base is already stored in bf16.
+        use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        self.accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+        self.device = self.accelerator.device
+        self.main = self.accelerator.is_main_process
+        self.step = 0
+        self.log_path = self.out / "log.jsonl"
+
+    def print(self, text: str) -> None:
+        if self.main:
+            from rich.console import Console
+
+            Console(stderr=True).print(text, highlight=False)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, resume: bool = False) -> None:
+        from accelerate.utils import set_seed
+
+        from amauta.data.dataset import read_dataset_dir
+        from amauta.models.registry import get_profile, profile_names
+
+        cfg = self.config
+        set_seed(cfg.seed)
+
+        # 1. Data folder first: cheap, and a wrong path or template should not cost a model load.
+        profile = get_profile(cfg.model) if cfg.model in profile_names() else None
+        self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model)
+        self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
+
+        # 2. The output folder: resume, start fresh, or refuse — decided before anything is written.
+        self.resume_from = ckpt.check_run_dir(cfg, self.dataset_hash)
+        if resume and self.resume_from is None:
+            raise AmautaError(f"{self.out}: no complete checkpoint to resume from; run without --resume to start")
+
+        # 3. The base model, quantized for QLoRA, then the adapter.
+        self.loaded = self._load_base()
+        self.model = self._attach_adapter(self.loaded)
+        self._check_template()
+
+        # 4. Tokenize: labels are -100 everywhere but the assistant's replies.
+        self.train_examples = self._tokenize(self._records("train"), "train")
+        if cfg.max_examples:
+            self.train_examples = self.train_examples[: cfg.max_examples]
+        self.val_examples = self._tokenize(self._records("val")[: cfg.eval_max_examples], "val")
+        world = self.accelerator.num_processes
+        if len(self.train_examples) < max(cfg.batch_size, world):
+            raise AmautaError(f"{cfg.dataset}/train.jsonl: {len(self.train_examples)} usable examples, fewer than "
+                              f"batch_size {cfg.batch_size}; lower batch_size or add data")
+        self.steps_per_epoch = len(self.train_examples) // cfg.batch_size  # the last partial batch is dropped
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.micro = self._initial_micro_batch()
+
+        # 5. Optimizer and schedule, then hand model and optimizer to accelerate (DDP wrap, devices).
+        self.optimizer = self._build_optimizer()
+        from transformers import get_scheduler
+
+        warmup = math.ceil(cfg.warmup_ratio * self.total_steps)
+        self.scheduler = get_scheduler(cfg.scheduler, self.optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=self.total_steps)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+
+        # 6. Resume, or start a new run folder.
+        self.tokens_total, self.elapsed_before, self.guard_baseline = 0, 0.0, None
+        self.last_val: float | None = None
+        if self.resume_from is not None:
+            self._resume()
+        elif self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log_path.unlink(missing_ok=True)
+        if self.main:
+            atomic_write_text(self.out / "config.yaml", ckpt.saved_config_text(cfg))
+        self.accelerator.wait_for_everyone()
+        if cfg.guard.enabled:
+            self._setup_guard()
+
+    def _records(self, split: str) -> list[list[dict[str, str]]]:
+        records = getattr(self.dataset, split)
+        return [r.messages if hasattr(r, "messages") else r["messages"] for r in records]
+
+    def _load_base(self):
+        from amauta.models.load import load_model
+
+        cfg = self.config
+        device = "cuda" if self.device.type == "cuda" else "cpu"
+        if cfg.quantization.mode != "none" and device != "cuda":
+            self.print(f"[yellow]{cfg.quantization.mode} base on a CPU: bitsandbytes works there but slowly; "
+                       "QLoRA is meant for a CUDA GPU[/]")
+        # `auto` is load_model's choice: bf16 on GPUs and bf16-capable CPUs (tiny test models stay fp32).
+        loaded = load_model(cfg.model, quantization=cfg.quantization.mode, dtype=cfg.dtype, device=device)
+        self.print(f"loaded {cfg.model} ({cfg.quantization.mode if cfg.quantization.mode != 'none' else loaded.model.dtype}) "
+                   f"on {device}")
+        if cfg.quantization.mode == "4bit":
+            qc = getattr(loaded.model.config, "quantization_config", None)
+            got = (getattr(qc, "bnb_4bit_quant_type", None), getattr(qc, "bnb_4bit_use_double_quant", None))
+            want = (cfg.quantization.quant_type, cfg.quantization.double_quant)
+            if qc is not None and got != want:
+                self.print(f"[yellow]warning:[/] the base loaded as 4-bit {got[0]} double_quant={got[1]}, "
+                           f"the config asks for {want[0]} double_quant={want[1]}")
+        return loaded
+
+    def _attach_adapter(self, loaded):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        cfg = self.config
+        model = loaded.model
+        model.config.use_cache = False  # a cache would also disable the padding-free mask detection
+        gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else self.device.type == "cuda"
+        self.gradient_checkpointing = bool(gc)
+        targets = resolve_targets(model, loaded.profile, cfg.lora.targets)
+        if cfg.quantization.mode != "none":
+            # Norms and embeddings to fp32, input grads enabled: the QLoRA paper's recipe.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif self.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=targets, bias=cfg.lora.bias, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)  # adapter weights stay fp32 over a bf16/4-bit base
+        model.train()
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        self.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {', '.join(targets)}: "
+                   f"{trainable:,} trainable parameters ({100 * trainable / max(total, 1):.2f}% of {total:,})")
+        return model
+
+    def _check_template(self) -> None:
+        """For models outside the registry the template is known only now: check the dataset's."""
+        template = self.dataset.manifest.get("template")
+        profile = self.loaded.profile
+        if template and template != profile.template:
+            raise AmautaError(f"{self.config.dataset}/manifest.json: prepared for template '{template}' but "
+                              f"{profile.name} uses '{profile.template}'; rerun `amauta data prepare` for this model")
+
+    def _tokenize(self, conversations: list[list[dict[str, str]]], split: str) -> list[dict[str, list[int]]]:
+        from amauta.data.tokenize import tokenize_messages
+
+        examples, skipped = [], 0
+        for messages in conversations:
+            enc = tokenize_messages(self.loaded.tokenizer, self.loaded.profile, messages, max_length=self.config.max_length)
+            ids, labels = list(map(int, enc["input_ids"])), list(map(int, enc["labels"]))
+            if sum(1 for t in labels[1:] if t != -100) == 0:
+                skipped += 1  # nothing to learn (the answer was cut by max_length)
+                continue
+            examples.append({"input_ids": ids, "labels": labels})
+        if skipped:
+            self.print(f"[yellow]{split}: skipped {skipped} examples with no answer tokens left after "
+                       f"max_length {self.config.max_length}[/]")
+        if split == "train" and not examples:
+            raise AmautaError(f"{self.config.dataset}/train.jsonl: no example has answer tokens within max_length "
+                              f"{self.config.max_length}; raise max_length")
+        return examples
+
+    def _initial_micro_batch(self) -> int:
+        cfg = self.config
+        if cfg.micro_batch_size != "auto":
+            return min(cfg.micro_batch_size, cfg.batch_size)
+        if self.device.type == "cuda":
+            return cfg.batch_size  # start big; an out-of-memory error halves it (see _step)
+        mean = sum(len(e["input_ids"]) for e in self.train_examples) / len(self.train_examples)
+        return max(1, min(cfg.batch_size, int(CPU_TOKENS_PER_MICRO_BATCH // mean)))
+
+    def _build_optimizer(self):
+        cfg = self.config.optimizer
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        kwargs = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.eps)
+        if cfg.name != "adamw" and self.device.type == "cuda":
+            import bitsandbytes as bnb
+
+            cls = bnb.optim.PagedAdamW8bit if cfg.name == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+            return cls(params, **kwargs)
+        if cfg.name != "adamw":
+            self.print(f"optimizer {cfg.name} needs CUDA; using torch AdamW on {self.device.type}")
+        return torch.optim.AdamW(params, **kwargs)
+
+    def _resume(self) -> None:
+        state = ckpt.load_checkpoint(self.resume_from, adapter_model=self.accelerator.unwrap_model(self.model),
+                                     optimizer=self.optimizer, scheduler=self.scheduler)
+        self.step = state["step"]
+        self.tokens_total = state.get("tokens_total", 0)
+        self.elapsed_before = state.get("elapsed_s", 0.0)
+        self.guard_baseline = state.get("guard_baseline")
+        self.last_val = state.get("val_loss")
+        if self.config.micro_batch_size == "auto":
+            self.micro = min(self.micro, state.get("micro_batch_size", self.micro))
+        if self.main:
+            ckpt.truncate_log(self.log_path, self.step)
+        self.print(f"resuming {self.out} from {self.resume_from.name} (step {self.step} of {self.total_steps})")
+
+    # ------------------------------------------------------------------ fit
+    def batch_indices(self, step: int) -> list[int]:
+        """Example indices of optimizer step `step` (0-based) for this process.
+
+        The order is a fixed permutation per epoch (seed + epoch), so any step's data is known without
+        replaying the ones before it: that is the whole data position a checkpoint needs.
+        """
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        generator = torch.Generator().manual_seed(self.config.seed + epoch)
+        order = torch.randperm(len(self.train_examples), generator=generator).tolist()
+        chunk = order[offset * self.config.batch_size:(offset + 1) * self.config.batch_size]
+        return chunk[self.accelerator.process_index::self.accelerator.num_processes]
+
+    def _collate(self, examples):
+        if self.config.packing:
+            return pack(examples, self.device)
+        return pad(examples, self.loaded.tokenizer.pad_token_id, self.device)
+
+    def _step(self, indices: list[int]) -> dict[str, float]:
+        """One optimizer step over `indices`: accumulate micro-batches, clip, step. Returns its numbers."""
+        acc, cfg = self.accelerator, self.config
+        examples = [self.train_examples[i] for i in indices]
+        # Normalise by the answer tokens of the whole step (all processes), so the loss is the same token
+        # average however the step is cut into micro-batches or shared among processes.
+        local_tokens = sum(sum(1 for t in ex["labels"][1:] if t != -100) for ex in examples)
+        global_tokens = acc.reduce(torch.tensor(float(local_tokens), device=self.device), reduction="sum").item()
+        norm = global_tokens / acc.num_processes  # DDP averages gradients over processes
+        while True:
+            try:
+                micro_batches = [examples[i:i + self.micro] for i in range(0, len(examples), self.micro)]
+                loss_sum = 0.0
+                for i, micro in enumerate(micro_batches):
+                    last = i == len(micro_batches) - 1
+                    with contextlib.nullcontext() if last else acc.no_sync(self.model):
+                        with acc.autocast():
+                            out = self.model(**self._collate(micro), use_cache=False, num_items_in_batch=norm)
+                        acc.backward(out.loss)
+                    loss_sum += out.loss.detach().float().item()
+                break
+            except torch.cuda.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                out = None
+                torch.cuda.empty_cache()
+                if self.micro == 1:
+                    raise AmautaError(f"out of GPU memory with micro_batch_size 1 at max_length {cfg.max_length}; "
+                                      "lower max_length or lora.r, or use quantization.mode 4bit") from None
+                self.micro //= 2
+                self.print(f"[yellow]out of GPU memory: micro_batch_size → {self.micro} "
+                           f"(gradient accumulation keeps the batch at {cfg.batch_size})[/]")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = cfg.optimizer.max_grad_norm or float("inf")
+        grad_norm = acc.clip_grad_norm_(params, max_norm)
+        lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = acc.reduce(torch.tensor(loss_sum, device=self.device), reduction="mean").item()
+        tokens = acc.reduce(torch.tensor(float(sum(len(ex["input_ids"]) for ex in examples)), device=self.device),
+                            reduction="sum").item()
+        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": int(tokens), "answer_tokens": int(global_tokens)}
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Token-averaged loss on the validation examples (None without any)."""
+        if not self.val_examples:
+            return None
+        acc = self.accelerator
+        self.model.eval()
+        mine = self.val_examples[acc.process_index::acc.num_processes]
+        total, count = 0.0, 0
+        for i in range(0, len(mine), self.micro):
+            micro = mine[i:i + self.micro]
+            with acc.autocast():
+                out = self.model(**self._collate(micro), use_cache=False, num_items_in_batch=1)
+            total += out.loss.float().item()
+            count += sum(sum(1 for t in ex["labels"][1:] if t != -100) for ex in micro)
+        self.model.train()
+        sums = acc.reduce(torch.tensor([total, float(count)], device=self.device), reduction="sum")
+        return (sums[0] / sums[1].clamp(min=1)).item()
+
+    def fit(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        cfg = self.config
+        if self.step >= self.total_steps:
+            self.print(f"{self.out}: already trained to step {self.total_steps}; writing the outputs again")
+            return
+        if self.step == 0 and cfg.guard.enabled:
+            self.guard_baseline = self._guard_score()
+            self._log({"step": 0, "guard_accuracy": self.guard_baseline})
+        self.print(f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch), batch {cfg.batch_size} "
+                   f"= {self.accelerator.num_processes} process(es) × micro-batches of {self.micro}")
+        columns = (TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        bar = Progress(*columns, disable=not (self.main and self.show_progress), transient=False)
+        started = time.perf_counter()
+        with bar:
+            task = bar.add_task("train", total=self.total_steps, completed=self.step, info="")
+            while self.step < self.total_steps:
+                t0 = time.perf_counter()
+                numbers = self._step(self.batch_indices(self.step))
+                self.step += 1
+                seconds = time.perf_counter() - t0
+                self.tokens_total += numbers["tokens"]
+                row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": numbers["loss"],
+                       "lr": numbers["lr"], "grad_norm": numbers["grad_norm"],
+                       "tokens": numbers["tokens"], "answer_tokens": numbers["answer_tokens"],
+                       "tokens_total": self.tokens_total, "tokens_per_s": round(numbers["tokens"] / seconds, 1),
+                       "micro_batch_size": self.micro,
+                       "elapsed_s": round(self.elapsed_before + time.perf_counter() - started, 2)}
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    self._log(row)
+                bar.update(task, completed=self.step,
+                           info=f"loss {numbers['loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s")
+                stop = False
+                if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
+                    self.last_val = self.evaluate()
+                    if self.last_val is not None:
+                        self._log({"step": self.step, "val_loss": self.last_val})
+                if cfg.guard.enabled and self.step % cfg.guard.every == 0:
+                    stop = self._guard_check()
+                if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps or stop:
+                    self._checkpoint(self.elapsed_before + time.perf_counter() - started)
+                if stop:
+                    break
+        self.elapsed_before += time.perf_counter() - started
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.main:
+            append_jsonl(self.log_path, row)
+
+    def _checkpoint(self, elapsed: float) -> None:
+        cfg = self.config
+        if self.main:
+            state = {"fingerprint": fingerprint(cfg), "fingerprint_fields": fingerprint_fields(cfg),
+                     "dataset_sha256": self.dataset_hash, "total_steps": self.total_steps,
+                     "micro_batch_size": self.micro, "tokens_total": self.tokens_total, "elapsed_s": round(elapsed, 2),
+                     "guard_baseline": self.guard_baseline, "val_loss": self.last_val}
+            ckpt.save_checkpoint(self.out, self.step, adapter_model=self.accelerator.unwrap_model(self.model),
+                                 optimizer=self.optimizer, scheduler=self.scheduler, state=state,
+                                 keep=cfg.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ forgetting guard
+    def _setup_guard(self) -> None:
+        cfg = self.config.guard
+        if not cfg.items:
+            raise AmautaError("guard.items: the forgetting guard needs Belebele items (a file, folder or hub id)")
+        try:
+            from amauta.evaluate import belebele
+        except ImportError as exc:
+            raise AmautaError(f"guard: the Belebele scorer is not available ({exc}); set guard.enabled false") from None
+        self._belebele = belebele
+        items = list(belebele.load_items(cfg.items))
+        self.guard_items = items[: cfg.sample]
+
+    def _guard_score(self) -> float:
+        from amauta.models.types import LoadedModel
+
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        loaded = LoadedModel(model=model, tokenizer=self.loaded.tokenizer, profile=self.loaded.profile,
+                             source=self.loaded.source, extra=self.loaded.extra)
+        summary = self._belebele.score(loaded, self.guard_items, formulation=self.config.guard.formulation)
+        model.train()
+        return float(summary.get("accuracy", summary.get("acc", 0.0)))
+
+    def _guard_check(self) -> bool:
+        """Score the sample; returns True when the run should stop."""
+        cfg = self.config.guard
+        score = self._guard_score()
+        self._log({"step": self.step, "guard_accuracy": score})
+        baseline = self.guard_baseline if self.guard_baseline is not None else score
+        if score < baseline - cfg.margin:
+            what = "stopping (the last checkpoint keeps this step)" if cfg.action == "stop" else "continuing"
+            self.print(f"[bold yellow]forgetting guard:[/] Belebele accuracy {score:.3f} fell more than "
+                       f"{cfg.margin:.3f} below the start ({baseline:.3f}) at step {self.step}; {what}")
+            return cfg.action == "stop"
+        return False
+
+    # ------------------------------------------------------------------ save
+    def save(self) -> Path:
+        """Write adapter/, loss.png, summary.json and manifest.json; return the run folder."""
+        from amauta.core.files import atomic_dir, read_jsonl
+        from amauta.train.plots import plot_loss
+
+        self.accelerator.wait_for_everyone()
+        if not self.main:
+            return self.out
+        model = self.accelerator.unwrap_model(self.model)
+        with atomic_dir(self.out / "adapter") as tmp:
+            model.save_pretrained(tmp)
+            self.loaded.tokenizer.save_pretrained(tmp)
+        rows = list(read_jsonl(self.log_path, tolerate_torn_tail=True)) if self.log_path.is_file() else []
+        train_rows = [r for r in rows if "loss" in r]
+        val_rows = [r for r in rows if "val_loss" in r]
+        if train_rows:
+            plot_loss(self.log_path, self.out / "loss.png", title=f"{self.config.model} · {self.out.name}")
+        summary = {
+            "steps": self.step, "total_steps": self.total_steps, "epochs": round(self.step / self.steps_per_epoch, 3),
+            "train_examples": len(self.train_examples), "val_examples": len(self.val_examples),
+            "final_loss": train_rows[-1]["loss"] if train_rows else None,
+            "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
+            "tokens_total": self.tokens_total, "train_seconds": round(self.elapsed_before, 2),
+            "tokens_per_s": round(self.tokens_total / self.elapsed_before, 1) if self.elapsed_before else None,
+            "micro_batch_size": self.micro, "device": str(self.device), "processes": self.accelerator.num_processes,
+            "completed": self.step >= self.total_steps,
+        }
+        atomic_write_json(self.out / "summary.json", summary)
+        write_manifest(self.out, "train", self.config,
+                       inputs=[Path(self.config.dataset) / "train.jsonl", Path(self.config.dataset) / "val.jsonl"],
+                       base_model=str(self.loaded.source), profile=self.loaded.profile.name, summary=summary,
+                       dataset_manifest=getattr(self.dataset, "manifest", None))
+        self.print(f"[green]done:[/] {self.out} (final loss {summary['final_loss']}, val {summary['final_val_loss']})")
+        return self.out

@@ -1,0 +1,106 @@
+"""The whole stage and its CLI on a tiny model with a fake judge endpoint: run, resume, down endpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from amauta.core.errors import AmautaError
+from amauta.evaluate.judge import JudgeConfig, run
+from amauta.evaluate.judge_commands import register
+from amauta.llm.fake_server import FakeOpenAIServer, unused_url
+
+SET = """name: mini
+system: Responde en español.
+items:
+  - id: q1
+    category: basic
+    prompt: ¿Cuál es la tarifa general del IVA?
+    reference: 15 %
+  - id: s1
+    category: contextual
+    turns: ["Me llamo Lucía.", "¿Cómo me llamo?"]
+"""
+VERDICT = json.dumps({"exactitud": 3, "relevancia": 4, "coherencia": 2, "contexto": 5, "justificacion": "Regular."})
+
+
+@pytest.fixture
+def mini_set(tmp_path):
+    path = tmp_path / "mini.yaml"
+    path.write_text(SET, encoding="utf-8")
+    return path
+
+
+def _config(mini_set, out, url, **kw):
+    return JudgeConfig(prompt_set=str(mini_set), model="tiny-llama", candidates=["base", "base@greedy"], n=2,
+                       max_new_tokens=4, judge_url=url, judge_model="juez", judge_backoff=0.0, out=str(out), **kw)
+
+
+def test_run_writes_the_folder_and_resumes_without_asking_again(tmp_path, mini_set, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
+    out = tmp_path / "run"
+    with FakeOpenAIServer(VERDICT) as url:
+        run(_config(mini_set, out, url), show_progress=False)
+        summary = json.loads((out / "summary.json").read_text())
+        for name in ("config.yaml", "answers.jsonl", "judgments.jsonl", "items.jsonl", "manifest.json"):
+            assert (out / name).is_file(), name
+        assert summary["task"] == "judge" and summary["judge"] == "juez"
+        assert summary["answers"] == 3 * 2 + 3  # sampling: 2 attempts × 3 turns; greedy: 1 × 3
+        assert summary["judged"] == summary["answers"] and summary["failed"] == 0
+        table = summary["judge_table"]["base"]
+        assert table["basic"]["n"] == 1 and table["contextual"]["n"] == 2 and table["all"]["n"] == 3
+        assert table["all"]["mean_of_n"]["overall"] == pytest.approx(3.5)
+        assert summary["judge_table"]["base@greedy"]["all"]["attempts"] == 1
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["stage"] == "evaluate.judge"
+        assert "sk-secret-123" not in json.dumps(manifest) + (out / "config.yaml").read_text()
+    # Rerun against a judge that would fail: every verdict is cached, so it is never asked.
+    server = FakeOpenAIServer("this would not be JSON")
+    with server as url:
+        run(_config(mini_set, out, url), show_progress=False)
+    assert server.chat_requests == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["judged"] == summary["judged"] and again["judge_table"] == summary["judge_table"]
+
+
+def test_down_endpoint_stops_with_one_line_and_keeps_answers(tmp_path, mini_set):
+    out = tmp_path / "run"
+    with pytest.raises(AmautaError, match=r"no answer after 2 tries.*0 verdicts so far are kept"):
+        run(_config(mini_set, out, unused_url(), judge_endpoint_retries=1), show_progress=False)
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 9
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["answers"] == 9 and summary["judged"] == 0
+
+
+def test_no_judge_is_refused_before_any_generation(tmp_path, mini_set):
+    with pytest.raises(AmautaError, match="no judge given"):
+        run(JudgeConfig(prompt_set=str(mini_set), model="tiny-llama", out=str(tmp_path / "r")), show_progress=False)
+    assert not (tmp_path / "r" / "answers.jsonl").exists()
+
+
+def test_cli_judge_summary_and_grade(tmp_path, mini_set):
+    app = typer.Typer()
+    eval_app = typer.Typer()
+    app.add_typer(eval_app, name="eval")
+    register(eval_app)
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    with FakeOpenAIServer(VERDICT) as url:
+        result = runner.invoke(app, ["eval", "judge", "--set", str(mini_set), "--model", "tiny-llama",
+                                     "--candidates", "base", "--n", "1", "--max-new-tokens", "4",
+                                     "--judge-url", url, "--judge-model", "juez", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "mean-of-N" in result.output and "wrote" in result.output
+    result = runner.invoke(app, ["eval", "judge", "--summary", "--out", str(out)])
+    assert result.exit_code == 0 and "LLM judge (juez)" in result.output
+    result = runner.invoke(app, ["eval", "grade", str(out), "--grader", "ana"], input="4\n4\n4\n4\n" * 3)
+    assert result.exit_code == 0, result.output
+    assert "Agreement, judge vs people" in result.output
+    result = runner.invoke(app, ["eval", "grade", str(out), "--status"])
+    assert "ana: 3/3" in result.output
+    result = runner.invoke(app, ["eval", "judge", "--set", str(mini_set), "--candidates", "base", "--out", str(out),
+                                 "--n", "0"])
+    assert result.exit_code != 0 and "'n'" in str(result.exception)

@@ -1,0 +1,149 @@
+"""`data review`: decisions saved at once, resume, undo, edits, Alpaca output; and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from amauta.core.errors import AmautaError
+from amauta.data.review import decisions_path, review
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_qa(tmp_path, n=4) -> Path:
+    rows = [{"id": f"p{i}", "instruction": f"¿Pregunta {i}?", "input": "", "output": f"Respuesta {i}.",
+             "category": "dominio", "source": "docs/iva.md", "page": 1, "article": f"Art. {i}",
+             "chunk_id": f"c{i}", "chunk_text": f"Art. {i}.- Texto del artículo {i}.", "model": "fake"} for i in range(n)]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def scripted(*answers):
+    """An `ask` that replies from a list; running out is like closing the terminal (EOF)."""
+    queue = list(answers)
+    prompts = []
+
+    def ask(prompt):
+        prompts.append(prompt)
+        if not queue:
+            raise EOFError
+        return queue.pop(0)
+
+    ask.prompts = prompts
+    return ask
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"), width=100)
+
+
+def read(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def test_decisions_are_saved_and_accepted_pairs_written_in_alpaca_form(tmp_path):
+    qa = make_qa(tmp_path)
+    original = qa.read_bytes()
+    summary = review(qa, ask=scripted("a", "r", "e", "¿Pregunta editada?", "", "Respuesta\\ncorregida.", "s", "q"),
+                     console=quiet())
+    assert (summary.accepted, summary.edited, summary.rejected, summary.pending) == (2, 1, 1, 1)
+    log = read(decisions_path(qa))
+    assert [(d["pair_id"], d["decision"]) for d in log] == [("p0", "accept"), ("p1", "reject"), ("p2", "edit")]
+    accepted = read(tmp_path / "qa.accepted.jsonl")
+    assert [a["id"] for a in accepted] == ["p0", "p2"]
+    assert accepted[1]["instruction"] == "¿Pregunta editada?" and accepted[1]["output"] == "Respuesta\ncorregida."
+    assert accepted[1]["edited"] is True and accepted[0]["article"] == "Art. 0"
+    assert "chunk_text" not in accepted[0] and {"instruction", "input", "output"} <= set(accepted[0])
+    assert qa.read_bytes() == original  # the input is never modified
+
+
+def test_resume_starts_with_the_first_undecided_pair(tmp_path):
+    qa = make_qa(tmp_path)
+    review(qa, ask=scripted("a", "s"), console=quiet())  # then EOF: the terminal closed
+    ask = scripted("r", "a", "a")
+    summary = review(qa, ask=ask, console=quiet())
+    # p1 was skipped, so it comes back first; p0 is not shown again.
+    decided = {d["pair_id"]: d["decision"] for d in read(decisions_path(qa))}
+    assert decided == {"p0": "accept", "p1": "reject", "p2": "accept", "p3": "accept"}
+    assert summary.pending == 0 and len(ask.prompts) == 3
+    assert review(qa, ask=scripted(), console=quiet()).accepted == 3  # nothing left: just rewrites the output
+
+
+def test_undo_brings_the_last_decision_back_even_after_a_restart(tmp_path):
+    qa = make_qa(tmp_path, n=3)
+    review(qa, ask=scripted("a", "a", "q"), console=quiet())
+    summary = review(qa, ask=scripted("u", "r", "q"), console=quiet())
+    decided = {d["pair_id"]: d["decision"] for d in read(decisions_path(qa)) if d["decision"] != "undone"}
+    assert decided["p1"] == "reject"  # re-decided after the undo (the log keeps both)
+    assert (summary.accepted, summary.rejected, summary.pending) == (1, 1, 1)
+
+
+def test_invalid_choice_and_unchanged_edit_keep_the_pair_pending(tmp_path):
+    qa = make_qa(tmp_path, n=1)
+    summary = review(qa, ask=scripted("x", "e", "", "", "", "a"), console=quiet())
+    assert [d["decision"] for d in read(decisions_path(qa))] == ["accept"]
+    assert summary.accepted == 1 and summary.edited == 0
+
+
+def test_bad_input_files_are_one_line_errors(tmp_path):
+    bad = tmp_path / "malo.jsonl"
+    bad.write_text('{"instruction": "q", "output": "r"}\n{"instruction": "q2"}\n', encoding="utf-8")
+    with pytest.raises(AmautaError, match=r"malo\.jsonl: record 2: 'output' must be a non-empty string"):
+        review(bad, ask=scripted(), console=quiet())
+    broken = tmp_path / "roto.jsonl"
+    broken.write_text('{"instruction": "q", "output": "r"}\n{"instruction": \n', encoding="utf-8")
+    with pytest.raises(AmautaError, match=r"roto\.jsonl:2: invalid JSON"):
+        review(broken, ask=scripted(), console=quiet())
+    qa = make_qa(tmp_path)
+    with pytest.raises(AmautaError, match="cannot overwrite the file under review"):
+        review(qa, qa, ask=scripted(), console=quiet())
+
+
+def test_hand_made_alpaca_file_without_ids(tmp_path):
+    path = tmp_path / "mio.jsonl"
+    path.write_text('{"instruction": "¿Qué es el RUC?", "output": "Un registro."}\n', encoding="utf-8")
+    review(path, tmp_path / "ok.jsonl", ask=scripted("a"), console=quiet())
+    [row] = read(tmp_path / "ok.jsonl")
+    assert row["instruction"] == "¿Qué es el RUC?" and len(row["id"]) == 16
+
+
+def test_accepted_pairs_are_read_by_the_dataset_readers(tmp_path):
+    readers = pytest.importorskip("amauta.data.readers")
+    qa = make_qa(tmp_path)
+    review(qa, ask=scripted("a", "a", "r", "a"), console=quiet())
+    result = readers.read_source(readers.SourceConfig(path=str(tmp_path / "qa.accepted.jsonl")))
+    assert len(result.records) == 3
+    assert result.records[0].messages[-1] == {"role": "assistant", "content": "Respuesta 0."}
+
+
+def test_cli_build_qa_then_review(tmp_path):
+    """The commands a person types, in a subprocess, against a fake endpoint started by the test."""
+    from amauta.llm.fake_server import FakeOpenAIServer, unused_url
+
+    env = dict(os.environ, AMAUTA_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    amauta = [sys.executable, "-m", "amauta.cli"]
+    reply = '[{"instruction": "¿Cuándo declaro el IVA?", "input": "", "output": "Cada mes."}]'
+    with FakeOpenAIServer(lambda m: reply.replace("IVA", m[1]["content"][-40:-20])) as url:
+        done = subprocess.run(amauta + ["data", "build-qa", str(REPO / "examples/docs/rimpe.md"), "--out",
+                                        str(tmp_path / "qa.jsonl"), "--base-url", url, "--model", "fake",
+                                        "--pairs-per-chunk", "1", "--api-key", "sk-x"],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "5 pairs from 5 chunks" in done.stderr
+    review_run = subprocess.run(amauta + ["data", "review", str(tmp_path / "qa.jsonl")], input="a\nr\nq\n",
+                                capture_output=True, text=True, env=env, timeout=120)
+    assert review_run.returncode == 0, review_run.stderr
+    assert "1 aceptados" in review_run.stdout and len(read(tmp_path / "qa.accepted.jsonl")) == 1
+    down = subprocess.run(amauta + ["data", "build-qa", str(REPO / "examples/docs"), "--out", str(tmp_path / "b.jsonl"),
+                                    "--base-url", unused_url(), "--model", "fake", "--max-retries", "1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert down.returncode == 2 and "no answer after" in down.stderr and "Traceback" not in down.stderr
+    assert not (tmp_path / "b.jsonl").exists()
