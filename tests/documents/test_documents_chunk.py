@@ -91,7 +91,7 @@ def test_long_article_is_split_with_overlap_and_keeps_its_label():
     assert all(len(c.text) <= 600 for c in chunks)
     assert all(c.article == "Art. 7" and c.parts == len(chunks) for c in chunks)
     assert [c.part for c in chunks] == list(range(1, len(chunks) + 1))
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in zip(chunks, chunks[1:], strict=False):
         # Each part opens with the last words of the part before it.
         opening = after.text[:40]
         assert opening in before.text[-130:], (opening, before.text[-130:])
@@ -114,7 +114,7 @@ def test_ids_are_stable_and_distinct():
     assert [c.id for c in first] == [c.id for c in again]
     assert len(first) == 5 and len({c.id for c in first}) == 5  # the repeated notice gets three ids
     changed = chunk_document(doc(text.replace("Otra.", "Otra cosa.")))
-    assert [a.id == b.id for a, b in zip(first, changed)] == [True, True, True, True, False]
+    assert [a.id == b.id for a, b in zip(first, changed, strict=True)] == [True, True, True, True, False]
     assert all(len(c.id) == 16 for c in first)
 
 

@@ -72,3 +72,14 @@ def run_config(tmp_path: Path, dataset: Path):
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models are latency-bound: on a shared 2-core machine one thread is several times faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

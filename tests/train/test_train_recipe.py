@@ -55,9 +55,9 @@ def test_packed_row_equals_separate_examples(tiny):
         examples.append({"input_ids": enc["input_ids"], "labels": enc["labels"]})
     model = loaded.model
     with torch.no_grad():
-        packed = model(**pack(examples, torch.device("cpu")), num_items_in_batch=1).loss
-        alone = sum(model(**pack([ex], torch.device("cpu")), num_items_in_batch=1).loss for ex in examples)
-        padded = model(**pad(examples, loaded.tokenizer.pad_token_id, torch.device("cpu")), num_items_in_batch=1).loss
+        packed = model(**pack(examples, torch.device("cpu")), num_items_in_batch=1, use_cache=False).loss
+        alone = sum(model(**pack([ex], torch.device("cpu")), num_items_in_batch=1, use_cache=False).loss for ex in examples)
+        padded = model(**pad(examples, loaded.tokenizer.pad_token_id, torch.device("cpu")), num_items_in_batch=1, use_cache=False).loss
     assert packed.item() == pytest.approx(alone.item(), rel=1e-5)
     assert padded.item() == pytest.approx(alone.item(), rel=1e-5)
 

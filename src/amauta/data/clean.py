@@ -52,6 +52,8 @@ class CleanConfig(StageConfig):
     """Languages the detector chooses among (a short list is fast and enough to catch leftovers)."""
     language_min_chars: int = Field(50, ge=1)
     """Paragraphs shorter than this are not checked (names and short answers fool any detector)."""
+    language_fast: bool = False
+    """lingua's low-accuracy mode: loads in under a second instead of several, but flags more short texts."""
     language_min_confidence: float = Field(0.2, ge=0, le=1)
     """A paragraph whose confidence of being in `language` is below this removes its record."""
 
@@ -107,7 +109,8 @@ def _language_detector(config: CleanConfig):
             raise AmautaError(f"clean.language: unknown ISO 639-1 language code '{code}'") from None
     if len(isos) < 2:
         raise AmautaError("clean.language_candidates: give at least one language besides the kept one")
-    return LanguageDetectorBuilder.from_iso_codes_639_1(*isos).build()
+    builder = LanguageDetectorBuilder.from_iso_codes_639_1(*isos)
+    return (builder.with_low_accuracy_mode() if config.language_fast else builder).build()
 
 
 def _shingles(text: str) -> set[bytes]:

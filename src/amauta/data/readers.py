@@ -189,7 +189,7 @@ def iter_json_rows(path: Path, text: str, rows: _Rows, max_record_chars: int) ->
                 obj, end = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
                 eline, ecol = _line_col(text, exc.pos)
-                cut = exc.pos >= len(text.rstrip())
+                cut = not text.rstrip().endswith("]")  # a whole array ends with its bracket
                 why = ("the JSON array is cut short (the file ends inside this record); the file is probably "
                        "truncated: export it again") if cut else f"invalid JSON ({exc.msg} at line {eline} column {ecol})"
                 rows.fail(f"{where}: {why}")
@@ -375,7 +375,7 @@ def read_squad(path: Path, text: str, spec: SourceConfig, rows: _Rows, result: R
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         line, col = _line_col(text, exc.pos)
-        cut = exc.pos >= len(text.rstrip())
+        cut = not text.rstrip().endswith("}")  # a whole document ends with its brace
         why = "the file is cut short; export it again" if cut else f"{exc.msg} at column {col}"
         raise AmautaError(f"{path}:{line}: invalid SQuAD JSON ({why})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):

@@ -227,7 +227,7 @@ def _split(body: list[tuple[int, str]], max_chars: int, overlap: int) -> list[tu
 
     if overlap:
         with_overlap = [parts[0]]
-        for (_, previous), (page, text) in zip(parts, parts[1:]):
+        for (_, previous), (page, text) in zip(parts, parts[1:], strict=False):
             tail = previous[-overlap:]
             # Start the repeated tail at a word boundary so it does not open with half a word.
             cut = tail.find(" ")

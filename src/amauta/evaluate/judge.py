@@ -432,18 +432,17 @@ def _ci(entry: dict[str, Any]) -> str:
 
 
 def render_table(table: dict[str, dict[str, Any]], title: str):
-    """Candidate × category rows: n, per-criterion best/mean, overall best-of-N and mean-of-N with CIs."""
+    """Candidate × category rows: n, each criterion as best/mean, overall best-of-N and mean-of-N with its CI."""
     from rich.table import Table
 
     out = Table(title=title, title_justify="left")
-    for column in ("candidate", "category", "n", *[NAMES_ES[c].split()[0].lower() + " b/m" for c in CRITERIA],
-                   "best-of-N [95% CI]", "mean-of-N [95% CI]"):
+    for column in ("candidate", "category", "n", *CRITERIA, "best-of-N", "mean-of-N [95% CI]"):
         out.add_column(column, justify="left" if column in ("candidate", "category") else "right")
     for candidate, categories in table.items():
         for category, entry in categories.items():
-            cells = [f"{entry['best_of_n'][c]:.2f}/{entry['mean_of_n'][c]:.2f}" for c in CRITERIA]
-            out.add_row(candidate, category, str(entry["n"]), *cells, _ci(entry["best_of_n"]), _ci(entry["mean_of_n"]),
-                        end_section=category == "all")
+            cells = [f"{entry['best_of_n'][c]:.1f}/{entry['mean_of_n'][c]:.1f}" for c in CRITERIA]
+            out.add_row(candidate, category, str(entry["n"]), *cells, f"{entry['best_of_n']['overall']:.2f}",
+                        _ci(entry["mean_of_n"]), end_section=category == "all")
     return out
 
 
@@ -508,14 +507,14 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
     console = console or Console()
     both = bool(summary.get("agreement"))
     if summary.get("judge_table"):
-        console.print(render_table(summary["judge_table"], f"LLM judge ({summary.get('judge', '?')}): 1–5 by "
-                                   "criterion, best-of-N / mean-of-N"))
+        console.print(render_table(summary["judge_table"], f"LLM judge ({summary.get('judge', '?')}): 1–5, each "
+                                   "criterion as best-of-N/mean-of-N"))
         console.print(render_comparison(summary, "judge_table"))
         if both:
             console.print(render_agreement(summary))
     if summary.get("human_table"):
-        console.print(render_table(summary["human_table"], f"People ({', '.join(summary['graders'])}): 1–5 by "
-                                   "criterion, best-of-N / mean-of-N"))
+        console.print(render_table(summary["human_table"], f"People ({', '.join(summary['graders'])}): 1–5, each "
+                                   "criterion as best-of-N/mean-of-N"))
         console.print(render_comparison(summary, "human_table"))
         if both:
             console.print(render_agreement(summary))

@@ -23,7 +23,13 @@ from typing import Any, Literal
 
 from amauta.core.errors import AmautaError
 from amauta.models import embedded
-from amauta.models.registry import Profile, find_profile_by_source, get_profile, profile_for_architecture, profile_names
+from amauta.models.registry import (
+    Profile,
+    find_profile_by_source,
+    get_profile,
+    profile_for_architecture,
+    profile_names,
+)
 from amauta.models.types import LoadedModel
 
 Quantization = Literal["none", "8bit", "4bit"]
@@ -248,7 +254,6 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
     adapter: a peft adapter folder, or a training run folder containing `adapter/`.
     profile: a registry profile (or its name) to use instead of the one found from `spec`.
     """
-    import torch
 
     started = time.perf_counter()
     if quantization not in ("none", "8bit", "4bit"):

@@ -16,6 +16,8 @@ Pipeline entry point: `run(IndexConfig(...))`.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import re
@@ -133,6 +135,15 @@ def _missing_index(name: str | Path, path: Path) -> AmautaError:
 # ---------------------------------------------------------------- the vector store
 
 _CLIENTS: dict[str, Any] = {}
+
+
+@atexit.register
+def _close_clients() -> None:
+    # Close while the interpreter is intact; qdrant's own __del__ at shutdown prints an ImportError.
+    for client in list(_CLIENTS.values()):
+        with contextlib.suppress(Exception):
+            client.close()
+    _CLIENTS.clear()
 
 
 def _qdrant(path: Path, url: str | None):

@@ -48,9 +48,10 @@ def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
     from amauta.models.load import load_model
 
     if config.quantization.mode != "none":
-        loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.quantization.compute_dtype)
-        base = loaded.model.dequantize()  # de-quantize first: merging into 4-bit blocks would round the update away
-        base = base.to(torch.float32)
+        loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.dtype)  # as trained
+        # De-quantize first (to float32, exactly the values training saw): merging into 4-bit blocks
+        # would round the update away.
+        base = loaded.model.dequantize(dtype=torch.float32)
     else:
         # Merge in float32 on the CPU (exact to the last bit that matters), then cast to the export type.
         loaded = load_model(config.model, dtype="float32", device="cpu")

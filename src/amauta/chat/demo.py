@@ -1,0 +1,120 @@
+"""The demo step (`uses: chat.demo` in a pipeline file): answer a few Spanish prompts with every strategy.
+
+For each prompt and each decoding strategy it streams nothing and records everything: the answer, tokens,
+seconds and tokens/s go to `generations.jsonl` (appended as they finish, so a killed demo resumes), a rich
+table shows them side by side, and `summary.json` holds tokens/s per strategy and contrastive search's time
+per token relative to greedy's.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydantic import Field
+
+from amauta.chat.decoding import STRATEGIES, GenerationSettings, Strategy
+from amauta.core.config import StageConfig
+from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from amauta.core.manifest import write_manifest
+
+DEFAULT_PROMPTS = [
+    "¿Qué es el Servicio de Rentas Internas del Ecuador?",
+    "Escribe un poema corto sobre la montaña y el mar.",
+    "Explica en dos oraciones qué es el impuesto al valor agregado.",
+    "Dame tres consejos para aprender un idioma nuevo.",
+]
+
+
+class DemoConfig(StageConfig):
+    """What the demo answers, and how."""
+
+    model: str = Field("smollm2-135m-instruct", description="Registry name, hub id, folder or .gguf file.")
+    adapter: str | None = Field(None, description="Optional LoRA adapter (or training run folder) to load on the model.")
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS), min_length=1,
+                               description="User messages, each answered once per strategy.")
+    system: str | None = Field(None, description="Optional system prompt.")
+    strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1,
+                                       description="Decoding strategies to compare.")
+    max_new_tokens: int = Field(48, ge=1, description="Most tokens per answer.")
+    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    seed: int = Field(0, description="Seed for the sampling strategy.")
+    out: str = Field("runs/demo/chat", description="Output folder: generations.jsonl, summary.json, manifest.json.")
+
+
+def _summary(rows: list[dict], strategies: list[str]) -> dict:
+    per = {}
+    for strategy in strategies:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        tokens, seconds = sum(r["tokens"] for r in mine), sum(r["seconds"] for r in mine)
+        per[strategy] = {"answers": len(mine), "tokens": tokens, "seconds": round(seconds, 3),
+                         "tokens_per_second": round(tokens / seconds, 2) if seconds else 0.0,
+                         "ms_per_token": round(1000 * seconds / tokens, 2) if tokens else None}
+    ratio = None
+    if per.get("greedy", {}).get("ms_per_token") and per.get("contrastive", {}).get("ms_per_token"):
+        ratio = round(per["contrastive"]["ms_per_token"] / per["greedy"]["ms_per_token"], 3)
+    return {"strategies": per, "contrastive_vs_greedy_time_per_token": ratio}
+
+
+def run(config: DemoConfig) -> Path:
+    """Answer every prompt with every strategy; write the folder `config.out`; return it."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from amauta.chat.generate import generate
+    from amauta.models.load import load_model
+
+    console = Console()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "generations.jsonl"
+    # Resume: keep rows of an earlier run with the same settings; redo the rest.
+    key = {"model": config.model, "adapter": config.adapter, "system": config.system,
+           "max_new_tokens": config.max_new_tokens, "dtype": config.dtype, "seed": config.seed}
+    done = {(r["prompt"], r["strategy"]): r for r in (read_jsonl(cache, tolerate_torn_tail=True) if cache.exists() else [])
+            if r.get("key") == key}
+    started = time.perf_counter()
+    with console.status(f"loading {config.model}…"):
+        loaded = load_model(config.model, adapter=config.adapter, dtype=config.dtype)
+    rows = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("answering", total=len(config.prompts) * len(config.strategies))
+        for prompt in config.prompts:
+            messages = ([{"role": "system", "content": config.system}] if config.system else []) + \
+                [{"role": "user", "content": prompt}]
+            for strategy in config.strategies:
+                if (prompt, strategy) in done:
+                    rows.append(done[(prompt, strategy)])
+                    progress.advance(task)
+                    continue
+                settings = GenerationSettings.from_profile(loaded.profile, strategy=strategy,
+                                                           max_new_tokens=config.max_new_tokens, seed=config.seed)
+                result = generate(loaded, messages, settings)
+                row = {"key": key, "prompt": prompt, "strategy": strategy, "text": result.text,
+                       "tokens": result.new_tokens, "prompt_tokens": result.prompt_tokens,
+                       "seconds": round(result.seconds, 4), "tokens_per_second": round(result.tokens_per_second, 2),
+                       "finish_reason": result.finish_reason}
+                append_jsonl(cache, row)
+                rows.append(row)
+                progress.advance(task)
+
+    table = Table(title=f"{loaded.profile.name}: {len(config.prompts)} prompts × {len(config.strategies)} strategies")
+    for column in ("prompt", "strategy", "answer", "tokens", "tok/s"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        answer = " ".join(row["text"].split())
+        table.add_row(row["prompt"][:40], row["strategy"], answer[:120] + ("…" if len(answer) > 120 else ""),
+                      str(row["tokens"]), f"{row['tokens_per_second']:.1f}")
+    console.print(table)
+    summary = _summary(rows, list(config.strategies))
+    summary.update(model=loaded.profile.name, source=str(loaded.source), dtype=loaded.extra.get("dtype"),
+                   seconds=round(time.perf_counter() - started, 2))
+    atomic_write_json(out / "summary.json", summary)
+    # The rows of this run only, in order (an earlier run with other settings may have left other rows).
+    atomic_write_jsonl(cache, rows)
+    write_manifest(out, "chat.demo", config, model_source=str(loaded.source), load=loaded.extra)
+    ratio = summary["contrastive_vs_greedy_time_per_token"]
+    console.print("tokens/s: " + ", ".join(f"{s} {v['tokens_per_second']}" for s, v in summary["strategies"].items())
+                  + (f"; contrastive/greedy time per token {ratio}×" if ratio else ""))
+    return out

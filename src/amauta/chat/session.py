@@ -1,0 +1,126 @@
+"""A conversation with a loaded model: system prompt, history kept within the context window, save to JSON.
+
+The history holds what the user typed and what the model answered. Before each answer the session renders
+system prompt + history + new question with the model's template and, while that plus the room for the
+answer exceeds the context window, drops the oldest exchange (the caller is told how many were dropped).
+With a `RagAnswerer` (`amauta chat --rag INDEX`) the question is sent with retrieved passages instead, and
+the hits are kept for showing the sources; the history still stores the plain question.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from amauta.chat.decoding import GenerationSettings
+from amauta.chat.generate import Generation, GenerationResult
+from amauta.core.errors import AmautaError
+from amauta.core.files import atomic_write_json
+
+
+class ChatSession:
+    """A multi-turn chat.
+
+    loaded: the `LoadedModel` that answers.
+    settings: decoding settings (default: the profile's).
+    system: system prompt (None = none; the template's own default, if any, applies).
+    rag: an optional `amauta.rag.answer.RagAnswerer`: questions are answered from its index.
+    context_length: tokens the prompt plus answer may use (default: the profile's context length).
+    """
+
+    def __init__(self, loaded, settings: GenerationSettings | None = None, system: str | None = None,
+                 rag: Any = None, context_length: int | None = None):
+        self.loaded = loaded
+        self.settings = settings or GenerationSettings.from_profile(loaded.profile)
+        self.system = system or None
+        self.rag = rag
+        self.context_length = context_length or int(loaded.profile.context_length)
+        self.history: list[dict[str, str]] = []
+        self.last_result: GenerationResult | None = None
+        self.last_hits: list[Any] = []
+        self.dropped_turns = 0  # exchanges dropped to fit the window before the last answer
+
+    # --- the conversation ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the history (the system prompt and settings stay)."""
+        self.history.clear()
+        self.last_result, self.last_hits, self.dropped_turns = None, [], 0
+
+    def set_system(self, text: str | None) -> None:
+        """Set (or with None/empty, remove) the system prompt."""
+        self.system = text.strip() if text and text.strip() else None
+
+    def set_strategy(self, strategy: str) -> None:
+        """Switch the decoding strategy, with that strategy's defaults from the profile."""
+        self.settings = GenerationSettings.from_profile(self.loaded.profile, strategy=strategy,
+                                                        max_new_tokens=self.settings.max_new_tokens,
+                                                        stop=self.settings.stop, seed=self.settings.seed)
+
+    def _frame(self, question: str) -> tuple[list[dict[str, str]], dict[str, str]]:
+        """The system message(s) and the last user message that surround the history."""
+        if self.rag is None:
+            system = [{"role": "system", "content": self.system}] if self.system else []
+            return system, {"role": "user", "content": question}
+        # Retrieve once per question; the passages ride in the last user turn, the RAG system prompt first.
+        messages, self.last_hits = self.rag.build_messages(question, history=[], system=self.system)
+        return [m for m in messages[:-1] if m["role"] == "system"], messages[-1]
+
+    def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        from amauta.models.templates import apply_template
+
+        return len(self.loaded.tokenizer(apply_template(self.loaded, messages), add_special_tokens=False).input_ids)
+
+    def build_messages(self, question: str) -> list[dict[str, str]]:
+        """Messages for `question`, dropping the oldest exchanges until prompt + answer fit the window."""
+        room = self.context_length - min(self.settings.max_new_tokens, self.context_length // 2)
+        history = list(self.history)
+        dropped = 0
+        system, last = self._frame(question)
+        while history and self._prompt_tokens(system + history + [last]) > room:
+            # Drop one exchange: the oldest user turn and every assistant turn up to the next user turn.
+            history.pop(0)
+            while history and history[0]["role"] != "user":
+                history.pop(0)
+            dropped += 1
+        if dropped:
+            self.history = history
+        self.dropped_turns = dropped
+        return system + history + [last]
+
+    def send(self, question: str, stop_event: threading.Event | None = None) -> Iterator[str]:
+        """Stream the answer to `question`; the exchange joins the history when the answer ends (even cancelled)."""
+        question = question.strip()
+        if not question:
+            raise AmautaError("empty message; type a question")
+        messages = self.build_messages(question)
+        run = Generation(self.loaded, messages, self.settings, stop_event)
+        yield from run
+        self.last_result = run.result
+        answer = run.result.text.strip() if run.result else ""
+        self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+    def ask(self, question: str) -> str:
+        """The whole answer to `question` (for scripts)."""
+        return "".join(self.send(question)).strip()
+
+    # --- saving ----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `save` writes: model, settings, system prompt and the messages."""
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        return {"model": self.loaded.profile.name, "source": str(self.loaded.source),
+                "adapter": self.loaded.extra.get("adapter"), "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "settings": self.settings.model_dump(mode="json"), "messages": messages}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the conversation as JSON (atomically); returns the path."""
+        path = Path(path).expanduser()
+        if path.is_dir():
+            raise AmautaError(f"{path}: is a folder; give a file name such as {path / 'chat.json'}")
+        if path.suffix.lower() != ".json":
+            raise AmautaError(f"{path}: a saved chat is JSON; use a name ending in .json")
+        return atomic_write_json(path, self.to_dict())

@@ -1,0 +1,141 @@
+"""Answer a question from an index: retrieve passages, prompt in Spanish with them numbered, cite sources.
+
+`RagAnswerer` is the one RAG path: `amauta rag ask`, the terminal chat (`amauta chat --rag NAME`), the
+server (`amauta serve --rag NAME`) and the judge's law-ec comparison all use it.
+
+    answerer = RagAnswerer("leyes", top_k=4)
+    reply = answerer.answer("¿Cuál es la tarifa del IVA?", make_llm())
+    print(reply.format())        # the answer, then "Fuentes:" with file, article and page
+
+When no passage passes the relevance threshold the answer says so, and no model is asked, so nothing is
+invented.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amauta.core.errors import AmautaError
+from amauta.rag.embed import relevance_threshold
+from amauta.rag.retrieve import Hit, Mode, Retriever
+
+SYSTEM_PROMPT = (
+    "Eres un asistente que responde en español usando solo los fragmentos de documentos que se te dan. "
+    "Cita cada dato con el número del fragmento entre corchetes, por ejemplo [1]. Si los fragmentos no "
+    "contienen la respuesta, dilo claramente y no inventes nada. Responde de forma breve y precisa."
+)
+NOT_FOUND = ("No encontré información relevante sobre esa pregunta en los documentos indexados, así que no "
+             "puedo responderla con fuentes. Prueba a reformularla o a indexar documentos que traten el tema.")
+NOT_FOUND_CONTEXT = ("(No se encontró ningún fragmento relevante en los documentos para esta pregunta. Dile al "
+                     "usuario que los documentos no tratan ese tema; no inventes una respuesta.)")
+
+
+@dataclass
+class Answer:
+    """A RAG answer.
+
+    text: the model's answer (or the not-found message).
+    sources: the passages the answer cites (all retrieved passages when it cites none).
+    found: False when no relevant passage was found (then no model was asked).
+    hits: every passage that was given to the model.
+    """
+
+    text: str
+    sources: list[Hit] = field(default_factory=list)
+    found: bool = True
+    hits: list[Hit] = field(default_factory=list)
+
+    def format(self) -> str:
+        """The answer followed by a numbered list of sources a person can open."""
+        if not self.sources:
+            return self.text
+        lines = [self.text.rstrip(), "", "Fuentes:"]
+        for hit in self.sources:
+            number = self.hits.index(hit) + 1 if hit in self.hits else "?"
+            lines.append(f"[{number}] {hit.citation()}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "found": self.found,
+                "sources": [{"number": self.hits.index(h) + 1, **h.to_dict()} for h in self.sources]}
+
+
+def format_passages(hits: list[Hit], max_chars: int) -> str:
+    """Numbered passages for the prompt; each passage is cut so that all of them fit in `max_chars`."""
+    budget = max(200, max_chars // max(1, len(hits)))
+    blocks = []
+    for number, hit in enumerate(hits, start=1):
+        where = Path(hit.source).name + (f", {hit.article}" if hit.article else "") + (
+            f", página {hit.page}" if hit.source.lower().endswith(".pdf") else "")
+        text = hit.text if len(hit.text) <= budget else hit.text[:budget].rsplit(" ", 1)[0] + " …"
+        blocks.append(f"[{number}] ({where})\n{text}")
+    return "\n\n".join(blocks)
+
+
+def cited_numbers(text: str, count: int) -> list[int]:
+    """The passage numbers an answer cites ([1], [2, 3], [1][3]), in order, within 1..count."""
+    numbers: list[int] = []
+    for group in re.findall(r"\[([\d,\s]+)\]", text):
+        for piece in group.split(","):
+            if piece.strip().isdigit() and 1 <= int(piece) <= count and int(piece) not in numbers:
+                numbers.append(int(piece))
+    return numbers
+
+
+class RagAnswerer:
+    """Retrieval-augmented answers over one index.
+
+    index: index name, folder, or an opened `Index`.
+    top_k: passages given to the model.
+    min_score: cosine similarity under which a passage is irrelevant (default: calibrated per embedder).
+    mode: hybrid (BM25 + dense, fused), dense or bm25.
+    max_context_chars: characters of passages in the prompt (keeps small models inside their context).
+    qdrant_url: Qdrant server, when the index keeps its vectors there and the address changed.
+    """
+
+    def __init__(self, index: Any, top_k: int = 4, *, min_score: float | None = None, mode: Mode = "hybrid",
+                 max_context_chars: int = 6000, qdrant_url: str | None = None):
+        from amauta.rag.index import Index, open_index
+
+        if top_k < 1:
+            raise AmautaError(f"top_k must be at least 1, got {top_k}")
+        self.index = index if isinstance(index, Index) else open_index(index, qdrant_url=qdrant_url)
+        self.top_k = top_k
+        self.min_score = relevance_threshold(self.index.embedder) if min_score is None else min_score
+        self.max_context_chars = max_context_chars
+        self.retriever = Retriever(self.index, mode=mode)
+
+    def retrieve(self, question: str) -> list[Hit]:
+        """The relevant passages for `question`, best first (empty when none is relevant)."""
+        if not isinstance(question, str) or not question.strip():
+            raise AmautaError("the question is empty; type a question")
+        return self.retriever.search(question, self.top_k, min_score=self.min_score)
+
+    def build_messages(self, question: str, history: list[dict] | None = None,
+                       system: str | None = None) -> tuple[list[dict], list[Hit]]:
+        """Chat messages with the numbered passages in the last user turn, and the passages used.
+
+        history: earlier turns (user/assistant messages) of a conversation, without system messages.
+        system: replaces the Spanish RAG system prompt.
+        """
+        hits = self.retrieve(question)
+        context = format_passages(hits, self.max_context_chars) if hits else NOT_FOUND_CONTEXT
+        user = f"Fragmentos de los documentos:\n\n{context}\n\nPregunta: {question.strip()}"
+        messages = [{"role": "system", "content": system or SYSTEM_PROMPT}]
+        messages += [m for m in (history or []) if m.get("role") != "system"]
+        messages.append({"role": "user", "content": user})
+        return messages, hits
+
+    def answer(self, question: str, llm: Any, *, history: list[dict] | None = None, max_tokens: int = 512,
+               temperature: float = 0.0) -> Answer:
+        """Retrieve, generate with `llm` (an `amauta.llm.LLM`), and attach the cited sources."""
+        messages, hits = self.build_messages(question, history)
+        if not hits:
+            return Answer(text=NOT_FOUND, sources=[], found=False, hits=[])
+        text = llm.complete(messages, max_tokens=max_tokens, temperature=temperature).strip()
+        cited = cited_numbers(text, len(hits))
+        sources = [hits[n - 1] for n in cited] if cited else list(hits)
+        return Answer(text=text, sources=sources, found=True, hits=hits)

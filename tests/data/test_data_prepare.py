@@ -1,0 +1,119 @@
+"""End to end: config → dataset folder (contract files), read back, template check, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from amauta.core.config import load_config, validate_config
+from amauta.core.errors import AmautaError
+from amauta.data.dataset import read_dataset_dir
+from amauta.data.prepare import PrepareConfig, run
+
+REPO = Path(__file__).resolve().parents[2]
+ALPACA = REPO / "examples" / "data" / "alpaca_es.jsonl"
+DOLLY = REPO / "examples" / "data" / "dolly_es.jsonl"
+
+
+def config(**overrides) -> PrepareConfig:
+    data = {"sources": [{"path": str(ALPACA), "name": "alpaca_es", "cap": 120},
+                        {"path": str(DOLLY), "name": "dolly_es", "weight": 2.0}],
+            "model": "tiny-llama", "length_templates": ["chatml"],
+            "clean": {"language": None, "max_tokens": 400}, "split": {"val_fraction": 0.1}}
+    data.update(overrides)
+    return validate_config(PrepareConfig, data)
+
+
+def test_prepare_writes_the_contract_folder(tmp_path):
+    out = run(config(), out=tmp_path / "ds")
+    assert sorted(p.name for p in out.iterdir()) == ["lengths.png", "manifest.json", "stats.json", "train.jsonl", "val.jsonl"]
+    line = json.loads((out / "train.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert list(line) == ["id", "messages", "source", "category"]
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["sources"]["alpaca_es"]["selected"] == 120
+    assert stats["sources"]["alpaca_es"]["removed"]["exact_duplicate"] == 2
+    assert stats["sources"]["alpaca_es"]["removed"]["empty"] == 1
+    assert stats["sources"]["dolly_es"]["train"] > stats["sources"]["dolly_es"]["kept"]  # weight 2 repeats it
+    assert set(stats["token_lengths"]) == {"llama2", "chatml"}
+    assert stats["token_lengths"]["llama2"]["p95"] <= 400 and stats["token_lengths"]["llama2"]["count"] > 0
+    assert (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["stage"] == "data.prepare" and manifest["template"] == "llama2" and manifest["model"] == "tiny-llama"
+    assert str(ALPACA) in manifest["inputs"]
+
+    ds = read_dataset_dir(out, template="llama2")
+    assert len(ds.train) == stats["totals"]["train"] and len(ds.val) == stats["totals"]["val"]
+    assert ds.template == "llama2" and ds.train[0].messages[-1]["role"] == "assistant"
+    with pytest.raises(AmautaError, match="prepared for template 'llama2'.*uses 'chatml'"):
+        read_dataset_dir(out, template="chatml", model="smollm2-135m-instruct")
+
+
+def test_prepare_is_deterministic(tmp_path):
+    a = run(config(), out=tmp_path / "a")
+    b = run(config(), out=tmp_path / "b")
+    for name in ("train.jsonl", "val.jsonl"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_rerun_replaces_the_folder_atomically(tmp_path):
+    out = run(config(), out=tmp_path / "ds")
+    (out / "stale.txt").write_text("old", encoding="utf-8")
+    run(config(split={"val_fraction": 0.2}), out=out)
+    assert not (out / "stale.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_config_errors_are_one_line(tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"sources:\n  - path: {ALPACA}\n    wieght: 2\n", encoding="utf-8")
+    with pytest.raises(AmautaError, match=r"p.yaml: unknown key 'sources.0.wieght'"):
+        load_config(PrepareConfig, cfg)
+    with pytest.raises(AmautaError, match="two sources are named"):
+        validate_config(PrepareConfig, {"sources": [{"path": str(ALPACA)}, {"path": str(ALPACA)}]})
+    with pytest.raises(AmautaError, match="no output folder"):
+        run(config())
+    with pytest.raises(AmautaError, match="every record was removed"):
+        run(config(clean={"language": None, "min_answer_chars": 10_000}), out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_read_dataset_dir_refuses_other_folders(tmp_path):
+    with pytest.raises(AmautaError, match="dataset folder not found"):
+        read_dataset_dir(tmp_path / "none")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(AmautaError, match="missing val.jsonl, manifest.json"):
+        read_dataset_dir(tmp_path / "half")
+    out = run(config(), out=tmp_path / "ds")
+    lines = (out / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    (out / "train.jsonl").write_text("\n".join(lines[:3] + [lines[1]]) + "\n", encoding="utf-8")
+    with pytest.raises(AmautaError, match=r"train.jsonl:4: duplicate id"):
+        read_dataset_dir(out)
+
+
+def test_cli_prepare_prints_table(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from amauta.cli import app
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"sources:\n  - path: {DOLLY}\n    name: dolly\nmodel: tiny-mistral\nclean:\n  language: null\n",
+                   encoding="utf-8")
+    result = CliRunner().invoke(app, ["data", "prepare", str(cfg), "--out", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    assert "exact duplicate" in result.output and "tokens (mistral)" in result.output
+    assert read_dataset_dir(tmp_path / "ds", template="mistral").train
+
+
+@pytest.mark.integration
+def test_demo_config_with_smollm2_and_language_filter(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the demo config's paths are relative to the repository root
+    cfg = load_config(PrepareConfig, REPO / "examples" / "prepare.yaml")
+    out = run(cfg, out=tmp_path / "demo")
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["template"] == "chatml"
+    assert stats["removed"]["language"] == 2 and stats["removed"]["near_duplicate"] == 1
+    assert stats["totals"]["train"] > 150 and stats["totals"]["val"] > 5
+    assert set(stats["token_lengths"]) == {"chatml", "llama2", "mistral"}

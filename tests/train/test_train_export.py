@@ -1,0 +1,102 @@
+"""Export: merged weights give the base+adapter logits, GGUF reloads with transformers, model card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from amauta.core.errors import AmautaError
+from amauta.train.config import build_config
+from amauta.train.export import export_run
+from amauta.train.recipe import run
+
+TEXT = "¿Cuánto es 3 más 4? El Servicio de Rentas Internas administra los impuestos."
+
+
+@pytest.fixture
+def trained(run_config):
+    # A high learning rate so the adapter moves the logits visibly (the comparison is not trivial).
+    cfg = build_config(run_config(max_steps=4, checkpoint_every=4, eval_every=4, optimizer={"lr": 5e-2},
+                                  lora={"targets": "all-linear"}), {})
+    return run(cfg, progress=False)
+
+
+def test_merge_gives_base_plus_adapter_logits_and_gguf_reloads(trained, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from amauta.models.load import load_model
+
+    out = export_run(trained, tmp_path / "export", merge=True, gguf=True, dtype="float32")
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "manifest.json", "model-f32.gguf"} <= names
+
+    with_adapter = load_model("tiny-llama", adapter=trained)
+    base = load_model("tiny-llama")
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    from_gguf = AutoModelForCausalLM.from_pretrained(out, gguf_file="model-f32.gguf", dtype=torch.float32)
+    gguf_tokenizer = AutoTokenizer.from_pretrained(out, gguf_file="model-f32.gguf")
+    ids = with_adapter.tokenizer(TEXT, return_tensors="pt", add_special_tokens=False).input_ids
+    assert gguf_tokenizer(TEXT, add_special_tokens=False).input_ids == ids[0].tolist()
+    with torch.no_grad():
+        expected = with_adapter.model(ids).logits
+        assert (base.model(ids).logits - expected).abs().max() > 1e-2  # the adapter changed something
+        assert torch.allclose(merged(ids).logits, expected, atol=1e-5)
+        assert torch.allclose(from_gguf(ids).logits, expected, atol=1e-5)
+
+    card = (out / "README.md").read_text()
+    assert "base_model:" in card and "| LoRA | r 4, alpha 8.0, dropout 0.1, targets all-linear |" in card
+    assert "48 training and 8 validation" in card
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "export"
+
+
+def test_f16_gguf_and_adapter_only_export(trained, tmp_path):
+    import gguf
+
+    out = export_run(trained, tmp_path / "f16", merge=True, gguf=True, dtype="float16")
+    reader = gguf.GGUFReader(str(out / "model-f16.gguf"))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == "F16" and types["blk.0.attn_norm.weight"] == "F32"
+    assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "llama"
+
+    adapter_only = export_run(trained, tmp_path / "adapter", merge=False)
+    assert (adapter_only / "adapter_model.safetensors").is_file() and "LoRA adapter" in (adapter_only / "README.md").read_text()
+    with pytest.raises(AmautaError, match="already exists"):
+        export_run(trained, tmp_path / "adapter", merge=False)
+
+
+def test_quantized_base_is_dequantized_before_merging(run_config, tmp_path):
+    """QLoRA on the tiny model (bitsandbytes' CPU path): the merge uses the de-quantized 4-bit weights."""
+    from peft import PeftModel
+
+    from amauta.models.load import load_model
+
+    cfg = build_config(run_config(max_steps=2, checkpoint_every=2, eval_every=2, quantization={"mode": "4bit"},
+                                  optimizer={"lr": 5e-2}), {})
+    trained = run(cfg, progress=False)
+    out = export_run(trained, tmp_path / "q", merge=True, dtype="float32")
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    dequantized = load_model("tiny-llama", quantization="4bit").model.dequantize(dtype=torch.float32)
+    reference = PeftModel.from_pretrained(dequantized, trained / "adapter")
+    quantized = load_model("tiny-llama", quantization="4bit", adapter=trained)
+    ids = quantized.tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, reference(ids).logits, atol=1e-5)
+        # and close to the 4-bit model itself (which computes in bf16)
+        assert (merged(ids).logits - quantized.model(ids).logits.float()).abs().max() < 0.05
+
+
+def test_bad_export_input(tmp_path, run_config):
+    with pytest.raises(AmautaError, match="not a run folder"):
+        export_run(tmp_path, tmp_path / "x")
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "falcon-data", n_train=4, n_val=1, template="falcon", model="tiny-falcon")
+    cfg = build_config(run_config(model="tiny-falcon", dataset=str(data), max_steps=1, checkpoint_every=1), {})
+    trained = run(cfg, progress=False)
+    with pytest.raises(AmautaError, match="GGUF export supports llama, mistral models, not 'falcon'"):
+        export_run(trained, tmp_path / "falcon-export", merge=True, gguf=True)
+    assert not (tmp_path / "falcon-export").exists()
