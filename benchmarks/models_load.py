@@ -67,6 +67,7 @@ def main() -> None:
 
     for label, kwargs in [("float32", {"dtype": "float32"}), ("bfloat16", {"dtype": "bfloat16"}),
                           ("4bit (bnb)", {"quantization": "4bit"})]:
+        print(f"measuring {label}…", flush=True)
         loaded = load_model("smollm2-135m-instruct", **kwargs)
         row = {"dtype": label, **throughput(loaded, 1, args.new_tokens)}
         row["prefill_b%d_tok_s" % args.batch] = throughput(loaded, args.batch, 1)["prefill_tok_s"]
@@ -90,7 +91,8 @@ def main() -> None:
         table.add_row(row["dtype"], f"{row['prefill_tok_s']:.0f}", f"{row[f'prefill_b{args.batch}_tok_s']:.0f}",
                       f"{row['decode_tok_s']:.1f}", f"{row['decode_tok_s'] / base['decode_tok_s']:.2f}×")
     console.print(table)
-    print(json.dumps({"benchmark": "models_load", **results}, default=lambda x: round(x, 3)))
+    rounded = json.loads(json.dumps(results), parse_float=lambda x: round(float(x), 3))
+    print(json.dumps({"benchmark": "models_load", **rounded}))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_cached_batched_equals_naive(tiny, arch, top_k, alpha):
 def test_gemma3_past_its_sliding_window(tiny):
     # tiny-gemma3's sliding window is 64 tokens: the cached path must stay right once it is full.
     loaded = tiny("gemma3")
-    ids = loaded.tokenizer(PROMPT * 4, return_tensors="pt").input_ids
+    ids = loaded.tokenizer(PROMPT * 6, return_tensors="pt").input_ids
     assert ids.shape[1] > 64
     assert contrastive_search(loaded.model, ids, max_new_tokens=8) == naive_contrastive(loaded.model, ids, 4, 0.6, 8)
 

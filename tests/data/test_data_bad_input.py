@@ -46,9 +46,9 @@ CASES = [
      ":2:", False),
     ("record is not an object", "a.jsonl", (GOOD + "[1, 2, 3]\n").encode(), {}, "expected a JSON object", ":2:", False),
     ("unknown keys", "a.jsonl", b'{"pregunta": "x", "respuesta": "y"}\n', {}, "cannot tell the format", ":1:", False),
-    ("CSV missing mapped column", "a.csv", "pregunta,respta\nx,y\n".encode(),
+    ("CSV missing mapped column", "a.csv", b"pregunta,respta\nx,y\n",
      {"columns": {"instruction": "pregunta", "output": "respuesta"}}, "no column 'respuesta'", "a.csv:1:", True),
-    ("CSV row with too many fields", "a.csv", "instruction,output\nx,y\nx,y,z\n".encode(), {}, "row has 3 fields", "a.csv:3:",
+    ("CSV row with too many fields", "a.csv", b"instruction,output\nx,y\nx,y,z\n", {}, "row has 3 fields", "a.csv:3:",
      False),
     ("chat with an unknown role", "a.jsonl", b'{"messages": [{"role": "human", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
      {}, "role 'human'", ":1:", False),
@@ -164,3 +164,15 @@ def test_killed_run_leaves_no_half_written_folder(tmp_path, monkeypatch):
         prepare.run(config, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_bytes_inside_an_array_and_a_csv(tmp_path):
+    array = tmp_path / "a.json"
+    array.write_bytes(b'[\n' + GOOD.strip().encode() + b',\n{"instruction": "caf\xe9", "output": "x"}\n]')
+    with pytest.raises(AmautaError, match=r"a.json:3 \(record 2\): invalid UTF-8 byte 0xe9 at column 21"):
+        read_source(SourceConfig(path=str(array)))
+    assert len(read_source(SourceConfig(path=str(array)), skip_invalid=True).records) == 1
+    table = tmp_path / "a.csv"
+    table.write_bytes(b"instruction,output\nhola,adios\ncaf\xe9,x\n")
+    with pytest.raises(AmautaError, match=r"a.csv:3: invalid UTF-8 byte 0xe9"):
+        read_source(SourceConfig(path=str(table)))

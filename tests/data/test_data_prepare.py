@@ -117,3 +117,20 @@ def test_demo_config_with_smollm2_and_language_filter(tmp_path, monkeypatch):
     assert stats["removed"]["language"] == 2 and stats["removed"]["near_duplicate"] == 1
     assert stats["totals"]["train"] > 150 and stats["totals"]["val"] > 5
     assert set(stats["token_lengths"]) == {"chatml", "llama2", "mistral"}
+
+
+def test_target_model_from_a_local_folder(tmp_path):
+    from amauta.models.tiny import tiny_model, tiny_tokenizer
+
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    folder = tmp_path / "my-model"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer(chat_template=chatml).save_pretrained(folder)
+    out = run(config(model=str(folder), length_templates=[]), out=tmp_path / "ds")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["model"] == str(folder)
+    first = json.loads((out / "train.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first["messages"][-1]["role"] == "assistant"
+    with pytest.raises(AmautaError, match="cannot load its tokenizer"):
+        run(config(model=str(tmp_path / "missing-model")), out=tmp_path / "x")

@@ -108,6 +108,8 @@ def test_real_squad_es_dev(shared_data):
     result = read(path=str(shared_data / "squad-es" / "dev-v1.1-es_small.json"))
     assert len(result.records) == 6583 and not result.invalid
     assert all(r.messages[-1]["content"] for r in result.records)
+    v2 = read(path=str(shared_data / "squad-es" / "dev-v2.0-es_small.json"))
+    assert v2.skipped["unanswerable"] == 3256 and len(v2.records) == 7134 - 3256
 
 
 def test_sample_data_shipped_in_repo():

@@ -26,7 +26,7 @@ def test_sample_documents_load_with_titles_and_pages():
     html = load_document(DOCS / "ruc.html")
     assert html.title == "Guía ilustrativa del RUC"
     assert "Art. 2.-" in html.text and "inscripción debe hacerse" in html.text
-    assert "body {" not in html.text  # styles are not text
+    assert "body {" not in html.text and "no pertenece al SRI" not in html.text  # no styles, no footer
     md = load_document(DOCS / "iva.md")
     assert md.title.startswith("Guía ilustrativa del Impuesto al Valor Agregado")
     assert len(md.sha256) == 64 and md.pages[0].number == 1

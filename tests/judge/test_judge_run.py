@@ -104,3 +104,18 @@ def test_cli_judge_summary_and_grade(tmp_path, mini_set):
     result = runner.invoke(app, ["eval", "judge", "--set", str(mini_set), "--candidates", "base", "--out", str(out),
                                  "--n", "0"])
     assert result.exit_code != 0 and "'n'" in str(result.exception)
+
+
+@pytest.mark.integration
+def test_embedded_smollm2_answers_law_questions_and_is_judged(tmp_path, smollm2):
+    out = tmp_path / "law"
+    with FakeOpenAIServer(VERDICT) as url:
+        config = JudgeConfig(prompt_set="law-ec", model="smollm2-135m-instruct", candidates=["base@greedy"], n=3,
+                             limit=1, max_new_tokens=24, judge_url=url, judge_model="juez", out=str(out))
+        run(config, loader=lambda spec, **kw: smollm2, show_progress=False)
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert [r["item"] for r in rows] == ["law-basic-01", "law-complex-01"]  # greedy: one attempt stands for 3
+    assert all(r["answer"].strip() and r["new_tokens"] > 0 for r in rows)
+    assert all(r["reference"] for r in rows) and all(r["scores"] for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge_table"]["base@greedy"]["all"]["n"] == 2

@@ -112,6 +112,19 @@ def test_a_crashed_run_resumes_where_it_stopped(tmp_path):
     assert server.chat_requests == total - 3
 
 
+def test_a_line_torn_by_a_kill_costs_one_chunk_not_the_cache(tmp_path):
+    server = FakeOpenAIServer(good_reply)
+    with server as url:
+        run(config(tmp_path, url, docs=[DOCS / "rimpe.md"]))
+        cache = tmp_path / "home" / "build-qa" / "cache.jsonl"
+        lines = cache.read_text(encoding="utf-8").splitlines(keepends=True)
+        cache.write_text("".join(lines[:-1]) + lines[-1][:40], encoding="utf-8")  # killed mid-write
+        run(config(tmp_path, url, docs=[DOCS / "rimpe.md"]))
+        assert server.chat_requests == 5 + 1
+        run(config(tmp_path, url, docs=[DOCS / "rimpe.md"]))  # the appended line did not glue onto the torn one
+        assert server.chat_requests == 6
+
+
 def test_bad_json_is_retried_then_recorded_and_asked_again_next_run(tmp_path):
     def reply(messages):
         if "Art. 2" in where(messages) and "rimpe" in where(messages):

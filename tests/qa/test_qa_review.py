@@ -77,6 +77,16 @@ def test_resume_starts_with_the_first_undecided_pair(tmp_path):
     assert review(qa, ask=scripted(), console=quiet()).accepted == 3  # nothing left: just rewrites the output
 
 
+def test_a_decision_torn_by_a_kill_is_asked_again(tmp_path):
+    qa = make_qa(tmp_path, n=3)
+    review(qa, ask=scripted("a", "r", "q"), console=quiet())
+    log = decisions_path(qa)
+    log.write_text(log.read_text(encoding="utf-8")[:-15], encoding="utf-8")  # the "reject" line is cut
+    summary = review(qa, ask=scripted("a", "a"), console=quiet())
+    assert (summary.accepted, summary.rejected, summary.pending) == (3, 0, 0)
+    assert review(qa, ask=scripted(), console=quiet()).accepted == 3  # and the log still reads cleanly
+
+
 def test_undo_brings_the_last_decision_back_even_after_a_restart(tmp_path):
     qa = make_qa(tmp_path, n=3)
     review(qa, ask=scripted("a", "a", "q"), console=quiet())

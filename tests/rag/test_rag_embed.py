@@ -27,14 +27,19 @@ def test_offline_embedders_rank_a_spanish_paraphrase_first(spec):
 
 def test_hub_embedder_loads_a_local_sentence_transformers_folder(tmp_path):
     pytest.importorskip("sentence_transformers")
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     # A random 2-layer BERT saved like a hub checkpoint; sentence-transformers adds mean pooling.
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "query", ":", "passage", "el", "iva", "impuesto",
              "renta", "tarifa", "de", "la", "volcán"]
-    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    wordpiece = Tokenizer(models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                             special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     folder = tmp_path / "mini-e5"
-    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(folder)
+    BertTokenizerFast(tokenizer_object=wordpiece).save_pretrained(folder)
     BertModel(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
     embedder = make_embedder(f"hf:{folder}")

@@ -94,9 +94,9 @@ def stop_strings(loaded, settings: GenerationSettings) -> list[str]:
     return list(dict.fromkeys(s for s in stops if s))
 
 
-def budget(loaded, prompt_tokens: int, settings: GenerationSettings) -> int:
+def budget(loaded, prompt_tokens: int, settings: GenerationSettings, context_length: int | None = None) -> int:
     """max_new_tokens, shortened so the answer fits the context window; an error when the prompt alone does not."""
-    context = int(getattr(loaded.profile, "context_length", 0) or 0) or int(
+    context = context_length or int(getattr(loaded.profile, "context_length", 0) or 0) or int(
         getattr(loaded.model.config, "max_position_embeddings", 0) or 1 << 30)
     if prompt_tokens >= context:
         raise AmautaError(f"{loaded.profile.name}: the prompt has {prompt_tokens} tokens but the model's context "
@@ -212,15 +212,22 @@ def _beam_tokens(loaded, input_ids: torch.Tensor, settings: GenerationSettings, 
 # --- one answer, streamed ----------------------------------------------------------------------------------
 
 class Generation:
-    """Iterate for text deltas; `.result` holds the `GenerationResult` once the iteration ends."""
+    """Iterate for text deltas; `.result` holds the `GenerationResult` once the iteration ends.
+
+    loaded: the `LoadedModel`.
+    prompt_or_messages: a raw prompt string, or chat messages rendered with the model's template.
+    settings: decoding settings (default: the profile's).
+    stop_event: set it (from another thread or a signal handler) to end the answer after the current token.
+    context_length: the window to respect (default: the profile's context length).
+    """
 
     def __init__(self, loaded, prompt_or_messages: Prompt, settings: GenerationSettings | None = None,
-                 stop_event: threading.Event | None = None):
+                 stop_event: threading.Event | None = None, context_length: int | None = None):
         self.loaded = loaded
         self.settings = settings or GenerationSettings.from_profile(loaded.profile)
         self.stop_event = stop_event
         self.input_ids = encode_prompt(loaded, prompt_or_messages)
-        self.max_new_tokens = budget(loaded, self.input_ids.shape[1], self.settings)
+        self.max_new_tokens = budget(loaded, self.input_ids.shape[1], self.settings, context_length)
         self.result: GenerationResult | None = None
 
     def _decode(self, ids: list[int]) -> str:

@@ -42,13 +42,14 @@ class ChatSession:
         self.last_result: GenerationResult | None = None
         self.last_hits: list[Any] = []
         self.dropped_turns = 0  # exchanges dropped to fit the window before the last answer
+        self.dropped_total = 0  # exchanges dropped since the start (or the last reset)
 
     # --- the conversation ---------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Forget the history (the system prompt and settings stay)."""
         self.history.clear()
-        self.last_result, self.last_hits, self.dropped_turns = None, [], 0
+        self.last_result, self.last_hits, self.dropped_turns, self.dropped_total = None, [], 0, 0
 
     def set_system(self, text: str | None) -> None:
         """Set (or with None/empty, remove) the system prompt."""
@@ -80,7 +81,10 @@ class ChatSession:
         history = list(self.history)
         dropped = 0
         system, last = self._frame(question)
-        while history and self._prompt_tokens(system + history + [last]) > room:
+        while (tokens := self._prompt_tokens(system + history + [last])) > room:
+            if not history:  # the question alone is too long: say so, and keep the conversation as it was
+                raise AmautaError(f"this message makes a prompt of {tokens} tokens, but the model's context holds "
+                                  f"{self.context_length} with room for the answer; shorten it")
             # Drop one exchange: the oldest user turn and every assistant turn up to the next user turn.
             history.pop(0)
             while history and history[0]["role"] != "user":
@@ -89,6 +93,7 @@ class ChatSession:
         if dropped:
             self.history = history
         self.dropped_turns = dropped
+        self.dropped_total += dropped
         return system + history + [last]
 
     def send(self, question: str, stop_event: threading.Event | None = None) -> Iterator[str]:
@@ -97,7 +102,7 @@ class ChatSession:
         if not question:
             raise AmautaError("empty message; type a question")
         messages = self.build_messages(question)
-        run = Generation(self.loaded, messages, self.settings, stop_event)
+        run = Generation(self.loaded, messages, self.settings, stop_event, context_length=self.context_length)
         yield from run
         self.last_result = run.result
         answer = run.result.text.strip() if run.result else ""

@@ -134,14 +134,41 @@ def _norm(text: str) -> str:
     return re.sub(r"[\W_]+", " ", text).strip()
 
 
+def seal_jsonl(path: Path) -> None:
+    """End a JSONL file cut mid-line by a killed writer with a newline, so the next append starts clean."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as handle:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
 def _read_cache(path: Path) -> dict[str, dict]:
-    """The latest successful entry per key (a torn last line from a killed run is ignored)."""
+    """The latest successful entry per key. A line torn by a killed run is skipped (that chunk is asked again)."""
     entries: dict[str, dict] = {}
+    seal_jsonl(path)
     if path.is_file():
-        for row in read_jsonl(path, tolerate_torn_tail=True):
+        for row in read_jsonl(path, skip_invalid=True):
             if row.get("status") == "ok" and isinstance(row.get("pairs"), list):
                 entries[row["key"]] = row
     return entries
+
+
+def _answers(ask, todo: list[int], workers: int):
+    """Yield (index, cache entry) as answers arrive: in order with one worker, else as they complete."""
+    if workers == 1:
+        # No thread pool: Ctrl+C stops at once instead of waiting for the request in flight.
+        for i in todo:
+            yield i, ask(i)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = {pool.submit(ask, i): i for i in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        # An endpoint that is down fails every job alike: stop at the first error, not after all of them.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _sidecar(out: Path, suffix: str) -> Path:
@@ -202,20 +229,13 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("chunks", total=len(jobs), completed=from_cache, note=f"{from_cache} cached")
         failed = 0
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            futures = {pool.submit(ask, i): i for i in todo}
-            # Results are appended to the cache as they arrive (in this thread, the only writer), so a
-            # killed run keeps every answer it paid for.
-            for future in as_completed(futures):
-                entry = future.result()
-                append_jsonl(cache_path, entry)
-                results[futures[future]] = entry
-                failed += entry["status"] != "ok"
-                progress.update(task, advance=1, note=f"{from_cache} cached, {failed} failed")
-        finally:
-            # An endpoint that is down fails every job alike: stop at the first error, not after all of them.
-            pool.shutdown(wait=True, cancel_futures=True)
+        # Results are appended to the cache as they arrive (in this thread, the only writer), so a killed
+        # run keeps every answer it paid for.
+        for i, entry in _answers(ask, todo, workers):
+            append_jsonl(cache_path, entry)
+            results[i] = entry
+            failed += entry["status"] != "ok"
+            progress.update(task, advance=1, note=f"{from_cache} cached, {failed} failed")
 
     pairs, failures, seen, duplicates = [], [], set(), 0
     for i, (chunk, _) in enumerate(jobs):

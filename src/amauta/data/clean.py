@@ -8,8 +8,8 @@
 5. `too_long`: more than `max_tokens` tokens with the target model's tokenizer and template.
 6. `language`: a paragraph (of 50+ characters) unlikely to be Spanish (lingua, restricted to a few
    candidate languages for speed); the thesis's machine-translated datasets keep English leftovers.
-7. `near_duplicate`: MinHash LSH (datasketch) over word 3-grams; a record is dropped when both its
-   prompt and its reply are near-copies of a kept one's (so many questions on one passage survive).
+7. `near_duplicate`: MinHash LSH (datasketch) over word 3-grams finds candidates; a record is dropped when
+   both its prompt and its reply are near-copies of a kept one's (so many questions on one passage survive).
 
 The cheap rules run first so the costly ones see fewer records.
 """
@@ -24,10 +24,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig
-from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.errors import AmautaError
 from amauta.data.records import Record, record_id
 
 RULES = ("empty", "too_short", "exact_duplicate", "too_long", "language", "near_duplicate")
@@ -44,7 +45,7 @@ class CleanConfig(StageConfig):
     """Drop exact duplicates (after normalizing and case-folding), across sources."""
     near_dedup_threshold: float | None = Field(0.9, gt=0, le=1)
     """Estimated Jaccard similarity of word 3-grams above which a record is a near-duplicate; null disables."""
-    near_dedup_num_perm: int = Field(64, ge=16)
+    near_dedup_num_perm: int = Field(128, ge=16)
     """MinHash permutations (more: a finer estimate, slower)."""
     language: str | None = "es"
     """ISO 639-1 code the text must be in; null disables the language filter."""
@@ -118,13 +119,6 @@ def _shingles(text: str) -> set[bytes]:
     if len(words) < 3:
         return {" ".join(words).encode()} if words else set()
     return {" ".join(words[i: i + 3]).encode() for i in range(len(words) - 2)}
-
-
-def _minhashes(texts: Sequence[str], num_perm: int) -> list:
-    """MinHashes of each text's word 3-grams (`bulk` builds the permutations once: the slow part)."""
-    from datasketch import MinHash
-
-    return list(MinHash.bulk([list(_shingles(t)) for t in texts], num_perm=num_perm, seed=1))
 
 
 class Cleaner:
@@ -236,33 +230,40 @@ class Cleaner:
         return kept
 
     def _near(self, records: list[Record]) -> list[Record]:
-        from datasketch import MinHashLSH
+        from datasketch import MinHash, MinHashLSH
 
         c = self.config
-        lsh = MinHashLSH(threshold=c.near_dedup_threshold, num_perm=c.near_dedup_num_perm)
-        all_prompts = _minhashes([r.user_text() for r in records], c.near_dedup_num_perm)
-        all_replies = _minhashes([r.assistant_text() for r in records], c.near_dedup_num_perm)
-        prompts: dict[str, object] = {}
-        replies: dict[str, object] = {}
+        # MinHash LSH proposes candidates at a looser threshold (few misses); each candidate is then checked
+        # with the exact Jaccard of hashed 3-grams, prompt and reply apart, so the estimate's noise decides nothing.
+        lsh = MinHashLSH(threshold=max(0.3, c.near_dedup_threshold - 0.2), num_perm=c.near_dedup_num_perm)
+        prompt_sets = [_shingles(r.user_text()) for r in records]
+        reply_sets = [_shingles(r.assistant_text()) for r in records]
+        wholes = MinHash.bulk([list(p | q) for p, q in zip(prompt_sets, reply_sets, strict=True)],
+                              num_perm=c.near_dedup_num_perm, seed=1)
+        kept_sets: dict[int, tuple] = {}
         kept = []
-        for r, prompt, reply in zip(records, all_prompts, all_replies, strict=True):
-            whole = prompt.copy()
-            whole.merge(reply)  # the MinHash of the union of both sets of 3-grams
-            duplicate = any(prompt.jaccard(prompts[key]) >= c.near_dedup_threshold
-                            and reply.jaccard(replies[key]) >= c.near_dedup_threshold
-                            for key in lsh.query(whole))
+        for i, (r, whole) in enumerate(zip(records, wholes, strict=True)):
+            prompt, reply = _hashed(prompt_sets[i]), _hashed(reply_sets[i])
+            duplicate = any(_jaccard(prompt, kept_sets[k][0]) >= c.near_dedup_threshold
+                            and _jaccard(reply, kept_sets[k][1]) >= c.near_dedup_threshold for k in lsh.query(whole))
             if duplicate:
                 self._drop(r, "near_duplicate")
                 continue
-            key = f"{len(kept)}"
-            lsh.insert(key, whole)
-            prompts[key], replies[key] = prompt, reply
+            lsh.insert(i, whole)
+            kept_sets[i] = (prompt, reply)
             kept.append(r)
         return kept
 
 
-def check_rule_names(names: Sequence[str], where: str) -> None:
-    """Refuse unknown rule names (used where a config lists rules)."""
-    for name in names:
-        if name not in RULES:
-            raise AmautaError(f"{where}: unknown cleaning rule '{name}'{did_you_mean(name, RULES)}")
+def _hashed(shingles: set[bytes]):
+    """The 3-grams as a sorted array of CRC32 values (compact: 4 bytes each, kept for every kept record)."""
+    import zlib
+
+    return np.unique(np.fromiter((zlib.crc32(s) for s in shingles), dtype=np.uint32, count=len(shingles)))
+
+
+def _jaccard(a, b) -> float:
+    if not len(a) and not len(b):
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)

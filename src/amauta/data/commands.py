@@ -25,9 +25,8 @@ def prepare_command(
     from amauta.data.prepare import PrepareConfig, run
     from amauta.data.stats import PERCENTILES
 
-    console = Console(stderr=True)
     cfg = load_config(PrepareConfig, config, {"model": model})
-    folder = run(cfg, out=out, skip_invalid=skip_invalid, console=console)
+    folder = run(cfg, out=out, skip_invalid=skip_invalid)
 
     import json
 

@@ -59,9 +59,14 @@ class PrepareConfig(StageConfig):
 
 
 def load_tokenizer(model: str) -> tuple[Any, Any]:
-    """(tokenizer, profile) of `model` without loading its weights where that is possible."""
-    from amauta.models.registry import get_profile
+    """(tokenizer, profile) of `model` (a registry name, hub id or folder) without loading its weights."""
+    from amauta.models.registry import find_profile_by_source, get_profile, profile_for_architecture
 
+    if str(model).endswith(".gguf"):  # the tokenizer lives inside the GGUF: the models room's loader reads it
+        from amauta.models.load import load_model
+
+        loaded = load_model(model, device="cpu")
+        return loaded.tokenizer, loaded.profile
     try:
         profile = get_profile(model)
     except AmautaError:
@@ -70,40 +75,43 @@ def load_tokenizer(model: str) -> tuple[Any, Any]:
         from amauta.models.tiny import tiny_tokenizer
 
         return tiny_tokenizer(), profile
-    if profile is not None and profile.kind in ("embedded", "hub", "local"):
-        from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-        if profile.kind == "embedded":
-            from amauta.models.embedded import ensure_converted
+    if profile is not None and profile.kind == "embedded":
+        from amauta.models.embedded import ensure_converted
 
-            folder = str(ensure_converted(profile.name, profile.source))
-        else:
-            folder = profile.source
-        try:
-            return AutoTokenizer.from_pretrained(folder), profile
-        except Exception as exc:  # hub offline, gated repo, missing files
-            raise AmautaError(f"model '{model}': cannot load its tokenizer from {folder} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    # A hub id, folder or GGUF outside the registry: the models room's loader guesses its profile.
-    from amauta.models.load import load_model
+        where = str(ensure_converted(profile.name, profile.source))
+    else:
+        where = profile.source if profile is not None else str(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        if profile is None and Path(where).is_dir():
+            # The models room's rule for folders (a converted folder records its profile); private there.
+            from amauta.models.load import _folder_profile
 
-    loaded = load_model(model, device="cpu")
-    return loaded.tokenizer, loaded.profile
-
-
-def _print(console: Any, message: str) -> None:
-    if console is not None:
-        console.print(message, highlight=False)
+            profile = _folder_profile(Path(where), AutoConfig.from_pretrained(where), tokenizer, where)
+        elif profile is None:
+            profile = find_profile_by_source(where) or profile_for_architecture(
+                AutoConfig.from_pretrained(where).model_type, name=str(model), source=where,
+                has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+    except Exception as exc:  # offline hub, gated repo, missing files, not a model folder
+        raise AmautaError(f"model '{model}': cannot load its tokenizer from {where} "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); use a registry name "
+                          "(`amauta models`), a local model folder or a .gguf file") from None
+    return tokenizer, profile
 
 
 def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: bool | None = None,
-        console: Any = None) -> Path:
+        quiet: bool = False) -> Path:
     """Prepare the dataset folder described by `config`; return its path.
 
     out: overrides `config.out`.
     skip_invalid: overrides `config.skip_invalid`.
-    console: a rich Console for progress lines (None: quiet).
+    quiet: print no progress (progress goes to stderr, so stdout stays clean either way).
     """
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=quiet, highlight=False)
     out = Path(out or config.out or "")
     if not str(out) or str(out) == ".":
         raise AmautaError("no output folder: set 'out:' in the prepare config or pass --out DIR")
@@ -125,12 +133,12 @@ def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: b
         records += result.records
         inputs += result.inputs
         invalid_messages += result.invalid
-        _print(console, f"read {name}: {len(result.records)} records"
+        console.print(f"read {name}: {len(result.records)} records"
                + (f", {len(result.invalid)} invalid skipped" if result.invalid else "")
                + "".join(f", {n} {why}" for why, n in result.skipped.items()))
     seconds["read"] = time.perf_counter() - t
     for message in invalid_messages[:5]:
-        _print(console, f"[yellow]skipped:[/] {message}")
+        console.print(f"[yellow]skipped:[/] {message}", soft_wrap=True)
     if not records:
         raise AmautaError("no valid records in any source; check the sources' paths and formats")
 
@@ -143,10 +151,12 @@ def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: b
     def target_lengths(rs: list[Record]) -> list[int]:
         return conversation_lengths(tokenizer, profile, [r.messages for r in rs])
 
-    cleaner = Cleaner(config.clean, token_lengths=target_lengths,
-                      progress=lambda rule, n: _print(console, f"clean: {rule} on {n} records"))
-    kept = cleaner.run(records)
+    with console.status("cleaning") as status:
+        cleaner = Cleaner(config.clean, token_lengths=target_lengths,
+                          progress=lambda rule, n: status.update(f"cleaning: {rule.replace('_', ' ')} on {n} records"))
+        kept = cleaner.run(records)
     seconds.update(cleaner.report.seconds)
+    console.print(f"clean: kept {len(kept)} of {len(records)} in {sum(cleaner.report.seconds.values()):.1f} s")
     if not kept:
         raise AmautaError(f"every record was removed by cleaning ({cleaner.report.by_rule()}); relax the 'clean' rules")
 

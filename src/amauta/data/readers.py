@@ -145,13 +145,15 @@ _BAD_BYTES = re.compile("[\udc80-\udcff]")
 
 
 def _bad_utf8(text: str, where: str) -> str | None:
-    """An error message when `text` holds bytes that were not valid UTF-8, else None."""
+    """An error message when `text` (one line) holds bytes that were not valid UTF-8, else None."""
     match = _BAD_BYTES.search(text)
-    if not match:
-        return None
-    byte = ord(match.group()) - 0xDC00
+    return _utf8_message(where, match.group(), match.start() + 1) if match else None
+
+
+def _utf8_message(where: str, char: str, column: int) -> str:
+    byte = ord(char) - 0xDC00
     hint = "it looks Latin-1/Windows-1252 encoded" if 0xA0 <= byte <= 0xFF else "mixed or broken encoding"
-    return (f"{where}: invalid UTF-8 byte 0x{byte:02x} at column {match.start() + 1} ({hint}); "
+    return (f"{where}: invalid UTF-8 byte 0x{byte:02x} at column {column} ({hint}); "
             "re-save the file as UTF-8 (iconv -f WINDOWS-1252 -t UTF-8)")
 
 
@@ -194,7 +196,11 @@ def iter_json_rows(path: Path, text: str, rows: _Rows, max_record_chars: int) ->
                        "truncated: export it again") if cut else f"invalid JSON ({exc.msg} at line {eline} column {ecol})"
                 rows.fail(f"{where}: {why}")
                 return  # an array cannot be resynchronised safely after a broken element
-            if end - pos > max_record_chars:
+            bad = _BAD_BYTES.search(text, pos, end)
+            if bad:
+                bline, bcol = _line_col(text, bad.start())
+                rows.fail(_utf8_message(f"{path}:{bline} (record {n + 1})", bad.group(), bcol))
+            elif end - pos > max_record_chars:
                 rows.fail(f"{where}: record is {_size(end - pos)} long, over the limit of {_size(max_record_chars)} "
                           "(max_record_chars); split it or raise the limit")
             else:
@@ -225,6 +231,10 @@ def iter_json_rows(path: Path, text: str, rows: _Rows, max_record_chars: int) ->
         if len(line) > max_record_chars:
             rows.fail(f"{where}: line is {_size(len(line))} long, over the limit of {_size(max_record_chars)} per record "
                       "(max_record_chars); is this really one record per line (JSONL)?")
+            continue
+        bad = _bad_utf8(line, where)
+        if bad:
+            rows.fail(bad)
             continue
         try:
             obj = json.loads(line)
@@ -354,9 +364,6 @@ def _convert_rows(items: Iterator[tuple[str, Any]], spec: SourceConfig, rows: _R
                     raise AmautaError(f"{where}: a SQuAD document must be the whole file, not one record of a list")
             if not isinstance(obj, dict):
                 raise AmautaError(f"{where}: expected a JSON object, found {type(obj).__name__}")
-            bad = _bad_utf8(json.dumps(obj, ensure_ascii=False), where) if isinstance(obj, dict) else None
-            if bad:
-                raise AmautaError(bad)
             rid = obj.get("id")
             if rid is not None:
                 key = str(rid)
@@ -446,6 +453,10 @@ def iter_csv_rows(path: Path, text: str, spec: SourceConfig, rows: _Rows) -> Ite
             if len(values) != len(header):
                 rows.fail(f"{where}: row has {len(values)} fields but the header has {len(header)}; check quoting and "
                           f"the delimiter ({spec.delimiter!r})")
+                continue
+            bad = _bad_utf8(spec.delimiter.join(values), where)
+            if bad:
+                rows.fail(bad)
                 continue
             yield where, dict(zip(header, values, strict=True))
     except csv.Error as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import append_jsonl, atomic_write_jsonl, read_jsonl
+from amauta.data.build_qa import seal_jsonl
 
 FIELDS = ("instruction", "input", "output")
 ALPACA_KEYS = ("id", "instruction", "input", "output", "category", "source", "page", "article", "chunk_id", "model")
@@ -68,7 +69,8 @@ def load_decisions(path: Path) -> dict[str, dict]:
     """The latest standing decision per pair id (an "undone" entry withdraws the one before it)."""
     standing: dict[str, list[dict]] = {}
     if path.is_file():
-        for entry in read_jsonl(path, tolerate_torn_tail=True):
+        # A line torn by a killed session is a decision that was never saved: skip it.
+        for entry in read_jsonl(path, skip_invalid=True):
             history = standing.setdefault(str(entry.get("pair_id")), [])
             if entry.get("decision") == "undone":
                 if history:
@@ -82,7 +84,7 @@ def _decision_order(log: Path, by_id: dict) -> list[str]:
     """Ids of the standing decisions in the order they were made (replaying the log, undos included)."""
     order: list[str] = []
     if log.is_file():
-        for entry in read_jsonl(log, tolerate_torn_tail=True):
+        for entry in read_jsonl(log, skip_invalid=True):
             pid = str(entry.get("pair_id"))
             if entry.get("decision") == "undone":
                 if pid in order:
@@ -163,6 +165,7 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     ask = ask or (lambda prompt: console.input(prompt))
     pairs = load_pairs(qa_path)
     log = decisions_path(qa_path)
+    seal_jsonl(log)
     by_id = {p["id"]: p for p in pairs}
     # Decisions about pairs no longer in the file (it was rebuilt) do not count.
     decided = {pid: entry for pid, entry in load_decisions(log).items() if pid in by_id}

@@ -32,7 +32,7 @@ def plot_lengths(lengths_by_template: dict[str, Sequence[int]], path: str | Path
     bins = np.linspace(0, max(top, 1), 50)
     for name, lengths in lengths_by_template.items():
         if len(lengths):
-            ax.hist(lengths, bins=bins, alpha=0.5, label=f"{name} (p95 {int(np.percentile(lengths, 95))})")
+            ax.hist(lengths, bins=bins, histtype="step", linewidth=1.6, label=f"{name} (p95 {int(np.percentile(lengths, 95))})")
     if max_tokens is not None and max_tokens <= top * 1.1:
         ax.axvline(max_tokens, color="black", linestyle="--", linewidth=1, label=f"max_tokens {max_tokens}")
     ax.set_xlabel("tokens (whole conversation, template applied)")

@@ -272,19 +272,25 @@ def score_batch(loaded: Any, batch: list[dict], formulation: str, prompt: str, s
             rows.append({"gold": item["gold"], "pred": pred, "output": output, "correct": pred == item["gold"]})
         return rows
     tok = loaded.tokenizer
+    limit = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
     contexts, continuations, texts = [], [], []
     for item in batch:
         context = build_context(item, formulation, prompt, shots)
         options = [" " + answer_text(item, formulation, letter) for letter in LETTERS]
         pairs = [encode_pair(tok, context, option) for option in options]
-        contexts.append(pairs[0][0])
+        ctx = pairs[0][0]
+        longest = max(len(c) for _, c in pairs)
+        if limit and len(ctx) + longest > limit + 1:  # keep the end of the context, like lm-eval
+            ctx = ctx[-(limit + 1 - longest):]
+        contexts.append(ctx)
         continuations.append([cont for _, cont in pairs])
         texts.append(options)
     scored = score_continuations(loaded.model, tok, contexts, continuations, reuse_cache=reuse_cache)
     rows = []
     for item, context, options, per_option in zip(batch, contexts, texts, scored, strict=True):
         logp = [s for s, _, _ in per_option]
-        norm = [s / len(text) for s, text in zip(logp, options, strict=True)]
+        # acc_norm divides by the option's length in characters, without the leading space (as lm-eval)
+        norm = [s / max(len(text.lstrip()), 1) for s, text in zip(logp, options, strict=True)]
         pred = LETTERS[max(range(4), key=lambda k: logp[k])]
         pred_norm = LETTERS[max(range(4), key=lambda k: norm[k])]
         rows.append({"gold": item["gold"], "pred": pred, "pred_norm": pred_norm, "correct": pred == item["gold"],

@@ -191,17 +191,15 @@ def _from_folder(src: str, *, dtype: str, quantization: str, device: str, name: 
     except (OSError, ValueError, KeyError) as exc:
         raise AmautaError(f"{src}: cannot read the tokenizer ({str(exc).strip()[:200]}); the folder needs the files "
                           "tokenizer.save_pretrained writes") from None
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    # Weights go straight to their device (a 7B model is never staged in CPU RAM on its way to the GPU).
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "device_map": {"": 0 if device == "cuda" else "cpu"}}
     if quantization != "none":
         kwargs["quantization_config"] = _bnb_config(quantization)
-        kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise AmautaError(f"{src}: cannot load the weights ({str(exc).strip().splitlines()[0][:200]}); check the "
                           "folder holds complete *.safetensors or *.bin files") from None
-    if quantization == "none":
-        model = model.to(device)
     if profile is None:
         profile = _folder_profile(Path(src), config, tokenizer, src) if Path(src).is_dir() else \
             (find_profile_by_source(src) or profile_for_architecture(

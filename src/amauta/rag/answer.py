@@ -114,28 +114,60 @@ class RagAnswerer:
             raise AmautaError("the question is empty; type a question")
         return self.retriever.search(question, self.top_k, min_score=self.min_score)
 
-    def build_messages(self, question: str, history: list[dict] | None = None,
-                       system: str | None = None) -> tuple[list[dict], list[Hit]]:
+    def build_messages(self, question: str, history: list[dict] | None = None, system: str | None = None, *,
+                       loaded: Any = None, max_new_tokens: int = 512) -> tuple[list[dict], list[Hit]]:
         """Chat messages with the numbered passages in the last user turn, and the passages used.
 
         history: earlier turns (user/assistant messages) of a conversation, without system messages.
         system: replaces the Spanish RAG system prompt.
+        loaded: a LoadedModel; when given, passages are shortened until the prompt and `max_new_tokens`
+            fit its context window (small models have 512-2048 tokens).
         """
         hits = self.retrieve(question)
-        context = format_passages(hits, self.max_context_chars) if hits else NOT_FOUND_CONTEXT
+        budget = self.max_context_chars
+        limit = _token_limit(loaded, max_new_tokens)
+        for _ in range(5):
+            messages = self._messages(question, history, system, hits, budget)
+            if limit is None:
+                break
+            used = _count_tokens(loaded.tokenizer, messages)
+            if used <= limit or budget <= 200 * max(1, len(hits)):
+                break
+            budget = max(200 * max(1, len(hits)), int(budget * limit / used * 0.9))
+        return messages, hits
+
+    def _messages(self, question: str, history: list[dict] | None, system: str | None, hits: list[Hit],
+                  budget: int) -> list[dict]:
+        context = format_passages(hits, budget) if hits else NOT_FOUND_CONTEXT
         user = f"Fragmentos de los documentos:\n\n{context}\n\nPregunta: {question.strip()}"
         messages = [{"role": "system", "content": system or SYSTEM_PROMPT}]
         messages += [m for m in (history or []) if m.get("role") != "system"]
         messages.append({"role": "user", "content": user})
-        return messages, hits
+        return messages
 
     def answer(self, question: str, llm: Any, *, history: list[dict] | None = None, max_tokens: int = 512,
                temperature: float = 0.0) -> Answer:
         """Retrieve, generate with `llm` (an `amauta.llm.LLM`), and attach the cited sources."""
-        messages, hits = self.build_messages(question, history)
+        messages, hits = self.build_messages(question, history, loaded=getattr(llm, "loaded", None),
+                                             max_new_tokens=max_tokens)
         if not hits:
             return Answer(text=NOT_FOUND, sources=[], found=False, hits=[])
         text = llm.complete(messages, max_tokens=max_tokens, temperature=temperature).strip()
         cited = cited_numbers(text, len(hits))
         sources = [hits[n - 1] for n in cited] if cited else list(hits)
         return Answer(text=text, sources=sources, found=True, hits=hits)
+
+
+def _token_limit(loaded: Any, max_new_tokens: int) -> int | None:
+    """Prompt tokens a local model can take while leaving room for the answer (None: unknown, e.g. an endpoint)."""
+    if loaded is None or getattr(loaded, "tokenizer", None) is None:
+        return None
+    profile = getattr(loaded, "profile", None)
+    context = int(getattr(profile, "context_length", 0) or 0) or int(
+        getattr(getattr(loaded.model, "config", None), "max_position_embeddings", 0) or 0)
+    return max(64, context - max_new_tokens) if context else None
+
+
+def _count_tokens(tokenizer: Any, messages: list[dict]) -> int:
+    # Contents plus a few tokens per message for the chat template's markers.
+    return sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) + 8 for m in messages)

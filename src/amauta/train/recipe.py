@@ -118,7 +118,8 @@ class LoRARecipe:
         self.show_progress = progress
         # bf16 autocast on GPUs (QLoRA's compute type); on a CPU the base is already stored in bf16.
         use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        self.accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+        # cpu=True without CUDA lets `accelerate launch --multi_gpu --num_processes N` run N gloo processes.
+        self.accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device
         self.main = self.accelerator.is_main_process
         self.step = 0
@@ -470,7 +471,7 @@ class LoRARecipe:
                              source=self.loaded.source, extra=self.loaded.extra)
         summary = self._belebele.score(loaded, self.guard_items, formulation=self.config.guard.formulation)
         model.train()
-        return float(summary.get("accuracy", summary.get("acc", 0.0)))
+        return float(summary["acc"])
 
     def _guard_check(self) -> bool:
         """Score the sample; returns True when the run should stop."""

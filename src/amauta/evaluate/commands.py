@@ -1,0 +1,147 @@
+"""`amauta eval belebele|perplexity|xquad|mgsm` and `amauta report`.
+
+Every eval command takes the same model options (`--model`, `--adapter`, `--compare base,RUN1,...`),
+an optional YAML config whose keys are the config class's fields (flags override it), and writes an
+eval folder that `amauta report` renders. The judge engineer's `judge` and `grade` commands join the
+same sub-app through `amauta.evaluate.judge_commands.register(eval_app)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+eval_app = typer.Typer(help="Evaluate models: Belebele, perplexity, XQuAD, MGSM (and the judge); compare adapters.",
+                       no_args_is_help=True)
+
+# Options every eval command shares (None = keep the config file's or the class's default).
+CONFIG = typer.Option(None, "--config", "-c", help="YAML with the config's keys (flags override it).")
+MODEL = typer.Option(None, "--model", "-m", help="Base model: registry name, hub id, folder or .gguf.")
+ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter or training run folder applied to the base.")
+COMPARE = typer.Option(None, "--compare", help="Evaluate together: base,RUN_OR_ADAPTER1,... (label=path allowed).")
+LIMIT = typer.Option(None, "--limit", help="Only the first N items.")
+BATCH = typer.Option(None, "--batch-size", help="Items per forward pass / generation batch.")
+OUT = typer.Option(None, "--out", "-o", help="Eval folder; rerunning the same command resumes it.")
+DTYPE = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16.")
+DEVICE = typer.Option(None, "--device", help="auto, cpu or cuda.")
+QUANT = typer.Option(None, "--quantization", help="none, 8bit or 4bit (GPU).")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+
+def _config(cls: type, path: Path | None, overrides: dict[str, Any]):
+    from amauta.core.config import load_config, validate_config
+
+    if path is not None:
+        return load_config(cls, path, overrides)
+    return validate_config(cls, {k: v for k, v in overrides.items() if v is not None}, source="command line")
+
+
+def _finish(summary: dict[str, Any], out: str) -> None:
+    from amauta.evaluate.compare import print_summary
+
+    print_summary(summary, out)
+
+
+@eval_app.command("belebele")
+def belebele_command(
+    config: Path = CONFIG, model: str = MODEL, adapter: str = ADAPTER, compare: str = COMPARE,
+    data: str = typer.Option(None, "--data", help="Belebele JSONL/parquet (official or short layout) or hub id."),
+    language: str = typer.Option(None, "--language", help="Hub config when --data is a hub id (spa_Latn)."),
+    split: str = typer.Option(None, "--split", help="Hub split when --data is a hub id (test)."),
+    formulation: str = typer.Option(None, "--formulation", "-f", help="cloze (default), letter, or generate."),
+    prompt: str = typer.Option(None, "--prompt", help="Prompt format: es (default), lm-eval, paper."),
+    shots: int = typer.Option(None, "--shots", "-k", help="Solved examples before each item."),
+    shots_from: str = typer.Option(None, "--shots-from", help="File the shots come from (else the first items)."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="generate only: tokens to write."),
+    limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
+    quantization: str = QUANT, progress: bool = PROGRESS,
+) -> None:
+    """Belebele reading comprehension (Table 5 of the thesis): accuracy, 95% CI and flips vs base."""
+    from amauta.evaluate.belebele import BelebeleConfig, run
+
+    cfg = _config(BelebeleConfig, config, dict(
+        model=model, adapter=adapter, compare=compare, data=data, language=language, split=split,
+        formulation=formulation, prompt=prompt, shots=shots, shots_from=shots_from, max_new_tokens=max_new_tokens,
+        limit=limit, batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
+    _finish(run(cfg, show_progress=progress), cfg.out)
+
+
+@eval_app.command("perplexity")
+def perplexity_command(
+    config: Path = CONFIG, model: str = MODEL, adapter: str = ADAPTER, compare: str = COMPARE,
+    data: str = typer.Option(None, "--data", help="XQuAD/SQuAD JSON, JSONL with text/passage, or a .txt file."),
+    max_length: int = typer.Option(None, "--max-length", help="Window length in tokens for long texts."),
+    limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
+    quantization: str = QUANT, progress: bool = PROGRESS,
+) -> None:
+    """Perplexity per token on held-out Spanish text: the first sign of forgetting Spanish."""
+    from amauta.evaluate.perplexity import PerplexityConfig, run
+
+    cfg = _config(PerplexityConfig, config, dict(
+        model=model, adapter=adapter, compare=compare, data=data, max_length=max_length, limit=limit,
+        batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
+    _finish(run(cfg, show_progress=progress), cfg.out)
+
+
+@eval_app.command("xquad")
+def xquad_command(
+    config: Path = CONFIG, model: str = MODEL, adapter: str = ADAPTER, compare: str = COMPARE,
+    data: str = typer.Option(None, "--data", help="SQuAD-style JSON (default ../shared/data/xquad/xquad.es.json)."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens per answer."),
+    limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
+    quantization: str = QUANT, progress: bool = PROGRESS,
+) -> None:
+    """XQuAD-es extractive QA by generation: exact match and F1 (Spanish normalisation)."""
+    from amauta.evaluate.xquad import XquadConfig, run
+
+    cfg = _config(XquadConfig, config, dict(
+        model=model, adapter=adapter, compare=compare, data=data, max_new_tokens=max_new_tokens, limit=limit,
+        batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
+    _finish(run(cfg, show_progress=progress), cfg.out)
+
+
+@eval_app.command("mgsm")
+def mgsm_command(
+    config: Path = CONFIG, model: str = MODEL, adapter: str = ADAPTER, compare: str = COMPARE,
+    data: str = typer.Option(None, "--data", help="MGSM TSV (default ../shared/data/mgsm/mgsm_es.tsv)."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens for the reasoning and answer."),
+    limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
+    quantization: str = QUANT, progress: bool = PROGRESS,
+) -> None:
+    """MGSM maths word problems in Spanish: accuracy of the final number."""
+    from amauta.evaluate.mgsm import MgsmConfig, run
+
+    cfg = _config(MgsmConfig, config, dict(
+        model=model, adapter=adapter, compare=compare, data=data, max_new_tokens=max_new_tokens, limit=limit,
+        batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
+    _finish(run(cfg, show_progress=progress), cfg.out)
+
+
+def report_command(
+    run_dirs: list[Path] = typer.Argument(..., help="Eval folders (summary.json) and training run folders (log.jsonl)."),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for report.md and report.html."),
+    title: str = typer.Option(None, "--title", help="Report title."),
+) -> None:
+    """One Markdown and one self-contained HTML report over eval and training runs."""
+    from rich.console import Console
+
+    from amauta.evaluate.report import ReportConfig, run
+
+    cfg = ReportConfig(run_dirs=[str(p) for p in run_dirs], out=str(out), **({"title": title} if title else {}))
+    paths = run(cfg)
+    Console().print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `amauta eval ...` and `amauta report` to the app."""
+    try:  # the judge engineer's `eval judge` and `eval grade`, when that module exists
+        from amauta.evaluate import judge_commands
+    except ModuleNotFoundError as exc:
+        if exc.name != "amauta.evaluate.judge_commands":
+            raise
+    else:
+        judge_commands.register(eval_app)
+    app.add_typer(eval_app, name="eval")
+    app.command("report")(report_command)

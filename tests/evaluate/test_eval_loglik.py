@@ -1,0 +1,48 @@
+"""The KV-cache-reuse scorer gives the same log-likelihoods as scoring every option on its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from amauta.evaluate.loglik import encode_pair, score_continuations
+
+CONTEXTS = [
+    "Pasaje: El Servicio de Rentas Internas administra los impuestos en Ecuador.\nRespuesta:",
+    "Pasaje: " + "La declaración del impuesto a la renta se presenta cada año. " * 5 + "\nRespuesta:",  # > sliding window
+    "Hola, ¿cómo estás?\nRespuesta:",
+]
+OPTIONS = [" la opción B", " muy bien, gracias", " Ecuador", " 7"]
+
+
+def _encode(tok):
+    contexts, continuations = [], []
+    for context in CONTEXTS:
+        pairs = [encode_pair(tok, context, option) for option in OPTIONS]
+        contexts.append(pairs[0][0])
+        continuations.append([cont for _, cont in pairs])
+    return contexts, continuations
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "falcon", "gemma3"])
+def test_cached_scores_equal_plain_scores(tiny, arch):
+    loaded = tiny(arch)
+    contexts, continuations = _encode(loaded.tokenizer)
+    cached = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations, reuse_cache=True)
+    plain = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations, reuse_cache=False)
+    # and each item alone (no padding at all): batching must not change a score
+    alone = [score_continuations(loaded.model, loaded.tokenizer, [c], [o], reuse_cache=False)[0]
+             for c, o in zip(contexts, continuations)]
+    for got, ref, single in zip(cached, plain, alone):
+        for (s1, n1, _), (s2, n2, _), (s3, _, _) in zip(got, ref, single):
+            assert n1 == n2
+            assert s1 == pytest.approx(s2, abs=1e-4)
+            assert s2 == pytest.approx(s3, abs=1e-4)
+    assert any(n > 1 for item in cached for _, n, _ in item)  # the multi-token path ran
+
+
+def test_encode_pair_moves_trailing_space_to_the_answer(tiny):
+    tok = tiny("llama").tokenizer
+    ctx, cont = encode_pair(tok, "Respuesta: ", "B")
+    ctx2, cont2 = encode_pair(tok, "Respuesta:", " B")
+    assert (ctx, cont) == (ctx2, cont2)
+    assert tok.decode(cont) == " B"

@@ -1,0 +1,153 @@
+"""The runner: per-item cache, resume after a kill, torn lines, summary and manifest, --compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from amauta.core.errors import AmautaError
+from amauta.evaluate.belebele import BelebeleConfig, run
+from amauta.evaluate.runner import ModelSpec, parse_models, repair_torn_tail
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"
+
+
+def _counting_loader(tiny, calls):
+    def loader(spec, **kwargs):
+        calls.append(spec.label)
+        return tiny("llama")
+    return loader
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_items_summary_manifest_and_resumes(tiny, tmp_path):
+    calls: list[str] = []
+    cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=6, batch_size=4, out=str(tmp_path / "ev"))
+    summary = run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    assert calls == ["base"] and summary["models"][0]["computed"] == 6
+    assert len(_rows(tmp_path / "ev")) == 6
+    saved = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert saved["task"] == "belebele" and saved["models"][0]["metrics"]["n"] == 6
+    manifest = json.loads((tmp_path / "ev" / "manifest.json").read_text())
+    assert manifest["stage"] == "evaluate.belebele" and manifest["config"]["formulation"] == "cloze"
+    # The same command again: everything cached, the model is not even loaded.
+    again = run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    assert calls == ["base"] and again["models"][0]["computed"] == 0
+    assert again["models"][0]["metrics"]["acc"] == summary["models"][0]["metrics"]["acc"]
+    # More items: only the new ones are computed; another formulation is a different cache key.
+    more = run(cfg.model_copy(update={"limit": 8}), loader=_counting_loader(tiny, calls), show_progress=False)
+    assert more["models"][0]["computed"] == 2
+    letter = run(cfg.model_copy(update={"formulation": "letter"}), loader=_counting_loader(tiny, calls),
+                 show_progress=False)
+    assert letter["models"][0]["computed"] == 6 and len(_rows(tmp_path / "ev")) == 14
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"key": "k", "item_id": "1"}\n{"key": "k", "it', encoding="utf-8")
+    repair_torn_tail(path)
+    assert path.read_text() == '{"key": "k", "item_id": "1"}\n'
+
+
+def test_killed_run_resumes_without_recomputing(tiny, tmp_path):
+    out = tmp_path / "ev"
+    script = tmp_path / "slow_eval.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from amauta.evaluate.belebele import BelebeleConfig, run
+        from amauta.models.load import load_model
+
+        def slow_loader(spec, **kwargs):
+            loaded = load_model("tiny-llama")
+            forward = loaded.model.forward
+            def slow(*args, **kw):
+                time.sleep(0.3)
+                return forward(*args, **kw)
+            loaded.model.forward = slow
+            return loaded
+
+        cfg = BelebeleConfig(model="tiny-llama", data={str(SAMPLE)!r}, limit=20, batch_size=1, out={str(out)!r})
+        run(cfg, loader=slow_loader, show_progress=False)
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    items = out / "items.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not items.is_file() or len(items.read_text().splitlines()) < 3):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_rows(out))
+    assert 3 <= done < 20 and not (out / "summary.json").exists()
+    calls: list[str] = []
+    cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=20, batch_size=4, out=str(out))
+    summary = run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    assert summary["models"][0]["computed"] == 20 - done
+    ids = [r["item_id"] for r in _rows(out)]
+    assert len(ids) == len(set(ids)) == 20
+
+
+def test_parse_models(tmp_path):
+    assert parse_models("tiny-llama") == [ModelSpec("base", "tiny-llama", None)]
+    run_dir = tmp_path / "runs" / "es-lora"
+    (run_dir / "adapter").mkdir(parents=True)
+    assert parse_models("m", adapter=str(run_dir / "adapter"))[0].label == "es-lora"
+    specs = parse_models("m", compare=f"base,{run_dir},otro={run_dir}")
+    assert [s.label for s in specs] == ["base", "es-lora", "otro"] and specs[0].adapter is None
+    with pytest.raises(AmautaError, match="neither 'base' nor an existing"):
+        parse_models("m", compare="base,runs/typo")
+    with pytest.raises(AmautaError, match="share the label"):
+        parse_models("m", compare=f"base,{run_dir},{run_dir}")
+
+
+def _make_adapter(tiny, folder: Path) -> Path:
+    """A real LoRA adapter on tiny-llama with non-zero B, so its answers differ from the base's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from amauta.models.tiny import tiny_model
+
+    model = get_peft_model(tiny_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.save_pretrained(folder / "adapter")
+    return folder
+
+
+def test_compare_base_and_adapter_gives_flips(tiny, tmp_path):
+    run_dir = _make_adapter(tiny, tmp_path / "runs" / "es-lora")
+    cfg = BelebeleConfig(model="tiny-llama", compare=f"base,{run_dir}", data=str(SAMPLE), limit=12,
+                         out=str(tmp_path / "cmp"))
+    summary = run(cfg, show_progress=False)
+    assert [m["label"] for m in summary["models"]] == ["base", "es-lora"]
+    (comparison,) = summary["comparisons"]
+    assert comparison["n"] == 12
+    assert comparison["both_correct"] + comparison["both_wrong"] + comparison["lost"] + comparison["gained"] == 12
+    base, tuned = (m["metrics"]["acc"] for m in summary["models"])
+    assert tuned - base == pytest.approx(comparison["delta"])
+    rows = _rows(tmp_path / "cmp")
+    assert {r["model"] for r in rows} == {"base", "es-lora"}
+    preds = {(r["model"], r["item_id"]): r["pred"] for r in rows}
+    assert any(preds[("base", i)] != preds[("es-lora", i)] for _, i in preds)  # the adapter changes answers
+
+    from amauta.evaluate.compare import markdown_table, table_rows
+
+    headers, table = table_rows(summary)
+    assert "lost" in headers and table[0][0] == "base" and table[1][0] == "es-lora"
+    assert "| base |" in markdown_table(headers, table)
