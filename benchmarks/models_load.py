@@ -6,7 +6,7 @@ throughput of each dtype that `load_model` offers on this machine: prefill (one 
 Spanish prompt, batch 1 and 8) and greedy decoding with the KV cache (batch 1). Prints a table and one
 JSON line.
 
-    .venv/bin/python benchmarks/models_load.py              # everything (the GGUF baseline takes ~30-60 s)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/models_load.py   # everything (the GGUF baseline takes ~30-60 s)
     .venv/bin/python benchmarks/models_load.py --skip-gguf --new-tokens 16
 
 Timings on a shared 2-core machine are noisy; compare rows of the same run.
@@ -70,7 +70,7 @@ def main() -> None:
         print(f"measuring {label}…", flush=True)
         loaded = load_model("smollm2-135m-instruct", **kwargs)
         row = {"dtype": label, **throughput(loaded, 1, args.new_tokens)}
-        row["prefill_b%d_tok_s" % args.batch] = throughput(loaded, args.batch, 1)["prefill_tok_s"]
+        row[f"prefill_b{args.batch}_tok_s"] = throughput(loaded, args.batch, 1)["prefill_tok_s"]
         results["rows"].append(row)
         del loaded
 

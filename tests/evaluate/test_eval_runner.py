@@ -143,8 +143,8 @@ def test_compare_base_and_adapter_gives_flips(tiny, tmp_path):
     assert tuned - base == pytest.approx(comparison["delta"])
     rows = _rows(tmp_path / "cmp")
     assert {r["model"] for r in rows} == {"base", "es-lora"}
-    preds = {(r["model"], r["item_id"]): r["pred"] for r in rows}
-    assert any(preds[("base", i)] != preds[("es-lora", i)] for _, i in preds)  # the adapter changes answers
+    scores = {(r["model"], r["item_id"]): r["logprobs"] for r in rows}
+    assert any(scores[("base", i)] != scores[("es-lora", i)] for _, i in scores)  # the adapter was applied
 
     from amauta.evaluate.compare import markdown_table, table_rows
 

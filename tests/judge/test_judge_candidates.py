@@ -33,6 +33,8 @@ def test_candidate_syntax_base_adapter_rag_and_strategy(tmp_path):
         ("gemma-3-270m", None, None, "sampling"),
     ]
     assert specs[1].label == run and attempts_for(specs[3], 3) == 1 and attempts_for(specs[0], 3) == 3
+    named = parse_candidates(f"ft={run},ft+rag={run}+rag:leyes", "tiny-llama")
+    assert [(s.label, s.adapter, s.rag_index) for s in named] == [("ft", run, None), ("ft+rag", run, "leyes")]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -43,6 +45,8 @@ def test_candidate_syntax_base_adapter_rag_and_strategy(tmp_path):
     ("./no/such/run", "does not exist"),
     ("base+", "empty part"),
     ("rag:a+rag:b", "more than one rag"),
+    ("=base", "write NAME=WHO"),
+    ("a=base,a=rag:x", "'a' is listed twice"),
 ])
 def test_bad_candidates_are_one_clear_line(text, message):
     with pytest.raises(AmautaError, match=message):
@@ -110,26 +114,45 @@ def test_rag_candidates_build_messages_with_the_rag_answerer(tmp_path, tiny, mon
     import sys
     import types
 
+    from amauta.rag.answer import NOT_FOUND
+
+    monkeypatch.setenv("AMAUTA_HOME", str(tmp_path / "home"))
+    index = tmp_path / "home" / "indexes" / "leyes"
+    index.mkdir(parents=True)
+    (index / "manifest.json").write_text('{"stage": "rag.index", "documents": 5}')
     calls = []
 
     class FakeRag:
         def __init__(self, index, top_k=4):
             self.index, self.top_k = index, top_k
 
-        def build_messages(self, question, history=None, system=None):
-            calls.append((self.index, question, history))
-            hit = types.SimpleNamespace(source="examples/docs/iva.md", article="Art. 2", page=1)
+        def build_messages(self, question, history=None, system=None, *, loaded=None, max_new_tokens=512):
+            calls.append((self.index, question, history, loaded is not None))
+            if "Gracias" in question:
+                return [{"role": "system", "content": "x"}, {"role": "user", "content": question}], []
+            hit = types.SimpleNamespace(citation=lambda: "examples/docs/iva.md, Art. 2")
             messages = [{"role": "system", "content": "Usa los pasajes."}, *(history or []),
                         {"role": "user", "content": f"Pasajes: IVA 15 %\n\n{question}"}]
             return messages, [hit]
 
     module = types.ModuleType("amauta.rag.answer")
-    module.RagAnswerer = FakeRag
+    module.RagAnswerer, module.NOT_FOUND = FakeRag, NOT_FOUND
     monkeypatch.setitem(sys.modules, "amauta.rag.answer", module)
     pset = _pset(tmp_path)
     specs = [CandidateSpec("rag:leyes", "tiny-llama", None, "leyes", "greedy")]
     answers = generate_candidates(pset, specs, tmp_path, n=3, max_new_tokens=4, loader=lambda s, **k: tiny("llama"),
                                   show_progress=False)
-    assert len(answers) == 4 and answers[0].sources == ["iva.md Art. 2"]
-    assert calls[0] == ("leyes", "¿Cuál es la tarifa del IVA?", None)
+    assert len(answers) == 4 and answers[0].sources == ["examples/docs/iva.md, Art. 2"]
+    assert calls[0] == ("leyes", "¿Cuál es la tarifa del IVA?", None, True)
     assert calls[2][2][0] == {"role": "user", "content": "Me llamo Lucía."}  # history carried into RAG turns
+    # Nothing retrieved: the answer is the RAG room's "not found" message, as `amauta rag ask` gives.
+    assert answers[-1].answer == NOT_FOUND and answers[-1].finish_reason == "not_found"
+    # A re-index that changes the manifest makes the RAG answers stale (regenerated); a missing index fails.
+    (index / "manifest.json").write_text('{"stage": "rag.index", "documents": 6}')
+    calls.clear()
+    generate_candidates(pset, specs, tmp_path, n=3, max_new_tokens=4, loader=lambda s, **k: tiny("llama"),
+                        show_progress=False)
+    assert len(calls) == 4
+    with pytest.raises(AmautaError, match="index 'otro' not found.*amauta rag index"):
+        generate_candidates(pset, [CandidateSpec("rag:otro", "tiny-llama", None, "otro")], tmp_path,
+                            loader=lambda s, **k: tiny("llama"), show_progress=False)

@@ -109,3 +109,25 @@ def test_missing_answers_and_bad_grader_name(tmp_path):
     _run(tmp_path)
     with pytest.raises(AmautaError, match="grader name"):
         grade(tmp_path, "///", ask=_keys())
+
+
+def test_report_markdown_has_both_sources_and_agreement(tmp_path):
+    from amauta.evaluate.judge import report_markdown
+
+    answers = _run(tmp_path)
+    verdicts = {a.key: {"key": f"k{i}", "scores": dict.fromkeys(CRITERIA, 1 + i % 5), "overall": 1 + i % 5}
+                for i, a in enumerate(answers)}
+    grade(tmp_path, "ana", ask=_keys(*["3"] * 4 * len(answers)), console=_console()[0])
+    summary = summarize_run(tmp_path, answers, verdicts, ["modelo-secreto-A", "modelo-secreto-B"],
+                            ["basic", "contextual"], {"set": "mini", "judge": "juez", "n": 1})
+    text = report_markdown(summary)
+    assert "### Rubric grading: mini (judge: juez, N = 1)" in text
+    assert text.count("**Agreement, judge vs people**") == 2
+    assert "| modelo-secreto-B |" in text and "Comprensión contextual" in text
+
+
+def test_grading_only_the_first_attempts(tmp_path):
+    answers = [Answer("m", "q1", 0, k, "basic", "Pregunta", f"Respuesta {k}") for k in range(3)]
+    atomic_write_jsonl(tmp_path / "answers.jsonl", [a.__dict__ for a in answers])
+    assert grade(tmp_path, "ana", ask=_keys(*["5"] * 12), attempts=1, console=_console()[0]) == 1
+    assert list(load_grades(tmp_path)["ana"]) == [("m", "q1", 0, 0)]

@@ -111,7 +111,7 @@ def test_embedded_smollm2_answers_law_questions_and_is_judged(tmp_path, smollm2)
     out = tmp_path / "law"
     with FakeOpenAIServer(VERDICT) as url:
         config = JudgeConfig(prompt_set="law-ec", model="smollm2-135m-instruct", candidates=["base@greedy"], n=3,
-                             limit=1, max_new_tokens=24, judge_url=url, judge_model="juez", out=str(out))
+                             limit=1, max_new_tokens=16, judge_url=url, judge_model="juez", out=str(out))
         run(config, loader=lambda spec, **kw: smollm2, show_progress=False)
     rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert [r["item"] for r in rows] == ["law-basic-01", "law-complex-01"]  # greedy: one attempt stands for 3
@@ -119,3 +119,58 @@ def test_embedded_smollm2_answers_law_questions_and_is_judged(tmp_path, smollm2)
     assert all(r["reference"] for r in rows) and all(r["scores"] for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge_table"]["base@greedy"]["all"]["n"] == 2
+
+
+@pytest.mark.integration
+def test_law_ec_four_way_comparison_with_a_real_index_and_adapter(tmp_path, monkeypatch):
+    """base, a LoRA adapter, RAG and adapter+RAG in one table: the question the thesis left open."""
+    from pathlib import Path
+
+    from peft import LoraConfig, get_peft_model
+
+    from amauta.models.tiny import tiny_model
+    from amauta.rag.index import IndexConfig
+    from amauta.rag.index import run as build_index
+
+    monkeypatch.setenv("AMAUTA_HOME", str(tmp_path / "home"))
+    docs = Path(__file__).resolve().parents[2] / "examples" / "docs"
+    build_index(IndexConfig(docs=[str(docs)], index="leyes", threads=1), progress=False)
+    adapter = tmp_path / "run" / "adapter"
+    get_peft_model(tiny_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                   init_lora_weights=False)).save_pretrained(adapter)
+    run_dir = str(tmp_path / "run")
+    out = tmp_path / "compare"
+    with FakeOpenAIServer(VERDICT) as url:
+        config = JudgeConfig(prompt_set="law-ec", model="tiny-llama", limit=1, n=1, max_new_tokens=4,
+                             candidates=["base", f"ft={run_dir}", "rag:leyes", f"ft+rag={run_dir}+rag:leyes"],
+                             judge_url=url, judge_model="juez", out=str(out))
+        run(config, show_progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["judge_table"]) == ["base", "ft", "rag:leyes", "ft+rag"]
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    by = {(r["candidate"], r["item"]): r for r in rows}
+    assert by[("rag:leyes", "law-basic-01")]["sources"] and not by[("base", "law-basic-01")]["sources"]
+    assert any(by[("ft", i)]["answer"] != by[("base", i)]["answer"] for i in ("law-basic-01", "law-complex-01"))
+    from amauta.evaluate.judge import report_markdown
+
+    assert "| ft+rag |" in report_markdown(summary)
+
+
+def test_local_model_judge_whose_context_is_too_short_stops_with_one_line(tmp_path, mini_set):
+    out = tmp_path / "local"
+    config = JudgeConfig(prompt_set=str(mini_set), model="tiny-llama", candidates=["base@greedy"], n=1,
+                         max_new_tokens=4, judge_model="tiny-llama", judge_retries=0, judge_max_tokens=16, out=str(out))
+    with pytest.raises(AmautaError, match=r"judge failed: .*context holds 512.*0 verdicts so far are kept"):
+        run(config, show_progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge"] == "tiny-llama" and summary["answers"] == 3 and summary["judged"] == 0
+
+
+def test_example_config_validates():
+    from pathlib import Path
+
+    from amauta.core.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "judge-law-ec.yaml"
+    config = load_config(JudgeConfig, path)
+    assert config.prompt_set == "law-ec" and len(config.candidates) == 4

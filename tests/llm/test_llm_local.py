@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from amauta.llm import LLM, LocalLLM, ask_json
+from amauta.llm import LLM, LocalLLM
 
 HELLO = [{"role": "system", "content": "Responde en español."}, {"role": "user", "content": "¿Cuál es la tarifa del IVA?"}]
 
@@ -32,7 +32,11 @@ def test_local_llm_sampling_and_explicit_settings(tiny):
 
 @pytest.mark.integration
 def test_build_qa_with_the_embedded_model(smollm2, tmp_path, monkeypatch):
-    """The whole path with a real (tiny) model: whatever it writes is parsed, or recorded as a failure."""
+    """The whole path with a real (small) model: whatever it writes is parsed, or recorded as a failure.
+
+    Sixteen new tokens cannot hold a pair, so this checks the path (prompt → template → generate →
+    ask_json → cache and failure log), not the model's quality.
+    """
     from amauta.data.build_qa import BuildQAConfig, run
     from amauta.documents import chunk_document, load_document
 
@@ -41,13 +45,10 @@ def test_build_qa_with_the_embedded_model(smollm2, tmp_path, monkeypatch):
     doc.write_text("# Ley\n\nArt. 1.- La tarifa general del IVA es del 15% desde abril de 2024.\n", encoding="utf-8")
     llm = LocalLLM(smollm2)
     out = run(BuildQAConfig(docs=[str(doc)], out=str(tmp_path / "qa.jsonl"), pairs_per_chunk=1, retries=0, min_chars=0,
-                            max_tokens=48), llm=llm)
-    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    failures = tmp_path / "qa.failures.jsonl"
+                            max_tokens=16), llm=llm)
     assert llm.calls == 1 and len(chunk_document(load_document(doc))) == 1
-    assert rows or failures.exists()
-    for row in rows:
-        assert row["model"] == "smollm2-135m-instruct" and row["article"] == "Art. 1"
-    reply = ask_json(llm, [{"role": "user", "content": 'Responde solo con este JSON: {"ok": true}'}], retries=1,
-                     max_tokens=16)
-    assert len(reply.raw_replies) in (1, 2)
+    # Sixteen tokens cannot close a pair with an answer: the failure is recorded with the model's reply.
+    assert out.read_text(encoding="utf-8") == ""
+    [failure] = [json.loads(line) for line in (tmp_path / "qa.failures.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert failure["model"] == "smollm2-135m-instruct" and failure["article"] == "Art. 1"
+    assert len(failure["raw_replies"]) == 1 and failure["raw_replies"][0].strip()

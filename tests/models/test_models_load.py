@@ -199,3 +199,15 @@ def test_gguf_file_is_converted_once_into_the_cache(tmp_path, monkeypatch):
     assert calls == [(gguf, embedded.gguf_cache_name(gguf))] and calls[0][1].startswith("gguf-Mi-Modelo.Q4-")
     assert loaded.profile.name == "Mi-Modelo.Q4" and loaded.profile.template == "gemma"
     assert loaded.extra["converted_from"] == str(gguf)
+
+
+def test_user_profile_with_a_local_source(tmp_path, monkeypatch):
+    save_tiny(tmp_path / "pesos", "falcon")
+    user = tmp_path / "perfiles.yaml"
+    user.write_text(f"profiles:\n  mi-falcon:\n    extends: tiny-falcon\n    source: {tmp_path / 'pesos'}\n"
+                    f"  perdido:\n    extends: tiny-falcon\n    source: {tmp_path / 'nada'}\n", encoding="utf-8")
+    monkeypatch.setenv("AMAUTA_PROFILES", str(user))
+    loaded = load_model("mi-falcon")
+    assert loaded.profile.name == "mi-falcon" and loaded.source == str(tmp_path / "pesos")
+    with pytest.raises(AmautaError, match="profile 'perdido': its source .*nada does not exist"):
+        load_model("perdido")

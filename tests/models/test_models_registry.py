@@ -120,3 +120,22 @@ def test_guessed_profile_borrows_family():
     assert guessed.template == "falcon" and guessed.stop_strings == get_profile("falcon-7b").stop_strings
     unknown = profile_for_architecture("weird", name="w", source="/tmp/w", has_chat_template=True)
     assert unknown.use_tokenizer_template and unknown.template == "chatml"
+
+
+def test_user_profiles_extend_the_registry(tmp_path, monkeypatch):
+    user = tmp_path / "mis-perfiles.yaml"
+    user.write_text("profiles:\n  mi-falcon:\n    extends: falcon-7b\n    source: /modelos/mi-falcon\n"
+                    "    learning_rate: 1.0e-4\n", encoding="utf-8")
+    monkeypatch.setenv("AMAUTA_PROFILES", str(user))
+    mine = get_profile("mi-falcon")
+    assert mine.source == "/modelos/mi-falcon" and mine.learning_rate == 1e-4 and mine.template == "falcon"
+    assert mine.kind == "local" and "mi-falcon" in [p.name for p in list_profiles()]
+    user.write_text("profiles:\n  otro:\n    extends: falcon-7b\n    lerning_rate: 1\n", encoding="utf-8")
+    with pytest.raises(AmautaError, match="mis-perfiles.yaml: profile 'otro': 'lerning_rate'.*did you mean: learning_rate"):
+        get_profile("otro")
+    user.write_text("profiles: [1, 2\n", encoding="utf-8")
+    with pytest.raises(AmautaError, match="mis-perfiles.yaml:2: invalid YAML"):
+        get_profile("falcon-7b")
+    monkeypatch.setenv("AMAUTA_PROFILES", str(tmp_path / "nada.yaml"))
+    with pytest.raises(AmautaError, match="nada.yaml: AMAUTA_PROFILES points to a file that does not exist"):
+        list_profiles()

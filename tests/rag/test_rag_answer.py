@@ -69,8 +69,13 @@ def test_build_messages_keeps_history_and_custom_system(law_index):
 
 def test_answer_with_a_local_model(law_index, tiny):
     from amauta.llm import LocalLLM
+    from amauta.rag.answer import _count_tokens
 
-    result = RagAnswerer(law_index, top_k=2).answer("¿Qué es el RIMPE?", LocalLLM(tiny("llama")), max_tokens=8)
+    loaded = tiny("llama")  # a 512-token context: the passages must be shortened to fit
+    answerer = RagAnswerer(law_index, top_k=3)
+    messages, hits = answerer.build_messages("¿Qué es el RIMPE?", loaded=loaded, max_new_tokens=8)
+    assert hits and _count_tokens(loaded.tokenizer, messages) <= 512 - 8
+    result = answerer.answer("¿Qué es el RIMPE?", LocalLLM(loaded), max_tokens=8)
     assert result.found and result.sources and all(s in result.hits for s in result.sources)
     assert isinstance(result.text, str)
 
@@ -98,3 +103,15 @@ def test_cli_ask_json_and_errors(law_index, home):
     assert len(missing.stderr.strip().splitlines()) == 1
     empty = run_cli("rag", "ask", "  ", "--index", str(law_index), env=env)
     assert empty.returncode == 2 and "question is empty" in empty.stderr
+
+
+@pytest.mark.integration
+def test_smollm2_answers_a_law_question_from_the_index(law_index, smollm2):
+    from amauta.llm import LocalLLM
+
+    answerer = RagAnswerer(law_index, top_k=2)
+    messages, hits = answerer.build_messages("¿Cuál es la tarifa general del IVA?", loaded=smollm2, max_new_tokens=48)
+    assert hits and any(h.article == "Art. 2" and h.source.endswith("iva.md") for h in hits)
+    result = answerer.answer("¿Cuál es la tarifa general del IVA?", LocalLLM(smollm2), max_tokens=48)
+    assert result.found and result.text.strip() and result.sources
+    assert "Fuentes:" in result.format()

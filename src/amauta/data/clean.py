@@ -233,23 +233,23 @@ class Cleaner:
         from datasketch import MinHash, MinHashLSH
 
         c = self.config
-        # MinHash LSH proposes candidates at a looser threshold (few misses); each candidate is then checked
-        # with the exact Jaccard of hashed 3-grams, prompt and reply apart, so the estimate's noise decides nothing.
+        # MinHash LSH over the prompts proposes candidates at a looser threshold (few misses); each is then
+        # checked with the exact Jaccard of hashed 3-grams, prompt and reply apart. Indexing prompts, not
+        # replies, keeps candidate lists short when thousands of records share one reply ("Sí.", "4").
         lsh = MinHashLSH(threshold=max(0.3, c.near_dedup_threshold - 0.2), num_perm=c.near_dedup_num_perm)
         prompt_sets = [_shingles(r.user_text()) for r in records]
         reply_sets = [_shingles(r.assistant_text()) for r in records]
-        wholes = MinHash.bulk([list(p | q) for p, q in zip(prompt_sets, reply_sets, strict=True)],
-                              num_perm=c.near_dedup_num_perm, seed=1)
+        signatures = MinHash.bulk([list(p) for p in prompt_sets], num_perm=c.near_dedup_num_perm, seed=1)
         kept_sets: dict[int, tuple] = {}
         kept = []
-        for i, (r, whole) in enumerate(zip(records, wholes, strict=True)):
+        for i, (r, signature) in enumerate(zip(records, signatures, strict=True)):
             prompt, reply = _hashed(prompt_sets[i]), _hashed(reply_sets[i])
             duplicate = any(_jaccard(prompt, kept_sets[k][0]) >= c.near_dedup_threshold
-                            and _jaccard(reply, kept_sets[k][1]) >= c.near_dedup_threshold for k in lsh.query(whole))
+                            and _jaccard(reply, kept_sets[k][1]) >= c.near_dedup_threshold for k in lsh.query(signature))
             if duplicate:
                 self._drop(r, "near_duplicate")
                 continue
-            lsh.insert(i, whole)
+            lsh.insert(i, signature)
             kept_sets[i] = (prompt, reply)
             kept.append(r)
         return kept

@@ -162,6 +162,20 @@ def _line_col(text: str, pos: int) -> tuple[int, int]:
     return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
 
 
+class _LineCounter:
+    """Line numbers of increasing positions in one text, counted incrementally (a 50k-record array stays linear)."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line = text, 0, 1
+
+    def __call__(self, pos: int) -> int:
+        if pos < self.pos:
+            return _line_col(self.text, pos)[0]
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
+
+
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
@@ -176,13 +190,13 @@ def iter_json_rows(path: Path, text: str, rows: _Rows, max_record_chars: int) ->
     start = len(text) - len(text.lstrip())
     if text[start] == "[":
         pos, n = start + 1, 0
+        line_of = _LineCounter(text)
         while True:
             while pos < len(text) and text[pos] in " \t\r\n":
                 pos += 1
             if pos < len(text) and text[pos] == "]" and n == 0:
                 return
-            line, _ = _line_col(text, pos)
-            where = f"{path}:{line} (record {n + 1})"
+            where = f"{path}:{line_of(pos)} (record {n + 1})"
             if pos >= len(text):
                 rows.fail(f"{where}: the JSON array is cut short (the file ends before its closing ']'); "
                           "the file is probably truncated: export it again")
@@ -223,7 +237,6 @@ def iter_json_rows(path: Path, text: str, rows: _Rows, max_record_chars: int) ->
                 rows.fail(f"{path}:{line}: " + ("the JSON array is cut short (no closing ']'); the file is probably "
                           "truncated: export it again" if cut else f"expected ',' or ']' after record {n} at column {col}"))
                 return
-        return
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue

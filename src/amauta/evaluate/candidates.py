@@ -220,9 +220,9 @@ def _is_adapter_dir(path: Path) -> bool:
 
 
 def parse_candidates(text: str | Iterable[str], base_model: str, default_strategy: str = "sampling") -> list[CandidateSpec]:
-    """Parse `base,runs/es,rag:leyes,runs/es+rag:leyes@greedy` into candidate specs.
+    """Parse `base,runs/es,rag:leyes,ft+rag=runs/es+rag:leyes@greedy` into candidate specs.
 
-    Each comma-separated entry is `WHO[+rag:INDEX][@STRATEGY]`, where WHO is `base` (the `--model`), a
+    Each comma-separated entry is `[NAME=]WHO[+rag:INDEX][@STRATEGY]` (NAME labels it in tables), where WHO is `base` (the `--model`), a
     fine-tuning run or adapter folder (loaded on top of `--model`), or another model (a profile name, hub id,
     folder or .gguf); `rag:INDEX` alone means the base model with retrieval.
     """
@@ -234,7 +234,13 @@ def parse_candidates(text: str | Iterable[str], base_model: str, default_strateg
         raise AmautaError("--candidates is empty; give e.g. 'base' or 'base,runs/es-lora,rag:leyes'")
     specs: list[CandidateSpec] = []
     for entry in entries:
-        who, _, strategy = entry.partition("@")
+        label, sep, body = entry.partition("=")
+        if not sep:
+            label, body = entry, entry
+        elif not label.strip() or not body.strip():
+            raise AmautaError(f"candidate '{entry}': write NAME=WHO, e.g. ft+rag=runs/law+rag:leyes")
+        label, body = label.strip(), body.strip()
+        who, _, strategy = body.partition("@")
         strategy = check_strategy(strategy.strip()) if strategy else default_strategy
         model, adapter, rag = base_model, None, None
         for part in (p.strip() for p in who.split("+")):
@@ -262,9 +268,9 @@ def parse_candidates(text: str | Iterable[str], base_model: str, default_strateg
                                   "'base', a model name, or rag:INDEX")
             else:
                 model = part  # a registry profile name or a hub id (org/name)
-        spec = CandidateSpec(label=entry, model=model, adapter=adapter, rag_index=rag, strategy=strategy)
+        spec = CandidateSpec(label=label, model=model, adapter=adapter, rag_index=rag, strategy=strategy)
         if any(s.label == spec.label for s in specs):
-            raise AmautaError(f"candidate '{entry}' is listed twice in --candidates")
+            raise AmautaError(f"candidate '{spec.label}' is listed twice in --candidates; name them with NAME=...")
         specs.append(spec)
     return specs
 
@@ -306,15 +312,28 @@ def _seed(base: int, item_id: str, turn: int, attempt: int) -> int:
 
 
 def _hit_label(hit: Any) -> str:
-    """A short citation for a retrieved passage (whatever shape the RAG room's Hit has)."""
-    chunk = getattr(hit, "chunk", None) or (hit.get("chunk", hit) if isinstance(hit, dict) else hit)
+    """Where a retrieved passage came from ('iva.md, Art. 2'), as the RAG room cites it."""
+    if hasattr(hit, "citation"):
+        return str(hit.citation())
+    source = getattr(hit, "source", None) or "?"
+    article = getattr(hit, "article", None)
+    return str(source) + (f", {article}" if article else "")
 
-    def get(key: str) -> Any:
-        return chunk.get(key) if isinstance(chunk, dict) else getattr(chunk, key, None)
 
-    source = get("source") or get("path") or "?"
-    where = get("article") or (f"p. {get('page')}" if get("page") else "")
-    return Path(str(source)).name + (f" {where}" if where else "")
+def rag_index_fingerprint(name: str) -> str:
+    """A hash of a RAG index's manifest (its files and settings), so answers are redone after a re-index
+    that changed it; raises a clear error when the index does not exist."""
+    from amauta.rag.index import index_path
+
+    manifest = index_path(name) / "manifest.json"
+    if not manifest.is_file():
+        raise AmautaError(f"candidate rag:{name}: index '{name}' not found at {manifest.parent}; build it with "
+                          f"amauta rag index DOCS... --index {name}")
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    stable = {k: v for k, v in data.items() if k not in ("created", "versions", "seconds")}
+    files = manifest.parent / "files.json"  # per-document content hashes, when the index keeps them
+    stable["files"] = files.read_text(encoding="utf-8") if files.is_file() else None
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class CandidateTask:
@@ -331,6 +350,7 @@ class CandidateTask:
 
     def config_key(self) -> dict[str, Any]:
         return {"set": self.pset.sha256, "rag": self.spec.rag_index, "rag_top_k": self.rag_top_k,
+                "rag_index": rag_index_fingerprint(self.spec.rag_index) if self.spec.rag_index else None,
                 "strategy": self.spec.strategy, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
 
     def items(self) -> list[dict[str, Any]]:
@@ -352,20 +372,30 @@ class CandidateTask:
         turns = []
         for turn, question in enumerate(item.turns):
             sources: list[str] = []
+            settings = GenerationSettings.from_profile(loaded.profile, strategy=self.spec.strategy,
+                                                       max_new_tokens=self.max_new_tokens,
+                                                       seed=_seed(self.seed, item.id, turn, attempt))
             if self._rag is not None:
-                messages, hits = self._rag.build_messages(question, history=history or None, system=self.pset.system)
+                # The RAG room's own Spanish system prompt (answer from the passages, cite them); passages
+                # are shortened to fit the model's context.
+                messages, hits = self._rag.build_messages(question, history=history or None, loaded=loaded,
+                                                          max_new_tokens=self.max_new_tokens)
                 sources = [_hit_label(h) for h in hits]
             else:
                 system = [{"role": "system", "content": self.pset.system}] if self.pset.system else []
                 messages = system + history + [{"role": "user", "content": question}]
-            settings = GenerationSettings.from_profile(loaded.profile, strategy=self.spec.strategy,
-                                                       max_new_tokens=self.max_new_tokens,
-                                                       seed=_seed(self.seed, item.id, turn, attempt))
-            result = generate(loaded, messages, settings)
-            text = result.text.strip()
-            turns.append({"prompt": question, "answer": text, "new_tokens": int(result.new_tokens),
-                          "seconds": round(float(result.seconds), 3), "finish_reason": str(result.finish_reason),
-                          "sources": sources})
+                hits = None
+            if hits == []:
+                # Nothing relevant retrieved: `amauta rag ask` answers "not found" without asking the model.
+                from amauta.rag.answer import NOT_FOUND
+
+                text, record = NOT_FOUND, {"new_tokens": 0, "seconds": 0.0, "finish_reason": "not_found"}
+            else:
+                result = generate(loaded, messages, settings)
+                text = result.text.strip()
+                record = {"new_tokens": int(result.new_tokens), "seconds": round(float(result.seconds), 3),
+                          "finish_reason": str(result.finish_reason)}
+            turns.append({"prompt": question, "answer": text, **record, "sources": sources})
             # The conversation carries over: the next turn sees this question and the model's own answer.
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
         return {"candidate": self.spec.label, "item": item.id, "attempt": attempt, "category": item.category,

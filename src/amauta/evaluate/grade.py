@@ -81,12 +81,14 @@ def _ask_score(ask: Callable[[str], str], console, label: str) -> int | str:
 
 
 def grade(run_dir: str | Path, grader: str | None = None, *, ask: Callable[[str], str] | None = None,
-          console=None, limit: int | None = None, seed: int | None = None, show_rubric: bool = True) -> int:
+          console=None, limit: int | None = None, attempts: int | None = None, seed: int | None = None,
+          show_rubric: bool = True) -> int:
     """Run a grading session; returns how many answers were graded in it.
 
     run_dir: a judge run folder (it holds answers.jsonl). grader: the person's name (default: the login).
     ask: reads one line (the keyboard by default; tests inject answers). console: a rich console.
-    limit: stop after this many answers in this session. seed: replaces the name-derived order seed.
+    limit: stop after this many answers in this session. attempts: grade only the first K attempts of
+    each prompt (people rarely grade all N). seed: replaces the name-derived order seed.
     show_rubric: print the 1–5 scale of every criterion at the start.
     """
     from rich.console import Console
@@ -100,6 +102,8 @@ def grade(run_dir: str | Path, grader: str | None = None, *, ask: Callable[[str]
     grader = grader or getpass.getuser()
     slug = grader_slug(grader)
     answers = read_answers(run)
+    if attempts is not None:
+        answers = [a for a in answers if a.attempt < attempts]
     if not answers:
         raise AmautaError(f"{run}/answers.jsonl has no answers to grade; run amauta eval judge first")
     path = run / GRADES_DIR / f"{slug}.jsonl"

@@ -304,7 +304,7 @@ def _run_jobs(fn, jobs: dict[str, Any], workers: int, show_progress: bool, label
                         wait(pending)
                         kept = sum(1 for _ in read_jsonl(cache, tolerate_torn_tail=True)) if cache.is_file() else 0
                         raise AmautaError(f"judge failed: {exc}; {kept} verdicts so far are kept in {cache}; "
-                                          "rerun the same command to resume") from None
+                                          "fix the cause and rerun the same command to resume") from None
                     if exc is not None:
                         raise exc
                     advance(1)
@@ -455,6 +455,7 @@ def render_comparison(summary: dict[str, Any], which: str = "judge_table"):
     out = Table(title=f"{'Judge' if which == 'judge_table' else 'People'}: mean-of-N by category "
                       "(1–5; best-of-N in the last column)", title_justify="left")
     out.add_column("candidate")
+    out.add_column("N", justify="right")
     for category in categories:
         out.add_column(category, justify="right")
     out.add_column("all [95% CI]", justify="right")
@@ -470,7 +471,8 @@ def render_comparison(summary: dict[str, Any], which: str = "judge_table"):
         if which == "judge_table":
             d = summary.get("judge_deltas", {}).get(candidate)
             extra = [f"{d['delta']:+.2f} [{d['ci'][0]:+.2f}–{d['ci'][1]:+.2f}]" if d else "–"]
-        out.add_row(candidate, *cells, _ci(allrow["mean_of_n"]), *extra, f"{allrow['best_of_n']['overall']:.2f}")
+        out.add_row(candidate, f"{allrow['attempts']:.0f}", *cells, _ci(allrow["mean_of_n"]), *extra,
+                    f"{allrow['best_of_n']['overall']:.2f}")
     return out
 
 
@@ -558,6 +560,11 @@ def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, l
 
     pset = load_prompt_set(config.prompt_set, limit=config.limit)
     specs = parse_candidates(config.candidates, config.model, config.strategy)
+    for spec in specs:
+        if spec.rag_index:
+            from amauta.evaluate.candidates import rag_index_fingerprint
+
+            rag_index_fingerprint(spec.rag_index)  # a missing index fails now, not after hours of generation
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))
@@ -632,3 +639,69 @@ def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     summary = summarize_run(out, answers, verdicts, candidates, categories, extra)
     print_summary(summary, console)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown for `amauta report` (its hook for summaries with task: judge)
+# ---------------------------------------------------------------------------------------------------------
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
+    """The judge run as Markdown: the comparison by category, the per-criterion table, people's tables and
+    the judge-vs-people agreement (the thesis's Tables 4 and 6, with best-of-N, mean-of-N and intervals)."""
+    h = "#" * heading_level
+    parts = [f"{h} Rubric grading: {summary.get('set', '?')} (judge: {summary.get('judge') or 'none'}, "
+             f"N = {summary.get('n', '?')})",
+             f"{summary.get('answers', 0)} answers, {summary.get('judged', 0)} judged, "
+             f"{summary.get('failed', 0)} without a verdict; per-answer scores in `{summary.get('items_file', 'items.jsonl')}`. "
+             "Scores 1–5; best-of-N keeps each prompt's best attempt (as the thesis), mean-of-N averages the "
+             "attempts; [95% bootstrap CI over prompts]."]
+    specs = summary.get("specs") or []
+    if specs:
+        parts.append("Candidates:\n\n" + "\n".join(
+            f"- `{s['label']}`: model `{s['model']}`" + (f" + adapter `{s['adapter']}`" if s.get("adapter") else "")
+            + (f" + RAG index `{s['rag_index']}`" if s.get("rag_index") else "") + f", {s['strategy']} decoding"
+            for s in specs))
+    categories = summary.get("categories", [])
+    for key, who in (("judge_table", "LLM judge"), ("human_table", "People")):
+        table = summary.get(key) or {}
+        if not table:
+            continue
+        rows = []
+        for candidate, by_category in table.items():
+            entry = by_category.get("all")
+            if entry is None:
+                continue
+            delta = (summary.get("judge_deltas") or {}).get(candidate) if key == "judge_table" else None
+            rows.append([candidate, f"{entry['attempts']:.0f}", *[f"{by_category[c]['mean_of_n']['overall']:.2f}" if c in by_category else "–"
+                                      for c in categories], _ci(entry["mean_of_n"]),
+                         f"{entry['best_of_n']['overall']:.2f}",
+                         f"{delta['delta']:+.2f} [{delta['ci'][0]:+.2f}, {delta['ci'][1]:+.2f}]" if delta else "–"])
+        parts.append(f"**{who}: mean-of-N by category**\n\n" + _md_table(
+            ["Candidate", "N", *categories, "All (mean-of-N)", "All (best-of-N)", "Δ vs first"], rows))
+        detail = []
+        for candidate, by_category in table.items():
+            for category, entry in by_category.items():
+                detail.append([candidate, category, str(entry["n"]),
+                               *[f"{entry['best_of_n'][c]:.2f} / {entry['mean_of_n'][c]:.2f}" for c in CRITERIA]])
+        parts.append(f"**{who}: by criterion (best-of-N / mean-of-N)**\n\n" + _md_table(
+            ["Candidate", "Category", "n", *[NAMES_ES[c] for c in CRITERIA]], detail))
+        if summary.get("agreement"):
+            parts.append(_agreement_markdown(summary))
+    return "\n\n".join(parts) + "\n"
+
+
+def _agreement_markdown(summary: dict[str, Any]) -> str:
+    rows = [[NAMES_ES.get(c, "All criteria"), str(r["n"]), _num(r["kappa"]), _num(r["spearman"]), _num(r["p"], 3),
+             _pct(r["exact"]), _pct(r["within_one"])] for c, r in summary["agreement"].items()]
+    between = summary.get("between_people")
+    if between:
+        rows.append(["People vs people", str(between["n"]), _num(between["kappa"]), _num(between["spearman"]),
+                     _num(between["p"], 3), _pct(between["exact"]), _pct(between["within_one"])])
+    return ("**Agreement, judge vs people** (Cohen's quadratic-weighted kappa, Spearman)\n\n" +
+            _md_table(["Criterion", "n", "κ_w", "Spearman ρ", "p", "Exact", "±1"], rows))

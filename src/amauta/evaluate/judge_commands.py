@@ -66,6 +66,7 @@ def register(eval_app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., help="A judge run folder (from amauta eval judge --out)."),
         grader: str = typer.Option(None, "--grader", "-g", help="Your name; your grades go to RUN/grades/NAME.jsonl."),
         limit: int = typer.Option(None, "--limit", help="Stop after this many answers in this session."),
+        attempts: int = typer.Option(None, "--attempts", help="Grade only the first K of the N attempts per prompt."),
         status: bool = typer.Option(False, "--status", help="Only show how many answers each grader has done."),
     ) -> None:
         """Grade answers 1–5 yourself, blind to the model and in random order; then judge-vs-people agreement."""
@@ -77,6 +78,6 @@ def register(eval_app: typer.Typer) -> None:
             for name, count in info["graders"].items() or {"(nobody yet)": 0}.items():
                 typer.echo(f"{name}: {count}/{info['answers']}")
             return
-        grade(run_dir, grader, limit=limit)
+        grade(run_dir, grader, limit=limit, attempts=attempts)
         if (run_dir / "config.yaml").is_file():
             resummarize(run_dir)

@@ -267,6 +267,11 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
         chosen = chosen or base
         if base.kind == "tiny":
             dtype = "float32" if dtype == "auto" else dtype  # tests compare numbers: keep fp32 unless asked
+        if base.kind == "local":  # a user profile whose source is a folder or a .gguf on this machine
+            path = Path(base.source).expanduser()
+            if not path.exists():
+                raise AmautaError(f"profile '{base.name}': its source {path} does not exist; fix 'source' in "
+                                  "your profiles file")
     elif path.suffix.lower() == ".gguf" or path.exists() or spec.startswith(("/", ".", "~")):
         base = None
         if not path.exists():

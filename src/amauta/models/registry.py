@@ -4,19 +4,23 @@ A profile says where a model's weights come from, how to talk to it (template, s
 which modules LoRA adapts (`attention`: the thesis's choice; `all-linear`), its default learning rate
 and decoding. `get_profile("mistral-7b")` returns one; an unknown name gets close-match suggestions.
 Models outside the registry (any folder, hub id or GGUF) get a profile guessed from their
-architecture by `profile_for_architecture`.
+architecture by `profile_for_architecture`. Your own profiles go in `$AMAUTA_PROFILES` or
+`amauta_home()/profiles.yaml` (same shape; `extends: falcon-7b` copies a profile and overrides fields).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.paths import amauta_home
 
 TEMPLATES = ("llama2", "mistral", "falcon", "chatml", "gemma", "llama3", "alpaca", "alpaca-es")
 
@@ -84,18 +88,57 @@ class Profile(BaseModel):
         return "local" if self.source.startswith(("/", ".", "~")) else "hub"
 
 
-@lru_cache(maxsize=1)
-def _registry() -> dict[str, Profile]:
-    text = files("amauta.models").joinpath("profiles.yaml").read_text(encoding="utf-8")
-    raw: dict[str, Any] = yaml.safe_load(text)["profiles"]
-    profiles = {}
-    for name, fields in raw.items():
+def _parse(text: str, where: str, base: dict[str, Profile]) -> dict[str, Profile]:
+    """Profiles from YAML text (`profiles: {name: {fields}}`); a user profile may `extends:` another one."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise AmautaError(f"{where}{f':{mark.line + 1}' if mark else ''}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
+        raise AmautaError(f"{where}: expected a top-level 'profiles:' mapping of name → fields")
+    profiles = dict(base)
+    for name, fields in raw["profiles"].items():
+        fields = dict(fields or {})
+        parent = fields.pop("extends", None)
+        if parent is not None:
+            if parent not in profiles:
+                raise AmautaError(f"{where}: profile '{name}' extends unknown '{parent}'{did_you_mean(parent, profiles)}")
+            fields = {**profiles[parent].model_dump(exclude={"name"}), **fields}
         try:
             profiles[name] = Profile(name=name, **fields)
-        except ValidationError as exc:  # a packaging mistake, caught by the tests
+        except ValidationError as exc:
             err = exc.errors()[0]
-            raise AmautaError(f"profiles.yaml: profile '{name}': {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            key = ".".join(map(str, err["loc"])) or "(profile)"
+            hint = did_you_mean(str(err["loc"][-1]), Profile.model_fields) if err["type"] == "extra_forbidden" else ""
+            raise AmautaError(f"{where}: profile '{name}': '{key}': {err['msg']}{hint}") from None
     return profiles
+
+
+@lru_cache(maxsize=8)
+def _load(user_file: str | None, version: tuple[int, int] | None) -> dict[str, Profile]:
+    builtin = _parse(files("amauta.models").joinpath("profiles.yaml").read_text(encoding="utf-8"), "profiles.yaml", {})
+    if user_file is None:
+        return builtin
+    return _parse(Path(user_file).read_text(encoding="utf-8"), user_file, builtin)
+
+
+def user_profiles_file() -> Path | None:
+    """Your own profiles: `$AMAUTA_PROFILES`, else `amauta_home()/profiles.yaml` when it exists."""
+    env = os.environ.get("AMAUTA_PROFILES")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise AmautaError(f"{path}: AMAUTA_PROFILES points to a file that does not exist")
+        return path
+    path = amauta_home() / "profiles.yaml"
+    return path if path.is_file() else None
+
+
+def _registry() -> dict[str, Profile]:
+    user = user_profiles_file()
+    stat = user.stat() if user else None
+    return _load(str(user) if user else None, (stat.st_mtime_ns, stat.st_size) if stat else None)
 
 
 def list_profiles(include_tiny: bool = True) -> list[Profile]:

@@ -27,6 +27,7 @@ SYSTEM_PROMPT = (
     "Cita cada dato con el número del fragmento entre corchetes, por ejemplo [1]. Si los fragmentos no "
     "contienen la respuesta, dilo claramente y no inventes nada. Responde de forma breve y precisa."
 )
+MIN_PASSAGE_CHARS = 120  # shorter than this a passage stops being evidence
 NOT_FOUND = ("No encontré información relevante sobre esa pregunta en los documentos indexados, así que no "
              "puedo responderla con fuentes. Prueba a reformularla o a indexar documentos que traten el tema.")
 NOT_FOUND_CONTEXT = ("(No se encontró ningún fragmento relevante en los documentos para esta pregunta. Dile al "
@@ -65,7 +66,7 @@ class Answer:
 
 def format_passages(hits: list[Hit], max_chars: int) -> str:
     """Numbered passages for the prompt; each passage is cut so that all of them fit in `max_chars`."""
-    budget = max(200, max_chars // max(1, len(hits)))
+    budget = max(MIN_PASSAGE_CHARS, max_chars // max(1, len(hits)))
     blocks = []
     for number, hit in enumerate(hits, start=1):
         where = Path(hit.source).name + (f", {hit.article}" if hit.article else "") + (
@@ -126,14 +127,18 @@ class RagAnswerer:
         hits = self.retrieve(question)
         budget = self.max_context_chars
         limit = _token_limit(loaded, max_new_tokens)
-        for _ in range(5):
+        while True:
             messages = self._messages(question, history, system, hits, budget)
-            if limit is None:
+            if limit is None or _count_tokens(loaded.tokenizer, messages) <= limit:
                 break
-            used = _count_tokens(loaded.tokenizer, messages)
-            if used <= limit or budget <= 200 * max(1, len(hits)):
-                break
-            budget = max(200 * max(1, len(hits)), int(budget * limit / used * 0.9))
+            floor = MIN_PASSAGE_CHARS * max(1, len(hits))
+            if budget > floor:  # shorten every passage in proportion first ...
+                used = _count_tokens(loaded.tokenizer, messages)
+                budget = max(floor, int(budget * limit / used * 0.9))
+            elif len(hits) > 1:  # ... then drop the weakest passages
+                hits = hits[:-1]
+            else:
+                break  # one short passage still does not fit: generation reports the context error
         return messages, hits
 
     def _messages(self, question: str, history: list[dict] | None, system: str | None, hits: list[Hit],

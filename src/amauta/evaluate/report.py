@@ -1,0 +1,317 @@
+"""`amauta report RUN_DIRS... --out report/`: one Markdown and one self-contained HTML report.
+
+Each folder given is rendered by what it is:
+
+- an eval folder (its `summary.json` has a `task`): the comparison table (the thesis's Table 5 for
+  Belebele: accuracy, 95% interval, flips vs base), per-category table when the items have categories,
+  a bar chart with the intervals, the settings that produced it (formulation, prompt, decoding), the
+  data files with their hashes, and the per-item file each number comes from (`items.jsonl`, the
+  model's cache key);
+- a training run (`log.jsonl`): the loss curves (drawn by the train room's `plot_loss`) and its summary;
+- any other task (e.g. `judge`): the module `amauta.evaluate.<task>` renders its own section through
+  `report_markdown(summary, heading_level=3)`, and optionally `report_figures(summary)` returning
+  `[(caption, png_bytes)]`; the report adds the bar chart of its per-category table when it has one.
+
+Figures go to `out/figures/` for the Markdown and are inlined as base64 in the HTML, so the HTML file
+can be mailed on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib
+import io
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from amauta.core.config import StageConfig
+from amauta.core.errors import AmautaError
+from amauta.core.files import atomic_write_bytes, atomic_write_text, read_jsonl
+from amauta.core.manifest import write_manifest
+from amauta.evaluate.compare import COLUMNS, markdown_table, table_rows
+
+TASK_TITLES = {"belebele": "Belebele (reading comprehension, es)", "perplexity": "Perplexity on held-out Spanish text",
+               "xquad": "XQuAD-es (extractive QA)", "mgsm": "MGSM-es (maths word problems)", "judge": "Rubric grading"}
+
+
+class ReportConfig(StageConfig):
+    """`amauta report`: render eval folders and training runs into report.md and report.html."""
+
+    run_dirs: list[str] = Field(..., min_length=1, description="Eval folders (summary.json) and training runs (log.jsonl).")
+    out: str = Field("report", description="Folder for report.md, report.html and figures/.")
+    title: str = Field("Amauta evaluation report", description="The report's title.")
+
+
+class _Doc:
+    """Markdown blocks plus the figures they reference."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self.figures: dict[str, bytes] = {}
+
+    def add(self, text: str) -> None:
+        self.blocks.append(text.strip())
+
+    def figure(self, name: str, png: bytes, caption: str) -> None:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+        while name in self.figures:
+            name = "x" + name
+        self.figures[name] = png
+        self.add(f"![{caption}](figures/{name})\n\n*{caption}*")
+
+    def markdown(self) -> str:
+        return "\n\n".join(self.blocks) + "\n"
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(labels: list[str], values: list[float], errors: list[tuple[float, float]] | None, title: str,
+              ylabel: str, chance: float | None = None) -> bytes:
+    """Bars with 95% interval whiskers (and a chance line for multiple choice)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) + 2), 3.6), dpi=110)
+    yerr = None
+    if errors:
+        yerr = [[max(v - lo, 0) for v, (lo, _) in zip(values, errors)], [max(hi - v, 0) for v, (_, hi) in zip(values, errors)]]
+    ax.bar(labels, values, yerr=yerr, capsize=4, color=[f"C{i}" for i in range(len(labels))])
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.legend(loc="upper right")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=15)
+    return _png(fig)
+
+
+def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, ylabel: str) -> bytes:
+    """One group of bars per category, one bar per model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * max(len(series), 1) + 2), 3.8), dpi=110)
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar([g + k * width for g in range(len(groups))], values, width=width, label=name, color=f"C{k}")
+    ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))], groups, rotation=15)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- sections
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _settings_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    config = summary.get("task_config", {})
+    lines = []
+    shown = {k: v for k, v in config.items() if k not in ("prompt",) or summary.get("task") == "belebele"}
+    if shown:
+        lines.append("Settings: " + ", ".join(f"`{k}={v if not isinstance(v, list) else len(v)}`" for k, v in shown.items()
+                                              if k != "data"))
+    if summary.get("task") in ("xquad", "mgsm") or config.get("formulation") == "generate":
+        lines.append(f"Decoding: greedy, at most {config.get('max_new_tokens')} new tokens, the model's chat template "
+                     "and stop strings.")
+    inputs = manifest.get("inputs") or {}
+    for path, digest in inputs.items():
+        lines.append(f"Data: `{path}` (sha256 `{digest[:12]}…`)")
+    versions = manifest.get("versions") or {}
+    if versions:
+        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k in
+                                              ("amauta", "torch", "transformers", "peft")))
+    load = manifest.get("load") or {}
+    if load:
+        lines.append("Loading: " + ", ".join(f"{k}={v}" for k, v in load.items()))
+    return lines
+
+
+def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -> None:
+    """A built-in task (belebele, perplexity, xquad, mgsm): table, chart, settings and traceability."""
+    task = summary["task"]
+    config = summary.get("task_config", {})
+    subtitle = ", ".join(str(config[k]) for k in ("formulation", "prompt") if k in config)
+    doc.add(f"## {TASK_TITLES.get(task, task)}{f' ({subtitle})' if subtitle else ''}\n\n"
+            f"Folder `{folder}` · {summary.get('n_items')} items · {summary.get('created', '')}")
+    headers, rows = table_rows(summary)
+    doc.add(markdown_table(headers, rows))
+    if summary.get("comparisons"):
+        doc.add("Δ is each model's score minus the reference's on the same items, with a paired bootstrap 95% CI; "
+                "*lost* = items the reference answered right and this model wrong, *gained* the reverse; "
+                "p is McNemar's exact test on those flips.")
+    key, title, percent = (COLUMNS.get(task) or [("acc", "Accuracy", True)])[0]
+    models = summary["models"]
+    values = [m["metrics"].get(key) for m in models]
+    if all(isinstance(v, (int, float)) for v in values):
+        scale = 100 if percent else 1
+        cis = [m["metrics"].get(f"{key}_ci") for m in models]
+        errors = [(c[0] * scale, c[1] * scale) for c in cis] if all(cis) else None
+        png = bar_chart([m["label"] for m in models], [v * scale for v in values], errors,
+                        f"{TASK_TITLES.get(task, task)}: {title}", title + (" (%)" if percent else ""),
+                        chance=25.0 if task == "belebele" and key == "acc" else None)
+        doc.figure(f"{index:02d}-{task}.png", png, f"{title} per model with 95% bootstrap intervals ({folder.name})")
+    categories = sorted({c for m in models for c in (m["metrics"].get("by_category") or {})})
+    if categories:
+        cat_rows = [[m["label"], c, f"{100 * m['metrics']['by_category'][c]['acc']:.1f}",
+                     "[{:.1f}, {:.1f}]".format(*(100 * x for x in m["metrics"]["by_category"][c]["acc_ci"])),
+                     str(m["metrics"]["by_category"][c]["n"])]
+                    for m in models for c in categories if c in m["metrics"]["by_category"]]
+        doc.add("**By category**\n\n" + markdown_table(["Model", "Category", "Accuracy", "95% CI", "n"], cat_rows))
+        series = {m["label"]: [100 * m["metrics"]["by_category"].get(c, {}).get("acc", 0) for c in categories] for m in models}
+        doc.figure(f"{index:02d}-{task}-categories.png", grouped_bars(categories, series, "Accuracy by category", "%"),
+                   f"Accuracy by category ({folder.name})")
+    for model in models:
+        preds = model["metrics"].get("predictions")
+        if preds:
+            doc.add(f"Predicted letters, {model['label']}: " + ", ".join(f"{k} {v}" for k, v in preds.items()))
+    manifest = _manifest(folder)
+    lines = _settings_lines(summary, manifest)
+    items_file = folder / summary.get("items_file", "items.jsonl")
+    trace = [f"`{m['label']}`: model `{m['model']}`" + (f" + adapter `{m['adapter']}`" if m.get("adapter") else "")
+             + f", rows with `\"key\": \"{m['key']}\"`" for m in models if "key" in m]
+    lines.append(f"Per-item results: `{items_file}` — " + "; ".join(trace))
+    doc.add("\n".join(f"- {line}" for line in lines))
+
+
+def hooked_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -> None:
+    """A task another room renders (e.g. `judge`): its `report_markdown`, plus a chart of its categories."""
+    task = str(summary.get("task"))
+    try:
+        module = importlib.import_module(f"amauta.evaluate.{task}")
+    except ModuleNotFoundError:
+        module = None
+    render = getattr(module, "report_markdown", None)
+    doc.add(f"## {TASK_TITLES.get(task, task)}\n\nFolder `{folder}` · {summary.get('created', '')}")
+    if render is None:
+        doc.add("No renderer for this task; its summary:\n\n```json\n"
+                + json.dumps({k: v for k, v in summary.items() if k != "items"}, ensure_ascii=False, indent=1)[:4000]
+                + "\n```")
+        return
+    doc.add(render(summary, heading_level=3))
+    for n, (caption, png) in enumerate(getattr(module, "report_figures", lambda s: [])(summary)):
+        doc.figure(f"{index:02d}-{task}-{n}.png", png, caption)
+    table = summary.get("judge_table") or {}
+    categories = summary.get("categories") or []
+    try:  # the judge's table: candidate → category → {"mean_of_n": {"overall": x}}
+        series = {c: [by[cat]["mean_of_n"]["overall"] if cat in by else 0 for cat in categories] for c, by in table.items()}
+    except (KeyError, TypeError):
+        series = {}
+    if series and categories:
+        doc.figure(f"{index:02d}-{task}-categories.png", grouped_bars(categories, series, "Mean score (1–5) by category", "score"),
+                   f"Judge's mean-of-N score by category ({folder.name})")
+    doc.add(f"- Per-item results: `{folder / summary.get('items_file', 'items.jsonl')}`")
+
+
+def training_section(doc: _Doc, folder: Path, index: int) -> None:
+    """A training run: loss curves from log.jsonl, its summary and config."""
+    from amauta.train.plots import plot_loss
+
+    log = folder / "log.jsonl"
+    rows = list(read_jsonl(log, tolerate_torn_tail=True))
+    doc.add(f"## Training run `{folder.name}`\n\nFolder `{folder}` · {sum(1 for r in rows if 'loss' in r)} logged steps")
+    tmp = folder / f".report-loss-{index}.png"
+    try:
+        plot_loss(log, tmp, title=f"Loss: {folder.name}")
+        doc.figure(f"{index:02d}-loss-{folder.name}.png", tmp.read_bytes(), f"Training and validation loss ({folder.name})")
+    except AmautaError as exc:
+        doc.add(f"(no loss curve: {exc})")
+    finally:
+        tmp.unlink(missing_ok=True)
+    summary_path = folder / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        keys = [k for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)][:14]
+        doc.add(markdown_table(["Field", "Value"], [[k, f"{summary[k]:.4g}" if isinstance(summary[k], float) else str(summary[k])]
+                                                     for k in keys]))
+    config = folder / "config.yaml"
+    if config.is_file():
+        text = config.read_text(encoding="utf-8").splitlines()
+        doc.add("<details><summary>config.yaml</summary>\n\n```yaml\n" + "\n".join(text[:80])
+                + ("\n# …" if len(text) > 80 else "") + "\n```\n\n</details>")
+    doc.add(f"- Every point of the curve: `{log}`")
+
+
+# --------------------------------------------------------------------------- rendering
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:.92em}th,td{border:1px solid #ccc;
+padding:.3em .6em;text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}
+img{max-width:100%}code{background:#f5f5f5;padding:0 .2em}pre{background:#f5f5f5;padding:.6em;overflow:auto}
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}"""
+
+
+def to_html(markdown: str, figures: dict[str, bytes], title: str) -> str:
+    """Self-contained HTML: Markdown rendered by markdown-it, figures inlined as base64 data URIs."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+    for name, png in figures.items():
+        body = body.replace(f'src="figures/{name}"', f'src="data:image/png;base64,{base64.b64encode(png).decode()}"')
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}</body></html>\n")
+
+
+def build(config: ReportConfig) -> tuple[str, dict[str, bytes]]:
+    """The report's Markdown and figures for the folders in `config`."""
+    doc = _Doc()
+    folders = [Path(p) for p in config.run_dirs]
+    doc.add(f"# {config.title}\n\nGenerated {time.strftime('%Y-%m-%d %H:%M %Z')} from: "
+            + ", ".join(f"`{f}`" for f in folders))
+    for index, folder in enumerate(folders, start=1):
+        if not folder.is_dir():
+            raise AmautaError(f"{folder}: folder not found; pass eval folders (amauta eval ... --out) or training runs")
+        summary = None
+        if (folder / "summary.json").is_file():
+            try:
+                summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise AmautaError(f"{folder / 'summary.json'}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        if summary and summary.get("task") in COLUMNS:
+            eval_section(doc, folder, summary, index)
+        elif summary and summary.get("task"):
+            hooked_section(doc, folder, summary, index)
+        elif (folder / "log.jsonl").is_file():
+            training_section(doc, folder, index)
+        else:
+            raise AmautaError(f"{folder}: neither an eval folder (summary.json with a task) nor a training run "
+                              "(log.jsonl); finished runs have one of them")
+    return doc.markdown(), doc.figures
+
+
+def run(config: ReportConfig) -> dict[str, Path]:
+    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`."""
+    markdown, figures = build(config)
+    out = Path(config.out)
+    for name, png in figures.items():
+        atomic_write_bytes(out / "figures" / name, png)
+    md_path = atomic_write_text(out / "report.md", markdown)
+    html_path = atomic_write_text(out / "report.html", to_html(markdown, figures, config.title))
+    inputs = [Path(d) / f for d in config.run_dirs for f in ("summary.json", "log.jsonl") if (Path(d) / f).is_file()]
+    write_manifest(out, stage="evaluate.report", config=config, inputs=inputs)
+    return {"markdown": md_path, "html": html_path}

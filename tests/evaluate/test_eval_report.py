@@ -1,0 +1,93 @@
+"""`amauta report` over eval folders, a training run and a judge-style summary; the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from amauta.core.errors import AmautaError
+from amauta.evaluate.belebele import BelebeleConfig, run as run_belebele
+from amauta.evaluate.report import ReportConfig, run as run_report
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"
+
+
+def _training_run(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    rows = [{"step": s, "loss": 3.0 / s} for s in range(1, 11)] + [{"step": 10, "val_loss": 0.5}]
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "summary.json").write_text(json.dumps({"steps": 10, "final_loss": 0.3}))
+    (folder / "config.yaml").write_text("model: tiny-llama\nlora:\n  r: 8\n")
+    return folder
+
+
+def test_report_renders_eval_training_and_hooked_sections(tiny, tmp_path):
+    ev = tmp_path / "eval-bel"
+    for n in range(2):  # two categories so the per-category table and chart appear
+        pass
+    data = tmp_path / "cat.jsonl"
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()[:8]
+    data.write_text("".join(json.dumps({**json.loads(l), "category": "ley" if k % 2 else "general"}, ensure_ascii=False)
+                            + "\n" for k, l in enumerate(lines)), encoding="utf-8")
+    run_belebele(BelebeleConfig(model="tiny-llama", data=str(data), out=str(ev)),
+                 loader=lambda spec, **kw: tiny("llama"), show_progress=False)
+    train = _training_run(tmp_path / "runs" / "es-lora")
+    other = tmp_path / "eval-other"
+    other.mkdir()
+    (other / "summary.json").write_text(json.dumps({"task": "made-up", "score": 3}))
+    paths = run_report(ReportConfig(run_dirs=[str(ev), str(train), str(other)], out=str(tmp_path / "report")))
+    md = paths["markdown"].read_text(encoding="utf-8")
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "## Belebele" in md and "| base |" in md and "By category" in md and "| ley |" in md.replace("| base | ley", "| ley")
+    assert "items.jsonl" in md and '"key":' in md and "sha256" in md
+    assert "## Training run `es-lora`" in md and "final_loss" in md
+    assert "No renderer for this task" in md
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
+    assert len(figures) == 3 and all(f"figures/{f}" in md for f in figures)
+    assert html.count("data:image/png;base64,") == 3 and 'src="figures/' not in html
+    assert "<table>" in html and "http" not in html.split("<body>")[1].split("items.jsonl")[0][:0]  # self-contained
+    assert json.loads((tmp_path / "report" / "manifest.json").read_text())["stage"] == "evaluate.report"
+
+
+def test_report_uses_the_judge_hook(tmp_path):
+    judge = tmp_path / "eval-judge"
+    judge.mkdir()
+    summary = {"task": "judge", "set": "general-es", "judge": "fake", "n": 3, "answers": 2, "judged": 2, "failed": 0,
+               "categories": ["basic"], "items_file": "items.jsonl", "judge_table": {}}
+    (judge / "summary.json").write_text(json.dumps(summary))
+    paths = run_report(ReportConfig(run_dirs=[str(judge)], out=str(tmp_path / "r")))
+    assert "Rubric grading: general-es" in paths["markdown"].read_text(encoding="utf-8")
+
+
+def test_report_bad_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AmautaError, match="neither an eval folder"):
+        run_report(ReportConfig(run_dirs=[str(tmp_path / "empty")], out=str(tmp_path / "r")))
+    with pytest.raises(AmautaError, match="folder not found"):
+        run_report(ReportConfig(run_dirs=[str(tmp_path / "nope")], out=str(tmp_path / "r")))
+
+
+def test_cli_eval_and_report_end_to_end(tmp_path):
+    """The commands a person types: eval belebele, a bad file (one line, exit 2), report."""
+    amauta = [sys.executable, "-m", "amauta.cli"]
+    out = tmp_path / "ev"
+    done = subprocess.run([*amauta, "eval", "belebele", "--model", "tiny-llama", "--data", str(SAMPLE), "--limit", "3",
+                           "--formulation", "letter", "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Accuracy" in done.stdout and (out / "summary.json").is_file()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"passage": "p", "question": "q", "options": ["a", "b", "c", "d"], "gold": "Z"}\n')
+    failed = subprocess.run([*amauta, "eval", "belebele", "--model", "tiny-llama", "--data", str(bad), "--out",
+                             str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().count("\n") == 0 and "bad.jsonl:1: gold 'Z' is not one of A, B, C, D" in failed.stderr
+    report = subprocess.run([*amauta, "report", str(out), "--out", str(tmp_path / "rep")], capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "rep" / "report.html").is_file()
