@@ -55,15 +55,11 @@ def main() -> None:
     for dtype in args.dtypes:
         loaded = load_model(args.model, dtype=dtype)
         # No eos, no stops: every answer is exactly n tokens long.
-        loaded = dataclasses.replace(loaded, profile=loaded.profile.model_copy(update={"eos_tokens": [], "stop_strings": []}))
-        loaded.tokenizer.eos_token_id  # noqa: B018  (the tokenizer's eos stays; suppressed below via the model config)
-        saved_eos = loaded.model.generation_config.eos_token_id
-        eos_token = loaded.tokenizer.eos_token
-        loaded.model.generation_config.eos_token_id = None
-        loaded.tokenizer.eos_token = None
+        loaded = dataclasses.replace(loaded, profile=loaded.profile.model_copy(update={"stop_strings": []}))
         messages = [[{"role": "user", "content": p}] for p in PROMPTS]
         few = messages[:args.prompts]
         generate(loaded, few[0], GenerationSettings(strategy="greedy", max_new_tokens=4))  # warm-up
+        pad = loaded.tokenizer.pad_token_id
 
         def record(strategy: str, batch: int, seconds: float, tokens: int, impl: str = "amauta") -> None:
             rows.append({"dtype": dtype, "strategy": strategy, "impl": impl, "batch": batch, "tokens": tokens,
@@ -75,22 +71,23 @@ def main() -> None:
         for m in few:
             ids = encode_prompt(loaded, m)
             out = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
-                                        min_new_tokens=n, pad_token_id=loaded.tokenizer.pad_token_id)
+                                        min_new_tokens=n, pad_token_id=pad)
             tokens += out.shape[1] - ids.shape[1]
         record("greedy", 1, time.perf_counter() - started, tokens, impl="transformers")
 
         for strategy in ("greedy", "sampling", "beam", "contrastive"):
-            settings = GenerationSettings.from_profile(loaded.profile, strategy=strategy, max_new_tokens=n, seed=0)
+            settings = GenerationSettings.from_profile(loaded.profile, strategy=strategy, max_new_tokens=n, seed=0,
+                                                       ignore_eos=True)
             started, tokens = time.perf_counter(), 0
             for m in few:
                 tokens += generate(loaded, m, settings).new_tokens
             record(strategy, 1, time.perf_counter() - started, tokens)
         for strategy in ("greedy", "sampling", "beam", "contrastive"):
-            settings = GenerationSettings.from_profile(loaded.profile, strategy=strategy, max_new_tokens=n, seed=0)
+            settings = GenerationSettings.from_profile(loaded.profile, strategy=strategy, max_new_tokens=n, seed=0,
+                                                       ignore_eos=True)
             started = time.perf_counter()
             results = generate_batch(loaded, messages, settings, batch_size=8)
             record(strategy, 8, time.perf_counter() - started, sum(r.new_tokens for r in results))
-        loaded.model.generation_config.eos_token_id, loaded.tokenizer.eos_token = saved_eos, eos_token
 
     table = Table(title=f"{args.model}: {n} new tokens per answer, {args.threads} threads (CPU shared: noisy)")
     for column in ("dtype", "strategy", "impl", "batch", "tokens", "seconds", "tok/s", "ms/token"):

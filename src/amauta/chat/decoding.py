@@ -36,6 +36,7 @@ class GenerationSettings(StageConfig):
     penalty_alpha: float = Field(0.6, ge=0, le=1, description="Contrastive only: weight of the degeneration penalty.")
     stop: list[str] = Field(default_factory=list, description="Extra stop strings (the profile's are always added).")
     seed: int | None = Field(None, description="Sampling only: makes the draw repeatable.")
+    ignore_eos: bool = Field(False, description="Generate exactly max_new_tokens, past eos tokens (benchmarks).")
 
     @property
     def effective_top_k(self) -> int:

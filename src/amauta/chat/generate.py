@@ -172,6 +172,8 @@ def _hf_generation_config(loaded, settings: GenerationSettings, max_new_tokens: 
     options: dict[str, Any] = dict(max_new_tokens=max_new_tokens, eos_token_id=sorted(eos),
                                    pad_token_id=pad if pad is not None else min(eos, default=0),
                                    repetition_penalty=settings.repetition_penalty)
+    if settings.ignore_eos:  # transformers suppresses eos until this many tokens exist
+        options.update(min_new_tokens=max_new_tokens)
     if settings.strategy == "beam":
         options.update(num_beams=settings.num_beams, do_sample=False, early_stopping=True)
     elif settings.strategy == "sampling":
@@ -235,13 +237,14 @@ class Generation:
         return self.loaded.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def __iter__(self) -> Iterator[str]:
-        eos = eos_token_ids(self.loaded)
+        eos = set() if self.settings.ignore_eos else eos_token_ids(self.loaded)
         stops = stop_strings(self.loaded, self.settings)
         started = time.perf_counter()
         new: list[int] = []
         shown, finish, cut = 0, "length", None
         if self.settings.strategy == "beam":
-            new = _beam_tokens(self.loaded, self.input_ids, self.settings, self.max_new_tokens, eos, self.stop_event)
+            new = _beam_tokens(self.loaded, self.input_ids, self.settings, self.max_new_tokens,
+                               eos or eos_token_ids(self.loaded), self.stop_event)
             steps: Iterator[int] = iter(())
             if new and new[-1] in eos:
                 finish = "stop"
@@ -314,6 +317,7 @@ def generate_batch(loaded, prompts: Sequence[Prompt], settings: GenerationSettin
         return [generate(loaded, p, settings) for p in prompts]
     tokenizer, model = loaded.tokenizer, loaded.model
     eos, stops = eos_token_ids(loaded), stop_strings(loaded, settings)
+    ending = set() if settings.ignore_eos else eos
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
@@ -335,10 +339,10 @@ def generate_batch(loaded, prompts: Sequence[Prompt], settings: GenerationSettin
             new = out[row, width:].tolist()
             finish: FinishReason = "length"
             for i, token in enumerate(new):
-                if token in eos:
+                if token in ending:
                     new, finish = new[:i + 1], "stop"
                     break
-            body = [t for t in new if t not in eos]
+            body = [t for t in new if t not in ending]
             text = tokenizer.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             stop_at = _find_stop(text, stops)
             if stop_at is not None:
