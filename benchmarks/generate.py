@@ -61,7 +61,8 @@ def main() -> None:
         generate(loaded, few[0], GenerationSettings(strategy="greedy", max_new_tokens=4))  # warm-up
         pad = loaded.tokenizer.pad_token_id
 
-        def record(strategy: str, batch: int, seconds: float, tokens: int, impl: str = "amauta") -> None:
+        def record(strategy: str, batch: int, seconds: float, tokens: int, impl: str = "amauta",
+                   dtype: str = dtype) -> None:
             rows.append({"dtype": dtype, "strategy": strategy, "impl": impl, "batch": batch, "tokens": tokens,
                          "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 2),
                          "ms_per_token": round(1000 * seconds / tokens, 2)})

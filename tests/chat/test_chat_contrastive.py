@@ -20,7 +20,7 @@ def naive_contrastive(model, ids: torch.Tensor, top_k: int, alpha: float, steps:
         probs = torch.softmax(full.logits[0, -1].float(), dim=-1)
         top_probs, top_ids = probs.topk(top_k)
         scores = []
-        for p, token in zip(top_probs, top_ids):
+        for p, token in zip(top_probs, top_ids, strict=True):
             h = model(input_ids=torch.cat([ids, token.view(1, 1)], dim=1), output_hidden_states=True).hidden_states[-1][0, -1]
             penalty = torch.nn.functional.cosine_similarity(context, h[None], dim=-1).max()
             scores.append(float((1 - alpha) * p - alpha * penalty))

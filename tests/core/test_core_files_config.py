@@ -68,3 +68,19 @@ def test_config_suggests_the_right_key_and_applies_overrides(tmp_path):
     path.write_text("model: [unclosed\n")
     with pytest.raises(AmautaError, match=r"c.yaml:\d+: invalid YAML"):
         load_config(Run, path)
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    import os
+
+    from amauta.core.files import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(umask)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask)
+    assert oct((tmp_path / "d").stat().st_mode & 0o777) == oct(0o777 & ~umask)

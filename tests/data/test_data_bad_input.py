@@ -176,3 +176,14 @@ def test_bad_bytes_inside_an_array_and_a_csv(tmp_path):
     table.write_bytes(b"instruction,output\nhola,adios\ncaf\xe9,x\n")
     with pytest.raises(AmautaError, match=r"a.csv:3: invalid UTF-8 byte 0xe9"):
         read_source(SourceConfig(path=str(table)))
+
+
+def test_pretty_printed_squad_and_single_object(tmp_path):
+    squad = tmp_path / "s.json"
+    squad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Quito es la capital.", "qas": [
+        {"id": "a", "question": "¿Cuál es la capital?", "answers": [{"text": "Quito"}]}]}]}]}, indent=2), encoding="utf-8")
+    assert len(read_source(SourceConfig(path=str(squad))).records) == 1
+    one = tmp_path / "o.json"
+    one.write_text(json.dumps({"instruction": "x", "output": "y"}, indent=2), encoding="utf-8")
+    with pytest.raises(AmautaError, match="one JSON object spread over many lines"):
+        read_source(SourceConfig(path=str(one)))

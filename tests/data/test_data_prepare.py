@@ -105,6 +105,10 @@ def test_cli_prepare_prints_table(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "exact duplicate" in result.output and "tokens (mistral)" in result.output
     assert read_dataset_dir(tmp_path / "ds", template="mistral").train
+    shown = CliRunner().invoke(app, ["data", "show", str(tmp_path / "ds"), "-n", "1", "--mask"])
+    assert shown.exit_code == 0, shown.output
+    assert "assistant:" in shown.output and "mask with tiny-mistral (mistral)" in shown.output
+    assert "</s>" in shown.output and "trained on" in shown.output
 
 
 @pytest.mark.integration

@@ -108,6 +108,8 @@ def test_real_squad_es_dev(shared_data):
     result = read(path=str(shared_data / "squad-es" / "dev-v1.1-es_small.json"))
     assert len(result.records) == 6583 and not result.invalid
     assert all(r.messages[-1]["content"] for r in result.records)
+    xquad = read(path=str(shared_data / "xquad" / "xquad.es.json"))  # pretty-printed over 13k lines
+    assert len(xquad.records) == 1190 and "Pregunta:" in xquad.records[0].messages[0]["content"]
     v2 = read(path=str(shared_data / "squad-es" / "dev-v2.0-es_small.json"))
     assert v2.skipped["unanswerable"] == 3256 and len(v2.records) == 7134 - 3256
 

@@ -176,5 +176,5 @@ def test_smollm2_cloze_matches_plain_scoring(smollm2, shared_data):
     fast = score(smollm2, items, "cloze", batch_size=4)
     slow = score(smollm2, items, "cloze", batch_size=4, reuse_cache=False)
     assert [r["pred"] for r in fast["items"]] == [r["pred"] for r in slow["items"]]
-    for a, b in zip(fast["items"], slow["items"]):
+    for a, b in zip(fast["items"], slow["items"], strict=True):
         assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)

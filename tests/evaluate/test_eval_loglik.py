@@ -31,9 +31,9 @@ def test_cached_scores_equal_plain_scores(tiny, arch):
     plain = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations, reuse_cache=False)
     # and each item alone (no padding at all): batching must not change a score
     alone = [score_continuations(loaded.model, loaded.tokenizer, [c], [o], reuse_cache=False)[0]
-             for c, o in zip(contexts, continuations)]
-    for got, ref, single in zip(cached, plain, alone):
-        for (s1, n1, _), (s2, n2, _), (s3, _, _) in zip(got, ref, single):
+             for c, o in zip(contexts, continuations, strict=True)]
+    for got, ref, single in zip(cached, plain, alone, strict=True):
+        for (s1, n1, _), (s2, n2, _), (s3, _, _) in zip(got, ref, single, strict=True):
             assert n1 == n2
             assert s1 == pytest.approx(s2, abs=1e-4)
             assert s2 == pytest.approx(s3, abs=1e-4)

@@ -29,7 +29,7 @@ def test_text_nll_equals_the_models_own_loss(tiny):
     loaded = tiny("llama")
     texts = ["El Servicio de Rentas Internas administra los impuestos.", "Hola, ¿cómo estás? Muy bien."]
     results = text_nll(loaded.model, loaded.tokenizer, texts)
-    for text, (nll, tokens) in zip(texts, results):
+    for text, (nll, tokens) in zip(texts, results, strict=True):
         ids = torch.tensor([loaded.tokenizer(text).input_ids])
         with torch.no_grad():
             loss = loaded.model(input_ids=ids, labels=ids).loss.item()
@@ -60,7 +60,7 @@ def test_perplexity_run(tiny, tmp_path):
     summary = run(PerplexityConfig(model="tiny-llama", data=str(SAMPLE), limit=5, out=str(tmp_path / "ppl")),
                   loader=_tiny_loader(tiny), show_progress=False)
     metrics = summary["models"][0]["metrics"]
-    rows = [json.loads(l) for l in (tmp_path / "ppl" / "items.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "ppl" / "items.jsonl").read_text().splitlines()]
     assert metrics["ppl"] == pytest.approx(math.exp(sum(r["nll"] for r in rows) / sum(r["tokens"] for r in rows)))
     assert metrics["ppl_ci"][0] <= metrics["ppl"] <= metrics["ppl_ci"][1]
     assert metrics["ppl"] > 100  # a random model over a 600-token vocabulary is close to uniform

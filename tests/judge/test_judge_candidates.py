@@ -156,3 +156,30 @@ def test_rag_candidates_build_messages_with_the_rag_answerer(tmp_path, tiny, mon
     with pytest.raises(AmautaError, match="index 'otro' not found.*amauta rag index"):
         generate_candidates(pset, [CandidateSpec("rag:otro", "tiny-llama", None, "otro")], tmp_path,
                             loader=lambda s, **k: tiny("llama"), show_progress=False)
+
+
+def test_a_killed_generation_resumes_with_only_the_missing_items(tmp_path, tiny, monkeypatch):
+    import amauta.chat.generate as chat_generate
+
+    real = chat_generate.generate
+    calls = []
+
+    def dies_after_five(loaded, messages, settings):
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the user pressed Ctrl+C in the middle of the second series attempt
+        calls.append(messages[-1]["content"])
+        return real(loaded, messages, settings)
+
+    monkeypatch.setattr(chat_generate, "generate", dies_after_five)
+    pset = _pset(tmp_path)
+    specs = parse_candidates("base", "tiny-llama")
+    with pytest.raises(KeyboardInterrupt):
+        generate_candidates(pset, specs, tmp_path, n=2, max_new_tokens=4, loader=lambda s, **k: tiny("llama"),
+                            show_progress=False)
+    # Items finished before the kill (q1@0, q1@1, s1@0 = 1 + 1 + 3 turns) are on disk; s1@1 is redone whole.
+    calls.clear()
+    monkeypatch.setattr(chat_generate, "generate", lambda loaded, messages, settings: (
+        calls.append(messages[-1]["content"]) or real(loaded, messages, settings)))
+    answers = generate_candidates(pset, specs, tmp_path, n=2, max_new_tokens=4, loader=lambda s, **k: tiny("llama"),
+                                  show_progress=False)
+    assert calls == ["Me llamo Lucía.", "¿Cómo me llamo?", "Gracias."] and len(answers) == 8

@@ -6,7 +6,6 @@ import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ from amauta.core.errors import AmautaError
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-def _load(model: str, adapter: Optional[Path], dtype: str, quantization: str, quiet: bool = False):
+def _load(model: str, adapter: Path | None, dtype: str, quantization: str, quiet: bool = False):
     from rich.console import Console
 
     from amauta.models.load import load_model
@@ -32,21 +31,21 @@ def register(app: typer.Typer) -> None:
     def generate_command(
         prompt: str = typer.Argument(..., help="The question or instruction ('-' reads it from standard input)."),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registry name, hub id, folder or .gguf file."),
-        strategy: Optional[str] = typer.Option(None, "--strategy", "-s",
+        strategy: str | None = typer.Option(None, "--strategy", "-s",
                                                help="greedy, sampling, beam or contrastive (default: the profile's)."),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens to generate."),
-        system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
+        max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens to generate."),
+        system: str | None = typer.Option(None, "--system", help="System prompt."),
+        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
         raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: text, tokens, seconds, tok/s."),
-        temperature: Optional[float] = typer.Option(None, help="Sampling temperature."),
-        top_k: Optional[int] = typer.Option(None, "--top-k", help="Sampling top-k, or contrastive candidates."),
-        top_p: Optional[float] = typer.Option(None, "--top-p", help="Sampling nucleus mass."),
-        penalty_alpha: Optional[float] = typer.Option(None, "--penalty-alpha", help="Contrastive degeneration penalty."),
-        repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="1.0 = off."),
-        num_beams: Optional[int] = typer.Option(None, "--num-beams", help="Beams for beam search."),
-        stop: Optional[list[str]] = typer.Option(None, "--stop", help="Extra stop string (repeatable)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling."),
+        temperature: float | None = typer.Option(None, help="Sampling temperature."),
+        top_k: int | None = typer.Option(None, "--top-k", help="Sampling top-k, or contrastive candidates."),
+        top_p: float | None = typer.Option(None, "--top-p", help="Sampling nucleus mass."),
+        penalty_alpha: float | None = typer.Option(None, "--penalty-alpha", help="Contrastive degeneration penalty."),
+        repetition_penalty: float | None = typer.Option(None, "--repetition-penalty", help="1.0 = off."),
+        num_beams: int | None = typer.Option(None, "--num-beams", help="Beams for beam search."),
+        stop: list[str] | None = typer.Option(None, "--stop", help="Extra stop string (repeatable)."),
+        seed: int | None = typer.Option(None, "--seed", help="Seed for sampling."),
         dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
     ) -> None:
@@ -95,13 +94,13 @@ def register(app: typer.Typer) -> None:
     @app.command("chat")
     def chat_command(
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registry name, hub id, folder or .gguf file."),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
-        strategy: Optional[str] = typer.Option(None, "--strategy", "-s",
+        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
+        strategy: str | None = typer.Option(None, "--strategy", "-s",
                                                help="greedy, sampling, beam or contrastive (default: the profile's)."),
-        system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-        rag: Optional[str] = typer.Option(None, "--rag", help="Answer from this RAG index (name or folder)."),
+        system: str | None = typer.Option(None, "--system", help="System prompt."),
+        rag: str | None = typer.Option(None, "--rag", help="Answer from this RAG index (name or folder)."),
         rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages retrieved per question with --rag."),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens per answer."),
+        max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens per answer."),
         dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
     ) -> None:

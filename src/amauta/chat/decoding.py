@@ -79,8 +79,13 @@ def logits_processors(settings: GenerationSettings):
     Greedy and contrastive only get the repetition penalty; sampling adds temperature, top-k and top-p, in
     the order transformers applies them.
     """
-    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:

@@ -44,7 +44,7 @@ class CleanConfig(StageConfig):
     exact_dedup: bool = True
     """Drop exact duplicates (after normalizing and case-folding), across sources."""
     near_dedup_threshold: float | None = Field(0.9, gt=0, le=1)
-    """Estimated Jaccard similarity of word 3-grams above which a record is a near-duplicate; null disables."""
+    """Jaccard similarity of word 3-grams (prompt and reply each) at which a record is a near-duplicate; null disables."""
     near_dedup_num_perm: int = Field(128, ge=16)
     """MinHash permutations (more: a finer estimate, slower)."""
     language: str | None = "es"

@@ -1,4 +1,4 @@
-"""`amauta data ...`: prepare datasets (and, from the Q&A room, build-qa and review)."""
+"""`amauta data ...`: prepare datasets, look inside one (and, from the Q&A room, build-qa and review)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,40 @@ from pathlib import Path
 
 import typer
 
-data_app = typer.Typer(help="Prepare instruction datasets: read, clean, mix, split.", no_args_is_help=True)
+data_app = typer.Typer(help="Instruction datasets: prepare (read, clean, mix, split), show; build-qa, review.",
+                       no_args_is_help=True)
+
+
+def _print_stats(folder: Path) -> None:
+    """The per-source/per-rule table and the token-length percentiles of a dataset folder."""
+    import json
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from amauta.data.stats import PERCENTILES
+
+    stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
+    # One column per source (few) and one row per count (many rules): fits a narrow terminal.
+    sources = stats["sources"]
+    table = Table(title=escape(f"Dataset {folder}"), title_justify="left")
+    table.add_column("")
+    for name in sources:
+        table.add_column(escape(name), justify="right", overflow="fold")
+    table.add_column("total", justify="right")
+    t = stats["totals"]
+    table.add_row("read", *(str(s["read"]) for s in sources.values()), str(t["read"]))
+    table.add_row("invalid (skipped)", *(str(s["invalid"]) for s in sources.values()), str(t["invalid"]))
+    for rule, total in stats["removed"].items():
+        table.add_row(f"- {rule.replace('_', ' ')}", *(str(s["removed"][rule]) for s in sources.values()), str(total))
+    for row in ("kept", "train", "val"):
+        table.add_row(row, *(str(s[row]) for s in sources.values()), str(t[row]))
+    console = Console()
+    console.print(table)
+    for template, s in stats["token_lengths"].items():
+        pct = ", ".join(f"p{p} {s[f'p{p}']}" for p in PERCENTILES)
+        console.print(f"tokens ({template}): mean {s['mean']}, {pct}, max {s['max']}", highlight=False)
 
 
 @data_app.command("prepare")
@@ -18,45 +51,58 @@ def prepare_command(
     model: str = typer.Option(None, "--model", help="Target model whose tokenizer and template measure lengths."),
 ) -> None:
     """Read the config's sources, clean them, mix and split, and write a dataset folder."""
+    import json
+
     from rich.console import Console
-    from rich.table import Table
 
     from amauta.core.config import load_config
     from amauta.data.prepare import PrepareConfig, run
-    from amauta.data.stats import PERCENTILES
 
     cfg = load_config(PrepareConfig, config, {"model": model})
     folder = run(cfg, out=out, skip_invalid=skip_invalid)
-
-    import json
-
+    _print_stats(folder)
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
-    # One column per source (few) and one row per count (many rules): fits a narrow terminal.
-    sources = stats["sources"]
-    table = Table(title=f"Dataset {folder}", title_justify="left")
-    table.add_column("")
-    for name in sources:
-        table.add_column(name, justify="right", overflow="fold")
-    table.add_column("total", justify="right")
-    t = stats["totals"]
-    table.add_row("read", *(str(s["read"]) for s in sources.values()), str(t["read"]))
-    table.add_row("invalid (skipped)", *(str(s["invalid"]) for s in sources.values()), str(t["invalid"]))
-    for rule, total in stats["removed"].items():
-        table.add_row(f"- {rule.replace('_', ' ')}", *(str(s["removed"][rule]) for s in sources.values()), str(total))
-    table.add_row("kept", *(str(s["kept"]) for s in sources.values()), str(t["kept"]))
-    table.add_row("train", *(str(s["train"]) for s in sources.values()), str(t["train"]))
-    table.add_row("val", *(str(s["val"]) for s in sources.values()), str(t["val"]))
-    out_console = Console()
-    out_console.print(table)
-    for template, s in stats["token_lengths"].items():
-        pct = ", ".join(f"p{p} {s[f'p{p}']}" for p in PERCENTILES)
-        out_console.print(f"tokens ({template}): mean {s['mean']}, {pct}, max {s['max']}", highlight=False)
-    out_console.print(f"{t['read']} records in {stats['seconds']['total']:.1f} s; wrote {folder}/"
-                      "{train,val}.jsonl, stats.json, lengths.png, manifest.json", highlight=False)
+    Console().print(f"{stats['totals']['read']} records in {stats['seconds']['total']:.1f} s; wrote {folder}/"
+                    "{train,val}.jsonl, stats.json, lengths.png, manifest.json", highlight=False, markup=False)
+
+
+@data_app.command("show")
+def show_command(
+    folder: Path = typer.Argument(..., help="A dataset folder written by `amauta data prepare`."),
+    n: int = typer.Option(3, "-n", help="How many training records to print."),
+    mask: bool = typer.Option(False, "--mask", help="Show the first record's tokens and which ones are trained on."),
+    model: str = typer.Option(None, "--model", help="Model whose tokenizer and template to use (default: the dataset's)."),
+) -> None:
+    """Print a dataset's stats, a few records and (with --mask) the training mask token by token."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from amauta.data.dataset import read_dataset_dir
+
+    ds = read_dataset_dir(folder)
+    _print_stats(folder)
+    console = Console()
+    for record in ds.train[:n]:
+        console.rule(escape(f"{record.id}  {record.source}  {record.category}"))
+        for m in record.messages:
+            console.print(f"[bold]{m['role']}:[/] {escape(m['content'])}")
+    if mask and ds.train:
+        from amauta.data.prepare import load_tokenizer
+        from amauta.data.tokenize import IGNORE, tokenize_messages
+
+        tokenizer, profile = load_tokenizer(model or ds.manifest.get("model") or "smollm2-135m-instruct")
+        out = tokenize_messages(tokenizer, profile, ds.train[0].messages)
+        console.rule(f"mask with {profile.name} ({profile.template}): [green]trained[/] / [dim]masked (-100)[/]")
+        pieces = [f"[green]{escape(repr(tokenizer.decode([t]))[1:-1])}[/]" if label != IGNORE
+                  else f"[dim]{escape(repr(tokenizer.decode([t]))[1:-1])}[/]"
+                  for t, label in zip(out["input_ids"], out["labels"], strict=True)]
+        console.print("|".join(pieces))
+        trained = sum(label != IGNORE for label in out["labels"])
+        console.print(f"{len(out['input_ids'])} tokens, {trained} trained on", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `data` command group to the `amauta` app."""
+    """Add the `data` command group to the `amauta` app (with build-qa and review when present)."""
     import importlib
 
     try:

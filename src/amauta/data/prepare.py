@@ -110,6 +110,7 @@ def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: b
     quiet: print no progress (progress goes to stderr, so stdout stays clean either way).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=True, quiet=quiet, highlight=False)
     out = Path(out or config.out or "")
@@ -133,12 +134,12 @@ def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: b
         records += result.records
         inputs += result.inputs
         invalid_messages += result.invalid
-        console.print(f"read {name}: {len(result.records)} records"
-               + (f", {len(result.invalid)} invalid skipped" if result.invalid else "")
-               + "".join(f", {n} {why}" for why, n in result.skipped.items()))
+        console.print(escape(f"read {name}: {len(result.records)} records"
+                             + (f", {len(result.invalid)} invalid skipped" if result.invalid else "")
+                             + "".join(f", {n} {why} skipped" for why, n in result.skipped.items())))
     seconds["read"] = time.perf_counter() - t
     for message in invalid_messages[:5]:
-        console.print(f"[yellow]skipped:[/] {message}", soft_wrap=True)
+        console.print(f"[yellow]skipped:[/] {escape(message)}", soft_wrap=True)
     if not records:
         raise AmautaError("no valid records in any source; check the sources' paths and formats")
 

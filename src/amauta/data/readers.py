@@ -527,7 +527,7 @@ def read_source(spec: SourceConfig, *, skip_invalid: bool = False, max_record_ch
         fmt = "csv"
     if fmt == "csv":
         _convert_rows(iter_csv_rows(path, text, spec, rows), spec, rows, result)
-    elif fmt == "squad" or (fmt == "auto" and _looks_like_squad(text)):
+    elif fmt == "squad" or (fmt == "auto" and _is_one_document(path, text)):
         read_squad(path, text, spec, rows, result)
     else:
         if text.lstrip()[:1] not in ("[", "{"):
@@ -539,7 +539,26 @@ def read_source(spec: SourceConfig, *, skip_invalid: bool = False, max_record_ch
     return result
 
 
-def _looks_like_squad(text: str) -> bool:
-    """A single JSON document with a top-level 'data' key (checked cheaply on the first 2 kB)."""
-    head = text.lstrip()[:2048]
-    return head.startswith("{") and re.search(r'^\{\s*"(data|version)"\s*:', head) is not None and '"paragraphs"' in text[:200_000]
+def _is_one_document(path: Path, text: str) -> bool:
+    """Whether the file is a single JSON object with a 'data' list (SQuAD) rather than JSONL records.
+
+    A pretty-printed object spans many lines, so its first line alone is not JSON; a one-line SQuAD
+    file is one JSON line whose object holds 'data'. A single object without 'data' is refused here,
+    since reading it line by line would only give a confusing error on line 1.
+    """
+    body = text.lstrip()
+    if not body.startswith("{"):
+        return False
+    first, _, rest = body.partition("\n")
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        try:
+            obj = json.loads(body)
+        except json.JSONDecodeError:
+            return False  # broken JSONL or a broken document: the line reader names the line
+        if isinstance(obj, dict) and "data" not in obj:
+            raise AmautaError(f"{path}: one JSON object spread over many lines, not records; write one record per "
+                              "line (JSONL), a JSON array of records, or SQuAD JSON with a 'data' list") from None
+        return True
+    return isinstance(obj, dict) and isinstance(obj.get("data"), list) and not rest.strip()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from amauta.core.errors import AmautaError
@@ -46,9 +46,7 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """The record as written to train.jsonl/val.jsonl (the contract's four keys)."""
-        data = asdict(self)
-        data.pop("where")
-        return {"id": data["id"], "messages": data["messages"], "source": data["source"], "category": data["category"]}
+        return {"id": self.id, "messages": [dict(m) for m in self.messages], "source": self.source, "category": self.category}
 
     def user_text(self) -> str:
         """All non-assistant text joined (system and user turns)."""

@@ -2,8 +2,9 @@
 
 A prompt set is a YAML file (`evaluate/prompts/<name>.yaml` or any path) of single prompts and series of
 consecutive turns. A candidate is a model, optionally with a LoRA adapter and/or retrieval (RAG), and a
-decoding strategy. Every answer is appended to `candidates.jsonl` as soon as it exists, keyed by the
-candidate's fingerprint, so a killed run resumes where it stopped and a changed candidate is regenerated.
+decoding strategy. Answers are generated through the evaluation runner (`evaluate/runner.py`), whose
+per-item cache is keyed by the weights (adapter hash) and the task settings: a killed run resumes where
+it stopped, and a changed candidate (new adapter, re-built index, other decoding) is regenerated.
 Series are fed turn by turn: turn k sees the model's own answers to turns 1..k-1 of the same attempt.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from amauta.core.config import read_yaml
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.files import read_jsonl, sha256_file
 
@@ -104,15 +106,7 @@ def load_prompt_set(name_or_path: str | Path, limit: int | None = None) -> Promp
     limit: keep only the first `limit` items of each category (quick runs).
     """
     path = resolve_prompt_set(name_or_path)
-    text = path.read_text(encoding="utf-8-sig")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise AmautaError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise AmautaError(f"{path}: expected a mapping with 'name' and 'items' at the top level")
+    data = read_yaml(path)  # invalid YAML → file:line
     unknown = set(data) - {"name", "description", "system", "items"}
     if unknown:
         key = sorted(unknown)[0]
@@ -123,7 +117,7 @@ def load_prompt_set(name_or_path: str | Path, limit: int | None = None) -> Promp
                           "(each with id, category and prompt or turns)")
     if not isinstance(raw_items, list):
         raise AmautaError(f"{path}: 'items' must be a list of prompts")
-    lines = _item_lines(text)
+    lines = _item_lines(path.read_text(encoding="utf-8-sig"))
     items: list[PromptItem] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_items):
@@ -208,11 +202,6 @@ class CandidateSpec:
     adapter: str | None = None
     rag_index: str | None = None
     strategy: str = "sampling"
-
-    def fingerprint(self, settings: dict[str, Any]) -> str:
-        """A short hash of everything that shapes the answers (cached answers with another one are stale)."""
-        blob = json.dumps({**asdict(self), "label": None, "settings": settings}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _is_adapter_dir(path: Path) -> bool:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
+import unicodedata
 import time
 from collections import defaultdict
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -126,8 +128,6 @@ def build_judge_messages(question: str, answer: str, reference: str | None = Non
 
 
 def _plain(text: str) -> str:
-    import unicodedata
-
     text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode().lower().strip()
     return text.replace("-", "_")
 
@@ -139,8 +139,6 @@ def _score(value: Any, key: str) -> int:
     if isinstance(value, bool) or value is None:
         raise ValueError(f"'{key}' needs a score from 1 to 5")
     if isinstance(value, str):
-        import re
-
         match = re.match(r"\s*(\d+(?:[.,]\d+)?)", value)
         if not match:
             raise ValueError(f"'{key}' is not a number: {value!r}")
@@ -283,12 +281,12 @@ def judge_answers(llm: Any, answers: list[Answer], cache: Path, *, retries: int 
             done[key] = row
 
     if jobs:
-        _run_jobs(one, jobs, workers, show_progress, f"judge · {llm.name}", cache, len(keys), len(done))
+        _run_jobs(one, jobs, workers, show_progress, f"judge · {llm.name}", cache)
     return {answer_key: done[key] for answer_key, key in keys.items() if key in done}
 
 
-def _run_jobs(fn, jobs: dict[str, Any], workers: int, show_progress: bool, label: str, cache: Path,
-              total: int, already: int) -> None:
+def _run_jobs(fn, jobs: dict[str, Any], workers: int, show_progress: bool, label: str, cache: Path) -> None:
+    """Run `fn(key, messages)` for every job on `workers` threads; stop all at the first JudgeUnavailable."""
     from amauta.evaluate.runner import _progress
 
     with _progress(show_progress, label, len(jobs), 0) as advance:
@@ -302,7 +300,7 @@ def _run_jobs(fn, jobs: dict[str, Any], workers: int, show_progress: bool, label
                         for other in pending:
                             other.cancel()
                         wait(pending)
-                        kept = sum(1 for _ in read_jsonl(cache, tolerate_torn_tail=True)) if cache.is_file() else 0
+                        kept = sum(1 for row in read_judgments(cache).values() if row.get("scores"))
                         raise AmautaError(f"judge failed: {exc}; {kept} verdicts so far are kept in {cache}; "
                                           "fix the cause and rerun the same command to resume") from None
                     if exc is not None:
@@ -570,13 +568,15 @@ def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, l
     atomic_write_text(out / "config.yaml", dump_config(config))
     # An injected endpoint judge may take concurrent requests; a local model answers one at a time.
     llm, workers = (judge, config.judge_workers if hasattr(judge, "base_url") else 1) if judge is not None else (None, 1)
-    if llm is None and not config.skip_judge:
-        llm, workers = make_judge(config, api_key)  # fail early, before hours of generation
+    if llm is None and not config.skip_judge and (config.judge_url or not config.judge_model):
+        llm, workers = make_judge(config, api_key)  # an endpoint (or none given) fails now, not after generation
     load_options = {"quantization": config.quantization, "dtype": config.dtype, "device": config.device}
     answers = generate_candidates(pset, specs, out, n=config.n, max_new_tokens=config.max_new_tokens,
                                   seed=config.seed, rag_top_k=config.rag_top_k, load_options=load_options,
                                   loader=loader, show_progress=show_progress)
     atomic_write_jsonl(out / "answers.jsonl", [a.__dict__ for a in answers])
+    if llm is None and not config.skip_judge:
+        llm, workers = make_judge(config, api_key)  # a local judge loads after the candidates are freed
     judge_name = None
     if llm is not None and not config.skip_judge:
         judge_name = llm.name
@@ -645,15 +645,11 @@ def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
 # Markdown for `amauta report` (its hook for summaries with task: judge)
 # ---------------------------------------------------------------------------------------------------------
 
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
     """The judge run as Markdown: the comparison by category, the per-criterion table, people's tables and
     the judge-vs-people agreement (the thesis's Tables 4 and 6, with best-of-N, mean-of-N and intervals)."""
+    from amauta.evaluate.compare import markdown_table
+
     h = "#" * heading_level
     parts = [f"{h} Rubric grading: {summary.get('set', '?')} (judge: {summary.get('judge') or 'none'}, "
              f"N = {summary.get('n', '?')})",
@@ -682,14 +678,14 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
                                       for c in categories], _ci(entry["mean_of_n"]),
                          f"{entry['best_of_n']['overall']:.2f}",
                          f"{delta['delta']:+.2f} [{delta['ci'][0]:+.2f}, {delta['ci'][1]:+.2f}]" if delta else "–"])
-        parts.append(f"**{who}: mean-of-N by category**\n\n" + _md_table(
+        parts.append(f"**{who}: mean-of-N by category**\n\n" + markdown_table(
             ["Candidate", "N", *categories, "All (mean-of-N)", "All (best-of-N)", "Δ vs first"], rows))
         detail = []
         for candidate, by_category in table.items():
             for category, entry in by_category.items():
                 detail.append([candidate, category, str(entry["n"]),
                                *[f"{entry['best_of_n'][c]:.2f} / {entry['mean_of_n'][c]:.2f}" for c in CRITERIA]])
-        parts.append(f"**{who}: by criterion (best-of-N / mean-of-N)**\n\n" + _md_table(
+        parts.append(f"**{who}: by criterion (best-of-N / mean-of-N)**\n\n" + markdown_table(
             ["Candidate", "Category", "n", *[NAMES_ES[c] for c in CRITERIA]], detail))
         if summary.get("agreement"):
             parts.append(_agreement_markdown(summary))
@@ -697,6 +693,8 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
 
 
 def _agreement_markdown(summary: dict[str, Any]) -> str:
+    from amauta.evaluate.compare import markdown_table
+
     rows = [[NAMES_ES.get(c, "All criteria"), str(r["n"]), _num(r["kappa"]), _num(r["spearman"]), _num(r["p"], 3),
              _pct(r["exact"]), _pct(r["within_one"])] for c, r in summary["agreement"].items()]
     between = summary.get("between_people")
@@ -704,4 +702,4 @@ def _agreement_markdown(summary: dict[str, Any]) -> str:
         rows.append(["People vs people", str(between["n"]), _num(between["kappa"]), _num(between["spearman"]),
                      _num(between["p"], 3), _pct(between["exact"]), _pct(between["within_one"])])
     return ("**Agreement, judge vs people** (Cohen's quadratic-weighted kappa, Spearman)\n\n" +
-            _md_table(["Criterion", "n", "κ_w", "Spearman ρ", "p", "Exact", "±1"], rows))
+            markdown_table(["Criterion", "n", "κ_w", "Spearman ρ", "p", "Exact", "±1"], rows))

@@ -94,7 +94,7 @@ def bar_chart(labels: list[str], values: list[float], errors: list[tuple[float, 
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(labels) + 2), 3.6), dpi=110)
     yerr = None
     if errors:
-        yerr = [[max(v - lo, 0) for v, (lo, _) in zip(values, errors)], [max(hi - v, 0) for v, (_, hi) in zip(values, errors)]]
+        yerr = [[max(v - lo, 0) for v, (lo, _) in zip(values, errors, strict=True)], [max(hi - v, 0) for v, (_, hi) in zip(values, errors, strict=True)]]
     ax.bar(labels, values, yerr=yerr, capsize=4, color=[f"C{i}" for i in range(len(labels))])
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")

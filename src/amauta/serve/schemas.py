@@ -24,6 +24,7 @@ class AmautaOptions(_Strict):
     top_k: int | None = Field(None, ge=1)
     num_beams: int | None = Field(None, ge=1, le=16)
     repetition_penalty: float | None = Field(None, gt=0)
+    rag: bool | None = None  # False: answer without the server's RAG index (default: use it when there is one)
 
 
 class Message(_Strict):

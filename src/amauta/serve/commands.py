@@ -1,0 +1,106 @@
+"""`amauta serve`: the OpenAI-compatible API and the web chat page. Heavy imports stay inside."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Optional
+
+import typer
+
+from amauta.core.errors import AmautaError, did_you_mean
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
+    """Refuse to listen beyond this machine without an API key, unless the user insists."""
+    if host not in LOCAL_HOSTS and not api_key and not insecure:
+        raise AmautaError(f"--host {host} exposes the models to the network without an API key; pass --api-key "
+                          "KEY (or set AMAUTA_API_KEY), or --insecure if this network is trusted")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` to the `amauta` command."""
+
+    @app.command("serve")
+    def serve_command(
+        model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model to serve (repeatable): registry "
+                                                  "name, hub id, folder or .gguf. Default: smollm2-135m-instruct."),
+        adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="LoRA adapter NAME=PATH served as model "
+                                                    "id NAME on the first --model (repeatable)."),
+        backend: str = typer.Option("transformers", "--backend", "-b", help="transformers, llamacpp or vllm."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+        port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", envvar="AMAUTA_API_KEY",
+                                              help="Require 'Authorization: Bearer KEY' on /v1 (env AMAUTA_API_KEY)."),
+        insecure: bool = typer.Option(False, "--insecure", help="Allow a non-local --host without an API key."),
+        rag: Optional[str] = typer.Option(None, "--rag", help="RAG index (name or folder): chat answers cite it."),
+        rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages per RAG answer."),
+        max_tokens_limit: int = typer.Option(2048, "--max-tokens-limit", help="Largest max_tokens a request may ask."),
+        max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Largest request body in bytes."),
+        max_queue: int = typer.Option(64, "--max-queue", help="Requests queued per model before answering 503."),
+        dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
+        quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="llamacpp: CPU threads (default: all cores)."),
+        context: Optional[int] = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="vllm: print the command instead of running it."),
+    ) -> None:
+        """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)
+        and a web chat page at /."""
+        from rich.console import Console
+
+        from amauta.serve.backends import BACKENDS, parse_adapters
+
+        console = Console(stderr=True)
+        if backend not in BACKENDS:
+            raise AmautaError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; choose "
+                              f"{', '.join(BACKENDS)}")
+        check_exposure(host, api_key, insecure)
+        models = list(model or [DEFAULT_MODEL])
+        adapters = parse_adapters(adapter or [])
+
+        if backend == "vllm":
+            from amauta.serve.backends import exec_vllm, vllm_command
+
+            if rag:
+                raise AmautaError("--rag needs Amauta's own server; use --backend transformers or llamacpp with --rag")
+            command = vllm_command(models, adapters, host=host, port=port, api_key=api_key)
+            if dry_run:
+                typer.echo(shlex.join(command))
+                return
+            console.print(f"starting vLLM: {shlex.join(command)}", highlight=False, soft_wrap=True)
+            exec_vllm(command)
+            return
+
+        import uvicorn
+
+        from amauta.serve.app import ServeConfig, create_app
+
+        config = ServeConfig(host=host, port=port, api_key=api_key, insecure=insecure, rag=rag, rag_top_k=rag_top_k,
+                             max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes, max_queue=max_queue)
+        with console.status(f"loading {', '.join(models)} ({backend})…", spinner="dots"):
+            if backend == "llamacpp":
+                from amauta.serve.backends import LlamaCppBackend
+
+                if adapters:
+                    raise AmautaError("--backend llamacpp serves GGUF files without adapters; merge the adapter and "
+                                      "export a GGUF, or use --backend transformers")
+                engine = LlamaCppBackend(models, context=context, threads=threads)
+            else:
+                from amauta.serve.backends import TransformersBackend
+
+                engine = TransformersBackend.load(models, adapters, dtype=dtype, quantization=quantization)
+            answerer = None
+            if rag:
+                from amauta.rag.answer import RagAnswerer
+
+                answerer = RagAnswerer(rag, top_k=rag_top_k)
+        app_ = create_app(engine, config, answerer)
+        ids = ", ".join(card.id for card in engine.cards())
+        shown = f"[{host}]" if ":" in host else host
+        console.print(f"serving {ids} on http://{shown}:{port}  (chat page: /, API: /v1, docs: /docs)"
+                      + ("  [API key required]" if api_key else ""), highlight=False)
+        uvicorn.run(app_, host=host, port=port, log_level=os.environ.get("AMAUTA_LOG_LEVEL", "warning"),
+                    timeout_graceful_shutdown=5)
