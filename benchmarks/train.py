@@ -82,16 +82,15 @@ def run_trl(args) -> dict:
     trainer = SFTTrainer(model=str(folder), args=config, train_dataset=Dataset.from_list(rows),
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                                 target_modules=targets, task_type="CAUSAL_LM"))
-    counted = {"tokens": 0}
+    counts: list[int] = []
     collate = trainer.data_collator
 
     def counting_collator(features):
         batch = collate(features)
-        counted["tokens"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
+        counts.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel()))
         return batch
 
     trainer.data_collator = counting_collator
-    trainer.train_dataset  # noqa: B018  (built already; the dataloader is created in train())
 
     class Timer(TrainerCallback):
         def on_train_begin(self, *a, **k):
@@ -104,7 +103,8 @@ def run_trl(args) -> dict:
     trainer.add_callback(timer)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"tokens": counted["tokens"], "seconds": timer.seconds, "losses": losses,
+    # One batch per step (no accumulation); the dataloader may prefetch one more, which is not counted.
+    return {"tokens": sum(counts[:args.steps]), "seconds": timer.seconds, "losses": losses,
             "dtype": str(trainer.model.dtype), "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
 
 

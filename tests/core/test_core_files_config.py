@@ -84,3 +84,23 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path):
         os.umask(umask)
     assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask)
     assert oct((tmp_path / "d").stat().st_mode & 0o777) == oct(0o777 & ~umask)
+
+
+class Source(StageConfig):
+    path: str
+    weight: float = 1.0
+
+
+class Mix(StageConfig):
+    sources: list[Source]
+    fallback: Source | None = None
+
+
+def test_suggestions_reach_inside_lists_and_optionals(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("sources:\n  - {path: a.jsonl, wieght: 2}\n")
+    with pytest.raises(AmautaError, match=r"unknown key 'sources.0.wieght' \(did you mean: weight\?\)"):
+        load_config(Mix, path)
+    path.write_text("sources: []\nfallback: {path: b, wieght: 1}\n")
+    with pytest.raises(AmautaError, match=r"did you mean: weight\?"):
+        load_config(Mix, path)

@@ -68,3 +68,11 @@ def test_set_values_are_typed_and_fingerprint_ignores_bookkeeping():
     c = build_config(None, {**REQUIRED, "model": "m", "optimizer.lr": 3e-4})
     assert fingerprint(a) == fingerprint(b) != fingerprint(c)
     assert read_preset("cpu-quick")["model"] == "smollm2-135m-instruct"
+
+
+def test_preset_applies_when_the_config_is_validated_directly():
+    """The pipeline runner validates `with:` as TrainConfig itself: the preset must still fill in."""
+    from amauta.train.config import TrainConfig
+
+    cfg = TrainConfig.model_validate({"preset": "cpu-quick", "dataset": "d", "output_dir": "o", "lora": {"r": 4}})
+    assert cfg.model == "smollm2-135m-instruct" and cfg.max_steps == 20 and cfg.lora.r == 4 and cfg.lora.alpha == 16

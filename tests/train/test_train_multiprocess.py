@@ -30,5 +30,5 @@ def test_two_cpu_processes_match_one(run_config, tmp_path):
                              "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     assert len(_losses(two)) == 3
-    assert all(abs(a - b) < 1e-5 for a, b in zip(_losses(one), _losses(two)))
+    assert all(abs(a - b) < 1e-5 for a, b in zip(_losses(one), _losses(two), strict=True))
     assert (two / "adapter" / "adapter_model.safetensors").is_file()

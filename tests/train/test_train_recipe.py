@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import write_dataset
 
 from amauta.core.errors import AmautaError
 from amauta.train.config import build_config
 from amauta.train.recipe import pack, pad, run
+from conftest import write_dataset
 
 
 def _rows(path):
@@ -103,3 +103,24 @@ def test_bad_input_is_one_line_and_writes_nothing(run_config, tmp_path):
     assert not out.exists()
     with pytest.raises(AmautaError, match="fewer than batch_size 64"):
         run(build_config(run_config(batch_size=64), {}), progress=False)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_batch(run_config, tmp_path, monkeypatch):
+    """A micro-batch of more than 2 examples 'does not fit': the step is retried with 2, same math."""
+    from amauta.train.recipe import LoRARecipe
+
+    original = LoRARecipe._collate
+
+    def collate_or_oom(self, examples):
+        if len(examples) > 2 and self.model.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, examples)
+
+    base = run(build_config(run_config("ref.yaml", output_dir=str(tmp_path / "ref"), micro_batch_size=2,
+                                       max_steps=2, lora={"dropout": 0.0}), {}), progress=False)
+    monkeypatch.setattr(LoRARecipe, "_collate", collate_or_oom)
+    out = run(build_config(run_config(micro_batch_size=4, max_steps=2, lora={"dropout": 0.0}), {}), progress=False)
+    got = [r for r in _rows(out / "log.jsonl") if "loss" in r]
+    want = [r for r in _rows(base / "log.jsonl") if "loss" in r]
+    assert [r["micro_batch_size"] for r in got] == [2, 2]
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], abs=1e-6)

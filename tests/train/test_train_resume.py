@@ -67,7 +67,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(run_config, tmp
     assert [r["step"] for r in b] == list(range(1, 11))  # no step repeated or skipped
     assert len(a) == len(b) == 10
     assert abs(a[-1]["loss"] - b[-1]["loss"]) < 1e-4
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x["lr"] == pytest.approx(y["lr"], rel=1e-9)
         assert x["loss"] == pytest.approx(y["loss"], abs=1e-4)
     va = [r["val_loss"] for r in map(json.loads, (tmp_path / "clean" / "log.jsonl").read_text().splitlines()) if "val_loss" in r]

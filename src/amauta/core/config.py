@@ -41,15 +41,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _model_class(annotation: Any) -> Any:
+    """The pydantic model inside an annotation such as `Sub`, `Sub | None` or `list[Sub]`, else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The valid keys at the place `loc` points to inside `model` (best effort, for suggestions)."""
+    """The valid keys at the place `loc` points to inside `model` (for did-you-mean suggestions)."""
     current: Any = model
     for part in loc[:-1]:
+        if isinstance(part, int):  # a list index: stay on the list's item model
+            continue
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
             return []
-        annotation = fields[part].annotation
-        current = next((a for a in getattr(annotation, "__args__", (annotation,)) if hasattr(a, "model_fields")), annotation)
+        current = _model_class(fields[part].annotation)
+        if current is None:
+            return []
     fields = getattr(current, "model_fields", None)
     return list(fields) if fields else []
 

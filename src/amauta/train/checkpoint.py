@@ -12,6 +12,7 @@ has failed in several transformers/peft versions ("Can't find a valid checkpoint
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -65,36 +66,30 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, *, adapter_model: Any, optimizer: Any, scheduler: Any,
-                    state: dict[str, Any], keep: int, accelerator: Any = None) -> Path:
+                    state: dict[str, Any], keep: int) -> Path:
     """Write `checkpoints/step-{step}` atomically and drop all but the newest `keep` checkpoints.
 
     adapter_model: the (unwrapped) peft model; only its adapter weights are saved.
+    optimizer: its state is saved unless None (FSDP/DeepSpeed shard it across processes: not resumable yet).
     state: JSON-able facts (step, epoch, fingerprint, micro-batch size, guard baseline...).
-    accelerator: under FSDP/DeepSpeed the optimizer is sharded, so accelerate saves it.
     """
     target = Path(run_dir) / "checkpoints" / f"step-{step}"
     with atomic_dir(target) as tmp:
         adapter_model.save_pretrained(tmp / "adapter")
-        sharded = accelerator is not None and accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
-        if sharded:
-            accelerator.save_state(tmp / "accelerate")
-        else:
+        if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_states(), tmp / "rng.pt")
-        atomic_write_json(tmp / "state.json", {**state, "step": step, "sharded_optimizer": sharded})
+        atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer_saved": optimizer is not None})
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler: Any,
-                    accelerator: Any = None) -> dict[str, Any]:
+def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
     """Load a checkpoint into the live objects and return its state.json (RNG restored last)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
-
-    import json
 
     state = json.loads((path / "state.json").read_text())
     weights = load_file(path / "adapter" / "adapter_model.safetensors")
@@ -103,10 +98,10 @@ def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler
     if missing:
         raise AmautaError(f"{path}/adapter: {len(missing)} LoRA weights missing (e.g. {missing[0]}); "
                           "the checkpoint is damaged, delete it to resume from the one before")
-    if state.get("sharded_optimizer"):
-        accelerator.load_state(path / "accelerate")
-    else:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    if not state.get("optimizer_saved", True):
+        raise AmautaError(f"{path}: written under FSDP/DeepSpeed without the sharded optimizer state, so it cannot "
+                          "be resumed; its adapter/ is usable, or start a new output_dir")
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_states(torch.load(path / "rng.pt", weights_only=False))
     return state
@@ -137,8 +132,6 @@ def check_run_dir(config: TrainConfig, dataset_hash: str) -> Path | None:
         raise AmautaError(f"{run_dir}: exists and is not an Amauta run folder (no config.yaml); "
                           "choose an empty or new output_dir")
     checkpoint = latest_checkpoint(run_dir)
-    import json
-
     if checkpoint is not None:
         state = json.loads((checkpoint / "state.json").read_text())
         where = checkpoint

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from amauta.core.config import StageConfig, read_yaml, validate_config
 from amauta.core.errors import AmautaError, did_you_mean
@@ -137,6 +137,15 @@ class TrainConfig(StageConfig):
     """Seed for adapter initialisation, data order and dropout."""
     guard: GuardConfig = GuardConfig()
     """The optional forgetting guard."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """`preset: NAME` fills in every key the data leaves out (also when validated directly, as the
+        pipeline runner does)."""
+        if isinstance(data, dict) and data.get("preset"):
+            return _merge(read_preset(data["preset"]), data)
+        return data
 
     @field_validator("lora", mode="after")
     @classmethod

@@ -40,7 +40,7 @@ def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, 
     labels = labels or [p.parent.name for p in paths]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     guard_ax = None
-    for index, (path, label) in enumerate(zip(paths, labels)):
+    for index, (path, label) in enumerate(zip(paths, labels, strict=True)):
         rows = list(read_jsonl(path, tolerate_torn_tail=True))
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
@@ -49,14 +49,14 @@ def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, 
             raise AmautaError(f"{path}: no training steps logged yet; nothing to plot")
         color = f"C{index}"
         name = f"{label} " if len(paths) > 1 else ""
-        steps, losses = zip(*train)
+        steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color=color, alpha=0.25, linewidth=1)
         ax.plot(steps, _smooth(list(losses)), color=color, linewidth=2, label=f"{name}train")
         if val:
-            ax.plot(*zip(*val), color=color, linestyle="--", marker="o", markersize=4, label=f"{name}validation")
+            ax.plot(*zip(*val, strict=True), color=color, linestyle="--", marker="o", markersize=4, label=f"{name}validation")
         if guard:
             guard_ax = guard_ax or ax.twinx()
-            guard_ax.plot(*zip(*guard), color=color, linestyle=":", marker="s", markersize=3,
+            guard_ax.plot(*zip(*guard, strict=True), color=color, linestyle=":", marker="s", markersize=3,
                           label=f"{name}Belebele accuracy")
             guard_ax.set_ylabel("Belebele accuracy (forgetting guard)")
     ax.set_xlabel("optimizer step")

@@ -116,10 +116,12 @@ class LoRARecipe:
         self.config = config
         self.out = Path(config.output_dir)
         self.show_progress = progress
-        # bf16 autocast on GPUs (QLoRA's compute type); on a CPU the base is already stored in bf16.
-        use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # Autocast on GPUs: bf16 (QLoRA's compute type), or fp16 with loss scaling on older cards (T4, V100).
+        # On a CPU the base is stored in bf16 already and the adapter stays fp32: no autocast.
+        cuda = torch.cuda.is_available()
+        mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
         # cpu=True without CUDA lets `accelerate launch --multi_gpu --num_processes N` run N gloo processes.
-        self.accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)
         self.device = self.accelerator.device
         self.main = self.accelerator.is_main_process
         self.step = 0
@@ -444,8 +446,9 @@ class LoRARecipe:
                      "dataset_sha256": self.dataset_hash, "total_steps": self.total_steps,
                      "micro_batch_size": self.micro, "tokens_total": self.tokens_total, "elapsed_s": round(elapsed, 2),
                      "guard_baseline": self.guard_baseline, "val_loss": self.last_val}
+            sharded = self.accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
             ckpt.save_checkpoint(self.out, self.step, adapter_model=self.accelerator.unwrap_model(self.model),
-                                 optimizer=self.optimizer, scheduler=self.scheduler, state=state,
+                                 optimizer=None if sharded else self.optimizer, scheduler=self.scheduler, state=state,
                                  keep=cfg.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
