@@ -18,8 +18,8 @@ import json
 import os
 import re
 import threading
-import unicodedata
 import time
+import unicodedata
 from collections import defaultdict
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
