@@ -41,3 +41,18 @@ def test_errors_are_one_line_with_exit_code_2(run_config, tmp_path):
     assert presets.returncode == 0 and "thesis-mistral: mistral-7b, 4bit, LoRA r 256" in presets.stdout
     export = amauta("export", str(tmp_path), "--out", str(tmp_path / "x"))
     assert export.returncode == 2 and "not a run folder" in export.stderr
+
+
+def test_plot_loss_overlays_runs(tmp_path):
+    import json as _json
+
+    for name, offset in (("a", 0.0), ("b", 0.3)):
+        run = tmp_path / name
+        run.mkdir()
+        rows = [{"step": s, "loss": 3.0 - 0.1 * s + offset} for s in range(1, 6)] + [{"step": 5, "val_loss": 2.8 + offset}]
+        (run / "log.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    result = amauta("plot-loss", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both.png"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "both.png").read_bytes()[:4] == b"\x89PNG"
+    missing = amauta("plot-loss", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png"))
+    assert missing.returncode == 2 and "not found" in missing.stderr

@@ -259,6 +259,15 @@ def resolve_gguf(spec: str) -> tuple[Path, Any]:
     return path, None
 
 
+def default_threads() -> int:
+    """Half the cores this process may use, at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
 class _LlamaRun:
     """One llama.cpp completion, streamed; `.result` afterwards."""
 
@@ -327,7 +336,8 @@ class LlamaCppBackend:
 
     specs: registry names with a GGUF source (the embedded SmolLM2) or .gguf paths.
     context: the context window to allocate (default: the profile's, at most 4096, to keep memory small).
-    threads: CPU threads for decoding (default: every core).
+    threads: CPU threads for decoding (default: half the cores, llama.cpp's own choice: its threads spin
+        while waiting, so on a busy machine more threads than free cores make decoding many times slower).
     """
 
     name = "llamacpp"
@@ -346,7 +356,7 @@ class LlamaCppBackend:
             path, profile = resolve_gguf(spec)
             model_id = profile.name if profile is not None else path.stem
             ctx = context or min(int(getattr(profile, "context_length", 0) or 4096), 4096)
-            llama = llama_cpp.Llama(str(path), n_ctx=ctx, n_threads=threads or os.cpu_count(), verbose=False)
+            llama = llama_cpp.Llama(str(path), n_ctx=ctx, n_threads=threads or default_threads(), verbose=False)
             entry = _GgufEntry(llama, profile, list(getattr(profile, "stop_strings", None) or []))
             chat_template = llama.metadata.get("tokenizer.chat_template")
             if profile is None or profile.use_tokenizer_template:
@@ -357,6 +367,10 @@ class LlamaCppBackend:
                 eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
                 bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
                 entry.template = Jinja2ChatFormatter(chat_template, eos_token=eos, bos_token=bos)
+            # The first evaluation pays one-time costs (paging the weights in, building compute graphs):
+            # 1.5 s became 25 s here. Pay them now rather than in the first user's request.
+            llama.create_completion(llama.tokenize(b"Hola, " * 32, add_bos=True), max_tokens=2, temperature=0.0)
+            llama.reset()
             self.entries[model_id] = entry
 
     def cards(self) -> list[ModelCard]:

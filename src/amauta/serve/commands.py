@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         max_queue: int = typer.Option(64, "--max-queue", help="Requests queued per model before answering 503."),
         dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="llamacpp: CPU threads (default: all cores)."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="llamacpp: CPU threads (default: half the cores)."),
         context: Optional[int] = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
         dry_run: bool = typer.Option(False, "--dry-run", help="vllm: print the command instead of running it."),
     ) -> None:

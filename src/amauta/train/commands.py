@@ -75,7 +75,25 @@ def export_command(
     Console().print(f"wrote {folder}: {files}", highlight=False)
 
 
+def plot_loss_command(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders (their log.jsonl)."),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG file to write."),
+    title: str = typer.Option(None, "--title", help="Figure title."),
+) -> None:
+    """Draw train/validation loss of one run, or overlay several (the thesis's Figures 4-6)."""
+    from amauta.core.errors import AmautaError
+    from amauta.train.plots import plot_loss
+
+    logs = [Path(d) / "log.jsonl" if Path(d).is_dir() else Path(d) for d in run_dirs]
+    for log in logs:
+        if not log.is_file():
+            raise AmautaError(f"{log}: not found; pass run folders written by `amauta train`")
+    plot_loss(logs, out, title=title or "training loss")
+    typer.echo(f"wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `train` and `export` to the `amauta` app."""
+    """Add `train`, `export` and `plot-loss` to the `amauta` app."""
     app.command("train")(train_command)
     app.command("export")(export_command)
+    app.command("plot-loss")(plot_loss_command)

@@ -35,6 +35,7 @@ def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     paths = [Path(logs)] if isinstance(logs, (str, Path)) else [Path(p) for p in logs]
     labels = labels or [p.parent.name for p in paths]
@@ -51,7 +52,7 @@ def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, 
         name = f"{label} " if len(paths) > 1 else ""
         steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color=color, alpha=0.25, linewidth=1)
-        ax.plot(steps, _smooth(list(losses)), color=color, linewidth=2, label=f"{name}train")
+        ax.plot(steps, _smooth(list(losses)), color=color, linewidth=2, label=f"{name}train (smoothed)")
         if val:
             ax.plot(*zip(*val, strict=True), color=color, linestyle="--", marker="o", markersize=4, label=f"{name}validation")
         if guard:
@@ -60,6 +61,7 @@ def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, 
                           label=f"{name}Belebele accuracy")
             guard_ax.set_ylabel("Belebele accuracy (forgetting guard)")
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss (answer tokens)")
     ax.set_title(title or "training loss")
     ax.grid(alpha=0.3)
