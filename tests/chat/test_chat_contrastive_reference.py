@@ -34,7 +34,12 @@ def test_identical_ids_to_transformers_4_55(smollm2, case):
     ours = contrastive_search(smollm2.model, prompt, top_k=FIXTURE["top_k"], penalty_alpha=FIXTURE["penalty_alpha"],
                               max_new_tokens=FIXTURE["max_new_tokens"], eos_token_ids=set(FIXTURE["eos_ids"]))
     assert ours == case["new_ids"]
-    # And through the public API with the profile's defaults (contrastive, alpha 0.6, k 4).
+
+
+@pytest.mark.integration
+def test_public_api_with_profile_defaults_gives_the_same_ids(smollm2):
+    # `generate` with the profile's defaults (contrastive, alpha 0.6, k 4) takes the same path.
+    case = FIXTURE["cases"][1]
     settings = GenerationSettings.from_profile(smollm2.profile, max_new_tokens=FIXTURE["max_new_tokens"])
-    assert settings.strategy == "contrastive" and settings.effective_top_k == 4
+    assert settings.strategy == "contrastive" and settings.effective_top_k == 4 and settings.penalty_alpha == 0.6
     assert generate(smollm2, case["messages"], settings).token_ids == case["new_ids"]

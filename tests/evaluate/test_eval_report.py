@@ -40,7 +40,14 @@ def test_report_renders_eval_training_and_hooked_sections(tiny, tmp_path):
     other = tmp_path / "eval-other"
     other.mkdir()
     (other / "summary.json").write_text(json.dumps({"task": "made-up", "score": 3}))
-    paths = run_report(ReportConfig(run_dirs=[str(ev), str(train), str(other)], out=str(tmp_path / "report")))
+    ppl = tmp_path / "eval-ppl"  # a perplexity folder written by hand: the report reads only summary.json
+    ppl.mkdir()
+    (ppl / "summary.json").write_text(json.dumps({
+        "task": "perplexity", "task_config": {"max_length": 1024}, "n_items": 3, "comparisons": [],
+        "items_file": "items.jsonl", "models": [{"label": "base", "model": "tiny-llama", "adapter": None, "key": "k1",
+                                                 "n": 3, "metrics": {"ppl": 12.5, "ppl_ci": [11.0, 14.0],
+                                                                     "bits_per_byte": 1.2, "n": 3}}]}))
+    paths = run_report(ReportConfig(run_dirs=[str(ev), str(train), str(other), str(ppl)], out=str(tmp_path / "report")))
     md = paths["markdown"].read_text(encoding="utf-8")
     html = paths["html"].read_text(encoding="utf-8")
     assert "## Belebele" in md and "| base |" in md and "By category" in md and "| base | ley |" in md
@@ -48,8 +55,10 @@ def test_report_renders_eval_training_and_hooked_sections(tiny, tmp_path):
     assert "## Training run `es-lora`" in md and "final_loss" in md
     assert "No renderer for this task" in md
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
-    assert len(figures) == 3 and all(f"figures/{f}" in md for f in figures)
-    assert html.count("data:image/png;base64,") == 3 and 'src="figures/' not in html
+    assert len(figures) == 4 and all(f"figures/{f}" in md for f in figures)
+    assert html.count("data:image/png;base64,") == 4 and 'src="figures/' not in html
+    overview = md.split("## Overview")[1].split("## ")[0]  # both tasks side by side for the base model
+    assert "belebele Accuracy (cloze)" in overview and "perplexity Perplexity" in overview and "12.500" in overview
     assert "<table>" in html and "<link" not in html and "<script" not in html  # self-contained
     assert json.loads((tmp_path / "report" / "manifest.json").read_text())["stage"] == "evaluate.report"
 

@@ -31,10 +31,10 @@ def docs(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def law_index(tmp_path_factory):
     """An index of examples/docs built once per session with the default embedder (a folder path)."""
-    from amauta.rag.index import IndexConfig, run
+    from amauta.rag.index import IndexConfig, build
 
     if not EXAMPLES.is_dir():
         pytest.skip(f"{EXAMPLES} is absent")
     folder = tmp_path_factory.mktemp("rag") / "law-index"
-    run(IndexConfig(docs=[str(EXAMPLES)], index=str(folder)), progress=False)
+    build(IndexConfig(docs=[str(EXAMPLES)], index=str(folder)), progress=False)
     return folder

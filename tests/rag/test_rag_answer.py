@@ -86,10 +86,13 @@ def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_cli_ask_json_and_errors(law_index, home):
-    from amauta.rag.index import close_index
+    from amauta.rag.index import close_index, open_index
 
-    close_index(law_index)  # the CLI runs in another process; embedded Qdrant allows one at a time
     env = {**os.environ, "AMAUTA_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    open_index(str(law_index))  # this process holds the embedded store, as `amauta serve --rag` would
+    busy = run_cli("rag", "ask", "¿Qué es el RUC?", "--index", str(law_index), "--retrieve-only", env=env)
+    assert busy.returncode == 2 and "open in another process" in busy.stderr and "Traceback" not in busy.stderr
+    close_index(law_index)  # embedded Qdrant allows one process at a time
     with FakeOpenAIServer("Se inscriben en el RUC quienes tienen una actividad económica [1].") as url:
         done = run_cli("rag", "ask", "¿Quién debe inscribirse en el RUC?", "--index", str(law_index),
                        "--base-url", url, "--json", "-k", "2", env=env)

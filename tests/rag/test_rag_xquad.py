@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from amauta.rag.index import IndexConfig, open_index, run
+from amauta.rag.index import IndexConfig, build, open_index
 from amauta.rag.retrieve import Retriever
 
 
@@ -22,7 +22,7 @@ def xquad_index(shared_data, tmp_path_factory):
         (folder / "docs").mkdir(exist_ok=True)
         (folder / "docs" / name).write_text(paragraph["context"], encoding="utf-8")
         questions += [(qa["question"], name) for qa in paragraph["qas"]]
-    run(IndexConfig(docs=[str(folder / "docs")], index=str(folder / "index")), progress=False)
+    build(IndexConfig(docs=[str(folder / "docs")], index=str(folder / "index")), progress=False)
     return open_index(str(folder / "index")), questions
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "docs"
 
 
 class RecordingBackend:
@@ -41,3 +44,15 @@ def serve():
             return stack.enter_context(BackgroundServer(create_app(backend, ServeConfig(**config), rag)))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def serve_law_index(tmp_path_factory) -> Path:
+    """An index of examples/docs (default embedder), built once per session."""
+    from amauta.rag.index import IndexConfig, build
+
+    if not EXAMPLES.is_dir():
+        pytest.skip(f"{EXAMPLES} is absent")
+    folder = tmp_path_factory.mktemp("serve-rag") / "leyes"
+    build(IndexConfig(docs=[str(EXAMPLES)], index=str(folder)), progress=False)
+    return folder

@@ -177,3 +177,48 @@ def test_client_disconnect_stops_the_generation(serve, tiny_backend):
     assert run.result.new_tokens < 400
     # The worker is free again: the next request is answered at once.
     assert httpx.post(url + "/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2}).status_code == 200
+
+
+class _Slow:
+    """A run that waits 0.1 s per token, like a big model: slow enough for the client to give up mid-answer."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def __iter__(self):
+        for delta in self.run:
+            time.sleep(0.1)
+            yield delta
+
+    @property
+    def result(self):
+        return self.run.result
+
+
+class _SlowBackend:
+    def __init__(self, inner):
+        self.inner, self.name, self.runs = inner, inner.name, []
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+    def start(self, *args):
+        self.runs.append(_Slow(self.inner.start(*args)))
+        return self.runs[-1]
+
+
+def test_client_that_gives_up_on_a_whole_answer_stops_it_too(serve, tiny_backend):
+    from amauta.chat.decoding import GenerationSettings
+
+    slow = _SlowBackend(tiny_backend.inner)
+    slow.settings = lambda model_id, **kw: GenerationSettings(**{k: v for k, v in kw.items() if v is not None},
+                                                              ignore_eos=True)  # always the full max_tokens
+    url = serve(slow, max_tokens_limit=400)
+    body = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 400, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(5, read=0.5))
+    deadline = time.monotonic() + 20
+    while (not slow.runs or slow.runs[0].result is None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result = slow.runs[0].result
+    assert result.finish_reason == "cancelled" and result.new_tokens < 50

@@ -20,11 +20,10 @@ MESSAGES = [{"role": "user", "content": "¿Qué es el IVA?"}]
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory) -> Path:
     """A LoRA adapter for tiny-llama whose B matrices are random, so it visibly changes the answers."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
     from amauta.models.load import load_model
-
-    import torch
 
     torch.manual_seed(0)
     model = load_model("tiny-llama").model
@@ -86,9 +85,8 @@ def gguf_backend():
 
 
 @pytest.mark.integration
-def test_llamacpp_backend_matches_raw_llama_cpp(serve, gguf_backend):
-    from amauta.models.registry import get_profile
-    from amauta.models.templates import render_messages
+def test_llamacpp_backend_matches_raw_llama_cpp(serve, gguf_backend, smollm2):
+    from amauta.models.templates import apply_template
 
     url = serve(gguf_backend)
     client = OpenAI(base_url=url + "/v1", api_key="-", max_retries=0)
@@ -96,8 +94,9 @@ def test_llamacpp_backend_matches_raw_llama_cpp(serve, gguf_backend):
     assert card["backend"] == "llamacpp" and card["strategies"] == ["greedy", "sampling"] and card["context_length"] == 1024
     reply = client.chat.completions.create(model="smollm2-135m-instruct", messages=MESSAGES, max_tokens=12, temperature=0)
     # The same prompt straight into llama.cpp gives the same greedy tokens.
-    llama = gguf_backend.entries["smollm2-135m-instruct"].llama
-    prompt = render_messages(MESSAGES, get_profile("smollm2-135m-instruct").template)
+    entry = gguf_backend.entries["smollm2-135m-instruct"]
+    llama, prompt = entry.llama, entry.render(MESSAGES)
+    assert prompt == apply_template(smollm2, MESSAGES)  # the GGUF's chat template, as transformers renders it
     ids = llama.tokenize(prompt.encode(), add_bos=True, special=True)
     raw = llama.create_completion(ids, max_tokens=12, temperature=0.0, stop=["<|im_end|>", "<|im_start|>"])
     assert reply.choices[0].message.content == raw["choices"][0]["text"]

@@ -91,13 +91,18 @@ class BelebeleConfig(StageConfig):
 def load_items(source: str | Path, *, language: str = "spa_Latn", split: str = "test") -> list[dict[str, Any]]:
     """Belebele items as `{id, passage, question, options[4], gold}` from a file or the Hugging Face Hub.
 
-    source: a `.jsonl`/`.json`/`.parquet` file in the official layout (`flores_passage`, `mc_answer1..4`,
+    source: a folder of such files, or a `.jsonl`/`.json`/`.parquet` file in the official layout (`flores_passage`, `mc_answer1..4`,
         `correct_answer_num`) or the short one (`passage`, `options`, `gold`), or a hub id
         (`facebook/belebele`) read with `datasets.load_dataset(source, language, split=split)`.
     language: the hub config, e.g. `spa_Latn`.
     split: the hub split.
     """
     path = Path(source)
+    if path.is_dir():  # a folder of Belebele files: every .jsonl and .parquet in it, in name order
+        files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet"))
+        if not files:
+            raise AmautaError(f"{path}: no .jsonl or .parquet files in this folder")
+        return [item for f in files for item in load_items(f)]
     if path.is_file():
         records = list(_read_file(path))
         where = str(path)

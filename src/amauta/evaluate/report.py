@@ -36,7 +36,7 @@ from amauta.core.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from amauta.core.manifest import write_manifest
 from amauta.evaluate.compare import COLUMNS, markdown_table, table_rows
 
-TASK_TITLES = {"belebele": "Belebele (reading comprehension, es)", "perplexity": "Perplexity on held-out Spanish text",
+TASK_TITLES = {"belebele": "Belebele reading comprehension", "perplexity": "Perplexity on held-out Spanish text",
                "xquad": "XQuAD-es (extractive QA)", "mgsm": "MGSM-es (maths word problems)", "judge": "Rubric grading"}
 
 
@@ -156,7 +156,7 @@ def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -
     """A built-in task (belebele, perplexity, xquad, mgsm): table, chart, settings and traceability."""
     task = summary["task"]
     config = summary.get("task_config", {})
-    subtitle = ", ".join(str(config[k]) for k in ("formulation", "prompt") if k in config)
+    subtitle = ", ".join(f"{k} {config[k]}" for k in ("formulation", "prompt") if k in config)
     doc.add(f"## {TASK_TITLES.get(task, task)}{f' ({subtitle})' if subtitle else ''}\n\n"
             f"Folder `{folder}` · {summary.get('n_items')} items · {summary.get('created', '')}")
     headers, rows = table_rows(summary)
@@ -283,6 +283,9 @@ def build(config: ReportConfig) -> tuple[str, dict[str, bytes]]:
     folders = [Path(p) for p in config.run_dirs]
     doc.add(f"# {config.title}\n\nGenerated {time.strftime('%Y-%m-%d %H:%M %Z')} from: "
             + ", ".join(f"`{f}`" for f in folders))
+    overview: dict[str, dict[str, str]] = {}
+    doc.add("")  # placeholder for the overview table, filled once every folder is read
+    slot = len(doc.blocks) - 1
     for index, folder in enumerate(folders, start=1):
         if not folder.is_dir():
             raise AmautaError(f"{folder}: folder not found; pass eval folders (amauta eval ... --out) or training runs")
@@ -294,6 +297,7 @@ def build(config: ReportConfig) -> tuple[str, dict[str, bytes]]:
                 raise AmautaError(f"{folder / 'summary.json'}:{exc.lineno}: invalid JSON ({exc.msg})") from None
         if summary and summary.get("task") in COLUMNS:
             eval_section(doc, folder, summary, index)
+            _collect_overview(overview, summary)
         elif summary and summary.get("task"):
             hooked_section(doc, folder, summary, index)
         elif (folder / "log.jsonl").is_file():
@@ -301,7 +305,27 @@ def build(config: ReportConfig) -> tuple[str, dict[str, bytes]]:
         else:
             raise AmautaError(f"{folder}: neither an eval folder (summary.json with a task) nor a training run "
                               "(log.jsonl); finished runs have one of them")
+    columns = list(dict.fromkeys(c for row in overview.values() for c in row))
+    if len(overview) and len(columns) > 1:
+        rows = [[label, *[row.get(c, "–") for c in columns]] for label, row in overview.items()]
+        doc.blocks[slot] = "## Overview\n\nEach model's main score in every eval folder below (95% CI in the sections).\n\n" \
+            + markdown_table(["Model", *columns], rows)
+    else:
+        doc.blocks.pop(slot)
     return doc.markdown(), doc.figures
+
+
+def _collect_overview(overview: dict[str, dict[str, str]], summary: dict[str, Any]) -> None:
+    """Each model's first metric for this task, for the table that puts all tasks side by side."""
+    task = summary["task"]
+    key, title, percent = COLUMNS[task][0]
+    config = summary.get("task_config", {})
+    name = f"{task} {title}" + (f" ({config['formulation']})" if "formulation" in config else "")
+    for model in summary["models"]:
+        value = model["metrics"].get(key)
+        label = model["label"] + (f" ({model['model']})" if model["label"] == "base" else "")
+        if isinstance(value, (int, float)):
+            overview.setdefault(label, {})[name] = f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
 def run(config: ReportConfig) -> dict[str, Path]:

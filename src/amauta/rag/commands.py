@@ -26,7 +26,7 @@ def index_command(
 
     from amauta.core.config import load_config, validate_config
     from amauta.core.errors import AmautaError
-    from amauta.rag.index import IndexConfig, run
+    from amauta.rag.index import IndexConfig, build
 
     overrides = {"docs": docs or None, "index": index, "embedder": embedder, "qdrant_url": qdrant_url,
                  "max_chars": max_chars, "overlap": overlap, "threads": threads}
@@ -38,7 +38,7 @@ def index_command(
         if not index:
             raise AmautaError("no index name given; add --index NAME")
         cfg = validate_config(IndexConfig, {k: v for k, v in overrides.items() if v is not None}, source="command line")
-    report = run(cfg)
+    report = build(cfg)
     console = Console()
     done = f"{len(report.added)} added, {len(report.updated)} updated, {len(report.removed)} removed, " \
            f"{report.unchanged} unchanged"

@@ -11,7 +11,7 @@ Re-indexing reads only files whose content hash changed, removes the chunks of f
 deleted, and commits after each batch, so a killed run keeps what it finished and the next run goes on.
 A bad document stops the run before anything in the index changes.
 
-Pipeline entry point: `run(IndexConfig(...))`.
+Pipeline entry point: `run(IndexConfig(...)) -> Path`; `build()` returns what changed (the CLI prints it).
 """
 
 from __future__ import annotations
@@ -317,7 +317,12 @@ def _all_payloads(client: Any, collection: str) -> tuple[list[str], list[str]]:
     return [r[2] for r in rows], [r[3] for r in rows]
 
 
-def run(config: IndexConfig, progress: bool = True) -> IndexReport:
+def run(config: IndexConfig) -> Path:
+    """Pipeline entry point: index `config.docs` into `config.index`; returns the index folder."""
+    return build(config).path
+
+
+def build(config: IndexConfig, progress: bool = True) -> IndexReport:
     """Index `config.docs` into `config.index` (create, update incrementally, or leave as is)."""
     from qdrant_client import models
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

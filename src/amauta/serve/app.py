@@ -263,13 +263,16 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
         run = await first_event(stream)
         parts: list[str] = []
         pending = asyncio.ensure_future(anext(stream))
+        checked = time.monotonic()
         try:
             while True:
                 done, _ = await asyncio.wait({pending}, timeout=0.5)
-                if not done:
-                    if await request.is_disconnected():
-                        await stream.aclose()
+                if time.monotonic() - checked >= 0.5:  # twice a second, ask whether the client is still there
+                    checked = time.monotonic()
+                    if await request.is_disconnected():  # cancelling the wait sets the run's stop_event
+                        pending.cancel()
                         raise APIError(499, "client disconnected", code="cancelled")
+                if not done:
                     continue
                 kind, value = pending.result()
                 if kind == "delta":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Optional
 
 import typer
 
@@ -26,25 +25,25 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve")
     def serve_command(
-        model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model to serve (repeatable): registry "
+        model: list[str] | None = typer.Option(None, "--model", "-m", help="Model to serve (repeatable): registry "
                                                   "name, hub id, folder or .gguf. Default: smollm2-135m-instruct."),
-        adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="LoRA adapter NAME=PATH served as model "
+        adapter: list[str] | None = typer.Option(None, "--adapter", help="LoRA adapter NAME=PATH served as model "
                                                     "id NAME on the first --model (repeatable)."),
         backend: str = typer.Option("transformers", "--backend", "-b", help="transformers, llamacpp or vllm."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
         port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
-        api_key: Optional[str] = typer.Option(None, "--api-key", envvar="AMAUTA_API_KEY",
+        api_key: str | None = typer.Option(None, "--api-key", envvar="AMAUTA_API_KEY",
                                               help="Require 'Authorization: Bearer KEY' on /v1 (env AMAUTA_API_KEY)."),
         insecure: bool = typer.Option(False, "--insecure", help="Allow a non-local --host without an API key."),
-        rag: Optional[str] = typer.Option(None, "--rag", help="RAG index (name or folder): chat answers cite it."),
+        rag: str | None = typer.Option(None, "--rag", help="RAG index (name or folder): chat answers cite it."),
         rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages per RAG answer."),
         max_tokens_limit: int = typer.Option(2048, "--max-tokens-limit", help="Largest max_tokens a request may ask."),
         max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Largest request body in bytes."),
         max_queue: int = typer.Option(64, "--max-queue", help="Requests queued per model before answering 503."),
         dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="llamacpp: CPU threads (default: half the cores)."),
-        context: Optional[int] = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
+        threads: int | None = typer.Option(None, "--threads", help="llamacpp: CPU threads (default: half the cores)."),
+        context: int | None = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
         dry_run: bool = typer.Option(False, "--dry-run", help="vllm: print the command instead of running it."),
     ) -> None:
         """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)

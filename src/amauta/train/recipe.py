@@ -188,6 +188,8 @@ class LoRARecipe:
         self.steps_per_epoch = len(self.train_examples) // cfg.batch_size  # the last partial batch is dropped
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.micro = self._initial_micro_batch()
+        if cfg.guard.enabled:
+            self._setup_guard()
 
         # 5. Optimizer and schedule, then hand model and optimizer to accelerate (DDP wrap, devices).
         self.optimizer = self._build_optimizer()
@@ -209,8 +211,6 @@ class LoRARecipe:
         if self.main:
             atomic_write_text(self.out / "config.yaml", ckpt.saved_config_text(cfg))
         self.accelerator.wait_for_everyone()
-        if cfg.guard.enabled:
-            self._setup_guard()
 
     def _records(self, split: str) -> list[list[dict[str, str]]]:
         records = getattr(self.dataset, split)
