@@ -54,6 +54,12 @@ def test_sampling_is_repeatable_with_a_seed_and_varies_without(tiny):
     assert len(draws) > 1
 
 
+def test_sampling_at_temperature_zero_is_greedy(tiny):
+    loaded = tiny("llama")
+    assert gen.generate(loaded, MESSAGES, settings("sampling", temperature=0.0)).token_ids == \
+        gen.generate(loaded, MESSAGES, settings("greedy")).token_ids
+
+
 def test_stop_string_cuts_text_and_is_never_streamed(tiny):
     loaded = with_profile(tiny("llama"), eos_tokens=[], stop_strings=[])
     free = gen.generate(loaded, MESSAGES, settings("contrastive", max_new_tokens=16)).text

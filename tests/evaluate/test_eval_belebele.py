@@ -154,12 +154,14 @@ def test_score_generate_extracts_letters(tiny, monkeypatch):
 
     seen = []
 
-    def fake(loaded, conversations, max_new_tokens):
+    items = load_items(SAMPLE)[:4]  # gold: B A C D
+    replies = dict(zip([i["passage"] for i in items], ["La respuesta es B", "A", "(D)", "ni idea"], strict=True))
+
+    def fake(loaded, conversations, max_new_tokens):  # answers by passage: batches may come in any order
         seen.extend(conversations)
-        return ["La respuesta es B", "A", "(D)", "ni idea"][: len(conversations)]
+        return [next(r for p, r in replies.items() if p in conv[-1]["content"]) for conv in conversations]
 
     monkeypatch.setattr(generation, "generate_texts", fake)
-    items = load_items(SAMPLE)[:4]  # gold: B A C D
     result = score(tiny("llama"), items, "generate")
     assert [r["pred"] for r in result["items"]] == ["B", "A", "D", None]
     assert result["acc"] == 0.5 and result["predictions"]["none"] == 1

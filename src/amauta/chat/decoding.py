@@ -27,7 +27,7 @@ class GenerationSettings(StageConfig):
 
     strategy: Strategy = Field("greedy", description="greedy, sampling, beam or contrastive.")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens to generate after the prompt.")
-    temperature: float = Field(0.7, gt=0, description="Sampling only: divides the logits (lower = safer).")
+    temperature: float = Field(0.7, ge=0, description="Sampling only: divides the logits (lower = safer; 0 = greedy).")
     top_k: int | None = Field(None, ge=1, description="Sampling: keep the k likeliest tokens (default 50); "
                               "contrastive: candidates scored per step (default 4).")
     top_p: float = Field(1.0, gt=0, le=1, description="Sampling only: nucleus mass to keep (1.0 = off).")
@@ -37,6 +37,11 @@ class GenerationSettings(StageConfig):
     stop: list[str] = Field(default_factory=list, description="Extra stop strings (the profile's are always added).")
     seed: int | None = Field(None, description="Sampling only: makes the draw repeatable.")
     ignore_eos: bool = Field(False, description="Generate exactly max_new_tokens, past eos tokens (benchmarks).")
+
+    @property
+    def samples(self) -> bool:
+        """Whether tokens are drawn at random (sampling at a temperature above 0)."""
+        return self.strategy == "sampling" and self.temperature > 0
 
     @property
     def effective_top_k(self) -> int:
@@ -90,7 +95,7 @@ def logits_processors(settings: GenerationSettings):
     processors = LogitsProcessorList()
     if settings.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
-    if settings.strategy == "sampling":
+    if settings.samples:
         if settings.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(settings.temperature))
         processors.append(TopKLogitsWarper(settings.effective_top_k))

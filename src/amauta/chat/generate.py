@@ -132,7 +132,7 @@ def _greedy_or_sampling_steps(model, input_ids: torch.Tensor, settings: Generati
     from transformers import DynamicCache
 
     processors = logits_processors(settings)
-    sampling = settings.strategy == "sampling"
+    sampling = settings.samples
     generator = None
     if sampling and settings.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(settings.seed)
@@ -176,7 +176,7 @@ def _hf_generation_config(loaded, settings: GenerationSettings, max_new_tokens: 
         options.update(min_new_tokens=max_new_tokens)
     if settings.strategy == "beam":
         options.update(num_beams=settings.num_beams, do_sample=False, early_stopping=True)
-    elif settings.strategy == "sampling":
+    elif settings.samples:
         options.update(do_sample=True, temperature=settings.temperature, top_k=settings.effective_top_k,
                        top_p=settings.top_p)
     else:
@@ -241,7 +241,8 @@ class Generation:
         stops = stop_strings(self.loaded, self.settings)
         started = time.perf_counter()
         new: list[int] = []
-        shown, finish, cut = 0, "length", None
+        shown, finish = 0, "length"
+        window = max(map(len, stops), default=0)  # a stop string can only start this far before the shown text
         if self.settings.strategy == "beam":
             new = _beam_tokens(self.loaded, self.input_ids, self.settings, self.max_new_tokens,
                                eos or eos_token_ids(self.loaded), self.stop_event)
@@ -259,8 +260,7 @@ class Generation:
                     finish = "stop"
                     break
                 text = self._decode(new)
-                cut = _find_stop(text[max(0, shown - max(map(len, stops), default=0)):], stops)
-                if cut is not None:
+                if _find_stop(text[max(0, shown - window):], stops) is not None:
                     finish = "stop"
                     break
                 end = _safe_length(text, stops)

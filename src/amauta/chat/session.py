@@ -67,7 +67,10 @@ class ChatSession:
             system = [{"role": "system", "content": self.system}] if self.system else []
             return system, {"role": "user", "content": question}
         # Retrieve once per question; the passages ride in the last user turn, the RAG system prompt first.
-        messages, self.last_hits = self.rag.build_messages(question, history=[], system=self.system)
+        # Passages are shortened until they fit the window with room for the answer.
+        messages, self.last_hits = self.rag.build_messages(question, history=[], system=self.system,
+                                                           loaded=self.loaded,
+                                                           max_new_tokens=self.settings.max_new_tokens)
         return [m for m in messages[:-1] if m["role"] == "system"], messages[-1]
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:

@@ -343,12 +343,14 @@ def score(loaded: Any, items: list[dict], formulation: str = "cloze", shots: int
     _check_choice(formulation, ("letter", "cloze", "generate"), "formulation")
     _check_choice(prompt, tuple(PROMPTS), "prompt")
     examples, scored = split_shots(items, shots, shot_items)
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(scored), batch_size):
-        batch = scored[start:start + batch_size]
+    by_id: dict[str, dict[str, Any]] = {}
+    ordered = sorted(scored, key=BelebeleTask.length, reverse=True)  # less padding per batch
+    for start in range(0, len(ordered), batch_size):
+        batch = ordered[start:start + batch_size]
         for item, row in zip(batch, score_batch(loaded, batch, formulation, prompt, examples,
                                                  reuse_cache=reuse_cache), strict=True):
-            rows.append({"item_id": item["id"], **row})
+            by_id[item["id"]] = {"item_id": item["id"], **row}
+    rows = [by_id[item["id"]] for item in scored]
     return {**summarize_rows(rows), "formulation": formulation, "prompt": prompt, "shots": shots, "items": rows}
 
 
@@ -379,6 +381,11 @@ class BelebeleTask:
 
     def items(self) -> list[dict]:
         return self._items
+
+    @staticmethod
+    def length(item: dict) -> int:
+        """Rough size of the item's prompt, so that the runner batches items of similar length."""
+        return len(item["passage"]) + len(item["question"]) + sum(len(o) for o in item["options"])
 
     def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
         rows = score_batch(loaded, batch, self.formulation, self.prompt, self.shots, self.max_new_tokens)

@@ -77,8 +77,9 @@ def _score_cached(model, tokenizer, contexts, continuations):
         ids[row, width - len(ctx):] = torch.tensor(ctx)
         mask[row, width - len(ctx):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    # Only the last position's logits are needed here: skip the vocabulary projection everywhere else.
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                use_cache=True)
+                use_cache=True, logits_to_keep=1)
     # One copy of each context's cache per option.
     owner = torch.tensor([row for row, opts in enumerate(continuations) for _ in opts])
     flat = [cont for opts in continuations for cont in opts]

@@ -179,6 +179,8 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_s
     for spec in specs:
         key = cache_key(spec, task_key)
         todo = [item for item in items if (key, str(item["id"])) not in cached]
+        if hasattr(task, "length"):  # similar lengths in one batch waste less on padding (as lm-eval sorts)
+            todo.sort(key=task.length, reverse=True)
         started = time.perf_counter()
         if todo:
             loaded = loader(spec, **(load_kwargs or {}))
