@@ -98,13 +98,13 @@ def test_killed_run_is_detected_and_the_next_run_finishes_it(tmp_path, home, mon
     real = model.passages
     calls = {"n": 0}
 
-    def dies_on_second_batch(texts):
+    def dies_on_third_call(texts):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:  # iva.md (2 chunks, one per call) is committed; renta.md dies
             raise KeyboardInterrupt  # what Ctrl-C or a kill in the middle of embedding looks like
         return real(texts)
 
-    monkeypatch.setattr(model, "passages", dies_on_second_batch)
+    monkeypatch.setattr(model, "passages", dies_on_third_call)
     with pytest.raises(KeyboardInterrupt):
         build(IndexConfig(docs=[str(folder)], index="leyes", batch_size=1), progress=False)
     with pytest.raises(AmautaError, match="interrupted"):

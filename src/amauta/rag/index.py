@@ -371,16 +371,21 @@ def build(config: IndexConfig, progress: bool = True) -> IndexReport:
         client.create_collection(collection, vectors_config=models.VectorParams(size=embedder.dim,
                                                                                 distance=models.Distance.COSINE))
 
-    def commit(batch: list[str]) -> None:
+    def commit(batch: list[str], advance) -> None:
         """Replace the points of these files and record them as done (one atomic files.json write)."""
         chunks = [(src, documents[src][0], c) for src in batch for c in documents[src][1]]
-        vectors = embedder.passages([_embed_text(c) for _, _, c in chunks])
-        points = [models.PointStruct(id=_point_id(src, c.id, i), vector=v.tolist(), payload=_payload(src, sha, c))
+        vectors = []
+        for first in range(0, len(chunks), config.batch_size):  # a long PDF still shows progress
+            piece = chunks[first:first + config.batch_size]
+            vectors.extend(embedder.passages([_embed_text(c) for _, _, c in piece]))
+            advance(len(piece))
+        points = [models.PointStruct(id=_point_id(src, c.id, getattr(c, "index", i)), vector=v.tolist(),
+                                     payload=_payload(src, sha, c))
                   for i, ((src, sha, c), v) in enumerate(zip(chunks, vectors, strict=True))]
         for src in batch:
             _delete_source(client, collection, src)
-        for start in range(0, len(points), 256):
-            client.upsert(collection, points=points[start:start + 256], wait=True)
+        for first in range(0, len(points), 256):
+            client.upsert(collection, points=points[first:first + 256], wait=True)
         for src in batch:
             (report.updated if src in known else report.added).append(src)
             known[src] = {"sha256": documents[src][0], "chunks": len(documents[src][1]), "title": documents[src][2],
@@ -393,18 +398,21 @@ def build(config: IndexConfig, progress: bool = True) -> IndexReport:
     with Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
                   TimeRemainingColumn(), disable=not progress, transient=True) as bar:
         task = bar.add_task("embed", total=total)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+
+        # Files are committed in groups of about `batch_size` chunks: small files share an embedding call.
         batch: list[str] = []
         pending = 0
         for src in documents:
             batch.append(src)
             pending += len(documents[src][1])
             if pending >= config.batch_size:
-                commit(batch)
-                bar.advance(task, pending)
+                commit(batch, advance)
                 batch, pending = [], 0
         if batch:
-            commit(batch)
-            bar.advance(task, pending)
+            commit(batch, advance)
     for src in gone:
         _delete_source(client, collection, src)
         known.pop(src, None)

@@ -109,10 +109,10 @@ def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, 
     stats = _json(Path(config.dataset) / "stats.json").get("totals", {})
     library = "transformers" if merged else "peft"
     lines = [
-        "---", f"library_name: {library}", f"base_model: {manifest.get('base_model', config.model)}",
+        "---", f"library_name: {library}", f"base_model: {_base_model_id(config.model)}",
         "language: [es]", "tags: [amauta, lora" + (", qlora" if config.quantization.mode != "none" else "") + "]", "---", "",
         f"# {run_dir.name}", "",
-        f"{'Merged model' if merged else 'LoRA adapter'} trained with [Amauta](https://github.com/) from "
+        f"{'Merged model' if merged else 'LoRA adapter'} trained with Amauta from "
         f"`{config.model}` ({'4-bit QLoRA' if config.quantization.mode == '4bit' else 'LoRA'}); weights in {dtype}.", "",
         "## Training", "",
         "| setting | value |", "|---|---|",
@@ -143,6 +143,16 @@ def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, 
               "Resumen: modelo ajustado con Amauta para responder en español; la tabla lista la configuración del "
               "entrenamiento y los datos usados.", ""]
     return "\n".join(lines)
+
+
+def _base_model_id(model: str) -> str:
+    """The hub id of a registry model (what model hubs expect in `base_model`), else the name as given."""
+    from amauta.models.registry import get_profile, profile_names
+
+    if model in profile_names():
+        profile = get_profile(model)
+        return profile.source if profile.kind == "hub" else model
+    return model
 
 
 def _json(path: Path) -> dict[str, Any]:
