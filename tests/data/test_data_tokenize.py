@@ -108,7 +108,7 @@ def test_pad_batch():
 
 @pytest.mark.integration
 def test_mask_on_smollm2_chat_template():
-    from amauta.data.prepare import load_tokenizer
+    from amauta.models.load import load_tokenizer
 
     tokenizer, profile = load_tokenizer("smollm2-135m-instruct")
     out = tokenize_messages(tokenizer, profile, CONVERSATION)

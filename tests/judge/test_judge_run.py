@@ -134,7 +134,7 @@ def test_law_ec_four_way_comparison_with_a_real_index_and_adapter(tmp_path, monk
 
     monkeypatch.setenv("AMAUTA_HOME", str(tmp_path / "home"))
     docs = Path(__file__).resolve().parents[2] / "examples" / "docs"
-    build_index(IndexConfig(docs=[str(docs)], index="leyes", threads=1), progress=False)
+    build_index(IndexConfig(docs=[str(docs)], index="leyes", threads=1))
     adapter = tmp_path / "run" / "adapter"
     get_peft_model(tiny_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                    init_lora_weights=False)).save_pretrained(adapter)

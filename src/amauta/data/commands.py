@@ -87,7 +87,7 @@ def show_command(
         for m in record.messages:
             console.print(f"[bold]{m['role']}:[/] {escape(m['content'])}")
     if mask and ds.train:
-        from amauta.data.prepare import load_tokenizer
+        from amauta.models.load import load_tokenizer
         from amauta.data.tokenize import IGNORE, tokenize_messages
 
         tokenizer, profile = load_tokenizer(model or ds.manifest.get("model") or "smollm2-135m-instruct")

@@ -27,6 +27,7 @@ from amauta.data.mix import SplitConfig, mix
 from amauta.data.readers import SourceConfig, read_source
 from amauta.data.records import Record
 from amauta.data.stats import length_summary, plot_lengths
+from amauta.models.load import load_tokenizer
 
 
 class PrepareConfig(StageConfig):
@@ -56,49 +57,6 @@ class PrepareConfig(StageConfig):
         if dup:
             raise ValueError(f"two sources are named '{dup}'; give each a distinct 'name'")
         return self
-
-
-def load_tokenizer(model: str) -> tuple[Any, Any]:
-    """(tokenizer, profile) of `model` (a registry name, hub id or folder) without loading its weights."""
-    from amauta.models.registry import find_profile_by_source, get_profile, profile_for_architecture
-
-    if str(model).endswith(".gguf"):  # the tokenizer lives inside the GGUF: the models room's loader reads it
-        from amauta.models.load import load_model
-
-        loaded = load_model(model, device="cpu")
-        return loaded.tokenizer, loaded.profile
-    try:
-        profile = get_profile(model)
-    except AmautaError:
-        profile = None
-    if profile is not None and profile.kind == "tiny":
-        from amauta.models.tiny import tiny_tokenizer
-
-        return tiny_tokenizer(), profile
-    from transformers import AutoConfig, AutoTokenizer
-
-    if profile is not None and profile.kind == "embedded":
-        from amauta.models.embedded import ensure_converted
-
-        where = str(ensure_converted(profile.name, profile.source))
-    else:
-        where = profile.source if profile is not None else str(model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        if profile is None and Path(where).is_dir():
-            # The models room's rule for folders (a converted folder records its profile); private there.
-            from amauta.models.load import _folder_profile
-
-            profile = _folder_profile(Path(where), AutoConfig.from_pretrained(where), tokenizer, where)
-        elif profile is None:
-            profile = find_profile_by_source(where) or profile_for_architecture(
-                AutoConfig.from_pretrained(where).model_type, name=str(model), source=where,
-                has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
-    except Exception as exc:  # offline hub, gated repo, missing files, not a model folder
-        raise AmautaError(f"model '{model}': cannot load its tokenizer from {where} "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); use a registry name "
-                          "(`amauta models`), a local model folder or a .gguf file") from None
-    return tokenizer, profile
 
 
 def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: bool | None = None,

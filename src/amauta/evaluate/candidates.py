@@ -205,7 +205,13 @@ class CandidateSpec:
 
 
 def _is_adapter_dir(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file() or (path / "adapter" / "adapter_config.json").is_file()
+    from amauta.models.load import adapter_dir
+
+    try:
+        adapter_dir(path)
+    except AmautaError:
+        return False
+    return True
 
 
 def parse_candidates(text: str | Iterable[str], base_model: str, default_strategy: str = "sampling") -> list[CandidateSpec]:

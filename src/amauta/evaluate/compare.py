@@ -86,7 +86,8 @@ def print_summary(summary: dict[str, Any], out_dir: str = "", console: Any = Non
     console = console or Console()
     headers, rows = table_rows(summary)
     config = summary.get("task_config", {})
-    detail = ", ".join(f"{k}={v}" for k, v in config.items() if k in ("formulation", "prompt", "max_new_tokens"))
+    detail = ", ".join(f"{k}={v}" for k, v in config.items()
+                       if k in ("formulation", "prompt", "max_new_tokens") and len(str(v)) < 40)
     table = Table(title=f"{summary['task']} · {summary['n_items']} items" + (f" · {detail}" if detail else ""))
     for header in headers:
         table.add_column(header, justify="left" if header in ("Model", "Adapter") else "right")

@@ -142,7 +142,7 @@ def _read_config(path_or_id: str, **kwargs: Any) -> Any:
         raise AmautaError(f"cannot load hub model '{path_or_id}' (no local folder has that name either): {hint}") from None
 
 
-def _folder_profile(folder: Path, config: Any, tokenizer: Any, source: str) -> Profile:
+def folder_profile(folder: Path, config: Any, tokenizer: Any, source: str) -> Profile:
     """The profile of a folder: the one recorded by a conversion, a registry hub id, or a guess."""
     manifest = folder / "manifest.json"
     with contextlib.suppress(OSError, ValueError, KeyError, AmautaError, TypeError):
@@ -201,7 +201,7 @@ def _from_folder(src: str, *, dtype: str, quantization: str, device: str, name: 
         raise AmautaError(f"{src}: cannot load the weights ({str(exc).strip().splitlines()[0][:200]}); check the "
                           "folder holds complete *.safetensors or *.bin files") from None
     if profile is None:
-        profile = _folder_profile(Path(src), config, tokenizer, src) if Path(src).is_dir() else \
+        profile = folder_profile(Path(src), config, tokenizer, src) if Path(src).is_dir() else \
             (find_profile_by_source(src) or profile_for_architecture(
                 config.model_type, name=src, source=src, params_billion=params / 1e9,
                 context_length=getattr(config, "max_position_embeddings", None),
@@ -218,7 +218,7 @@ def _tiny(profile: Profile, dtype: str, device: str) -> tuple[Any, Any]:
     return model.to(device=device, dtype=getattr(torch, dtype)), tiny_tokenizer()
 
 
-def _adapter_dir(adapter: str | Path) -> Path:
+def adapter_dir(adapter: str | Path) -> Path:
     """An adapter folder, or a training run folder that holds `adapter/`."""
     path = Path(adapter).expanduser()
     for candidate in (path, path / "adapter"):
@@ -329,12 +329,50 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
     if adapter is not None:
         from peft import PeftModel
 
-        adapter_dir = _adapter_dir(adapter)
+        adapter_folder = adapter_dir(adapter)
         try:
-            model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+            model = PeftModel.from_pretrained(model, str(adapter_folder)).eval()
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
-            raise AmautaError(f"{adapter_dir}: this adapter does not fit {chosen.name} "
+            raise AmautaError(f"{adapter_folder}: this adapter does not fit {chosen.name} "
                               f"({str(exc).strip().splitlines()[0][:200]}); load it on the base model it was trained on") from None
-        extra["adapter"] = str(adapter_dir)
+        extra["adapter"] = str(adapter_folder)
     extra["load_seconds"] = round(time.perf_counter() - started, 2)
     return LoadedModel(model=model, tokenizer=tokenizer, profile=chosen, source=source, extra=extra)
+
+
+def load_tokenizer(model: str) -> tuple[Any, Any]:
+    """(tokenizer, profile) of `model` (a registry name, hub id or folder) without loading its weights."""
+    from amauta.models.registry import find_profile_by_source, get_profile, profile_for_architecture
+
+    if str(model).endswith(".gguf"):  # the tokenizer lives inside the GGUF: the models room's loader reads it
+        loaded = load_model(model, device="cpu")
+        return loaded.tokenizer, loaded.profile
+    try:
+        profile = get_profile(model)
+    except AmautaError:
+        profile = None
+    if profile is not None and profile.kind == "tiny":
+        from amauta.models.tiny import tiny_tokenizer
+
+        return tiny_tokenizer(), profile
+    from transformers import AutoConfig, AutoTokenizer
+
+    if profile is not None and profile.kind == "embedded":
+        from amauta.models.embedded import ensure_converted
+
+        where = str(ensure_converted(profile.name, profile.source))
+    else:
+        where = profile.source if profile is not None else str(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        if profile is None and Path(where).is_dir():
+            profile = folder_profile(Path(where), AutoConfig.from_pretrained(where), tokenizer, where)
+        elif profile is None:
+            profile = find_profile_by_source(where) or profile_for_architecture(
+                AutoConfig.from_pretrained(where).model_type, name=str(model), source=where,
+                has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+    except Exception as exc:  # offline hub, gated repo, missing files, not a model folder
+        raise AmautaError(f"model '{model}': cannot load its tokenizer from {where} "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); use a registry name "
+                          "(`amauta models`), a local model folder or a .gguf file") from None
+    return tokenizer, profile

@@ -135,14 +135,14 @@ class TransformersBackend:
     def _load_adapters(self, base_id: str, adapters: dict[str, Path]) -> None:
         from peft import PeftModel
 
-        from amauta.models.load import _adapter_dir
+        from amauta.models.load import adapter_dir
 
         loaded = self.models[base_id]
         model = loaded.model
         for name, path in adapters.items():
             if name in self.models:
                 raise AmautaError(f"--adapter {name}: the name is already a model id; choose another name")
-            folder = _adapter_dir(path)
+            folder = adapter_dir(path)
             try:
                 if isinstance(model, PeftModel):
                     model.load_adapter(str(folder), adapter_name=name)
@@ -416,7 +416,7 @@ def vllm_command(models: Sequence[str], adapters: dict[str, Path] | None = None,
     The base model is served under its Amauta name; each adapter under its own name, with
     `--max-lora-rank` raised to the largest rank among them (vLLM refuses adapters above it).
     """
-    from amauta.models.load import _adapter_dir
+    from amauta.models.load import adapter_dir
     from amauta.models.registry import get_profile, profile_names
 
     if len(models) != 1:
@@ -434,7 +434,7 @@ def vllm_command(models: Sequence[str], adapters: dict[str, Path] | None = None,
     if adapters:
         ranks, modules = [], []
         for adapter_name, path in adapters.items():
-            folder = _adapter_dir(path)
+            folder = adapter_dir(path)
             config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
             ranks.append(int(config.get("r", 8)))
             modules.append(f"{adapter_name}={folder.resolve()}")
