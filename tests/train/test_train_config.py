@@ -75,4 +75,4 @@ def test_preset_applies_when_the_config_is_validated_directly():
     from amauta.train.config import TrainConfig
 
     cfg = TrainConfig.model_validate({"preset": "cpu-quick", "dataset": "d", "output_dir": "o", "lora": {"r": 4}})
-    assert cfg.model == "smollm2-135m-instruct" and cfg.max_steps == 20 and cfg.lora.r == 4 and cfg.lora.alpha == 16
+    assert cfg.model == "smollm2-135m-instruct" and cfg.max_steps == 16 and cfg.lora.r == 4 and cfg.lora.alpha == 16

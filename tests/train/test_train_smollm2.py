@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import write_dataset
 
 from amauta.train.config import build_config
 from amauta.train.export import export_run
 from amauta.train.recipe import run
+from conftest import write_dataset
 
 
 @pytest.mark.integration
