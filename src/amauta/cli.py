@@ -38,13 +38,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 def _register_stages() -> None:
     for stage in STAGES:
         module_name = "amauta.pipeline" if stage == "pipeline" else f"amauta.{stage}.commands"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # the stage has no commands yet
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _register_stages()

@@ -102,14 +102,8 @@ def show_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `data` command group to the `amauta` app (with build-qa and review when present)."""
-    import importlib
+    """Add the `data` command group (prepare, show, build-qa, review) to the `amauta` app."""
+    from amauta.data import qa_commands
 
-    try:
-        qa_commands = importlib.import_module("amauta.data.qa_commands")
-    except ModuleNotFoundError as exc:
-        if exc.name != "amauta.data.qa_commands":
-            raise
-    else:
-        qa_commands.register(data_app)
+    qa_commands.register(data_app)
     app.add_typer(data_app, name="data")
