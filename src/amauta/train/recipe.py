@@ -165,7 +165,8 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor], norm: float) -> torc
     following = batch["labels"][0, 1:]  # position t predicts the token at t + 1
     keep = (following != -100).nonzero().squeeze(-1)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    if getattr(model.config, "_attn_implementation", None) == PACKED_ATTENTION:
+    config = getattr(getattr(model, "module", model), "config", None)  # DDP/DeepSpeed wrap the model
+    if getattr(config, "_attn_implementation", None) == PACKED_ATTENTION:
         inputs |= example_bounds(batch["position_ids"])
     logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits[0]
     return F.cross_entropy(logits.float(), following[keep], reduction="sum") / norm
