@@ -8,6 +8,7 @@ only assembles them and turns `AmautaError` into one clear line with exit code 2
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
@@ -24,6 +25,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+
+# bitsandbytes warns on import, on CPUs with AVX512-BF16, that it could not fetch an optional kernel from
+# the Hugging Face hub; Amauta never needs it (its CPU path works without it), so keep the line off screen.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # The stages that contribute commands, in the order `amauta --help` lists them.
 STAGES = ("models", "chat", "data", "train", "evaluate", "rag", "serve", "pipeline")

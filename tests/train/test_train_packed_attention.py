@@ -41,7 +41,7 @@ def test_packed_attention_matches_the_mask(arch):
     packed = _loss_and_grads(model, pack(examples, cpu))
     assert packed[0] == pytest.approx(masked[0], rel=1e-5)
     assert len(packed[1]) == len(masked[1]) > 0
-    for got, want in zip(packed[1], masked[1]):
+    for got, want in zip(packed[1], masked[1], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     # Rows without example bounds (padded batches) still get their mask.
     with torch.no_grad():

@@ -20,6 +20,7 @@ launch`); this file has no distributed code of its own beyond sharding each step
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from pathlib import Path
@@ -122,7 +123,7 @@ def packed_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, *
     kwargs.pop("is_causal", None)
     bounds = cu_seq_lens_q.tolist()
     pieces = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
-                                     is_causal=True, **kwargs)[0] for a, b in zip(bounds[:-1], bounds[1:])]
+                                     is_causal=True, **kwargs)[0] for a, b in itertools.pairwise(bounds)]
     return torch.cat(pieces, dim=1), None  # (batch, seq, heads, head_dim), as sdpa_attention_forward returns
 
 
