@@ -25,11 +25,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.evaluate import stats
 from amauta.evaluate.loglik import encode_pair, score_continuations
-from amauta.evaluate.runner import parse_models, run_eval
+from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
 LETTERS = ("A", "B", "C", "D")
 SHORT_FIELDS = ("passage", "question", "options", "gold")
@@ -63,12 +62,9 @@ PROMPTS: dict[str, dict[str, str]] = {
 }
 
 
-class BelebeleConfig(StageConfig):
+class BelebeleConfig(EvalModelsConfig):
     """`amauta eval belebele`: reading comprehension, one model or a base-vs-adapters comparison."""
 
-    model: str = Field("smollm2-135m-instruct", description="Base model: registry name, hub id, folder or GGUF.")
-    adapter: str | None = Field(None, description="A LoRA adapter or training run folder to apply to the base.")
-    compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
     data: str = Field("examples/data/belebele_sample.jsonl",
                       description="JSONL/parquet file (official or short layout) or a hub id like facebook/belebele.")
     language: str = Field("spa_Latn", description="Hub dataset config (language) when `data` is a hub id.")
@@ -81,9 +77,6 @@ class BelebeleConfig(StageConfig):
     batch_size: int = Field(8, ge=1, description="Items per forward pass.")
     max_new_tokens: int = Field(16, ge=1, description="generate only: tokens the model may write.")
     out: str = Field("runs/eval-belebele", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
-    device: str = Field("auto", description="auto, cpu or cuda.")
-    quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes, GPU only).")
 
 
 # --------------------------------------------------------------------------- reading items
@@ -415,7 +408,6 @@ def build_task(config: BelebeleConfig) -> tuple[BelebeleTask, list[str]]:
 def run(config: BelebeleConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
     """Pipeline entry point: evaluate the model (or the `compare` list) into `config.out`; returns summary.json."""
     task, inputs = build_task(config)
-    specs = parse_models(config.model, config.adapter, config.compare)
-    load_kwargs = {"dtype": config.dtype, "device": config.device, "quantization": config.quantization}
+    specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
                     config=config, inputs=inputs, show_progress=show_progress)

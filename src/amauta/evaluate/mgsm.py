@@ -14,29 +14,22 @@ from typing import Any
 
 from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.evaluate import stats
-from amauta.evaluate.runner import parse_models, run_eval
+from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
 INSTRUCTION = ("Resuelve el siguiente problema paso a paso. Al final escribe una línea que diga "
                "«Respuesta:» seguida solo del número.\n\nProblema: {question}")
 
 
-class MgsmConfig(StageConfig):
+class MgsmConfig(EvalModelsConfig):
     """`amauta eval mgsm`: maths word problems in Spanish, accuracy of the final number."""
 
-    model: str = Field("smollm2-135m-instruct", description="Base model: registry name, hub id, folder or GGUF.")
-    adapter: str | None = Field(None, description="A LoRA adapter or training run folder to apply to the base.")
-    compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
     data: str = Field("../shared/data/mgsm/mgsm_es.tsv", description="TSV: question<TAB>answer, no header.")
     limit: int | None = Field(50, ge=1, description="Score only the first N problems (generation is slow on CPU).")
     max_new_tokens: int = Field(256, ge=1, description="Tokens the model may write (room for its reasoning).")
     batch_size: int = Field(8, ge=1, description="Problems per generation batch.")
     out: str = Field("runs/eval-mgsm", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
-    device: str = Field("auto", description="auto, cpu or cuda.")
-    quantization: str = Field("none", description="none, 8bit or 4bit.")
 
 
 def load_problems(source: str | Path) -> list[dict[str, Any]]:
@@ -130,7 +123,6 @@ def run(config: MgsmConfig, *, loader=None, show_progress: bool = True) -> dict[
     """Pipeline entry point: MGSM accuracy of the model (or the `compare` list) into `config.out`."""
     items = load_problems(config.data)
     task = MgsmTask(items[: config.limit] if config.limit else items, config.max_new_tokens, Path(config.data).name)
-    specs = parse_models(config.model, config.adapter, config.compare)
-    load_kwargs = {"dtype": config.dtype, "device": config.device, "quantization": config.quantization}
+    specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
                     config=config, inputs=[config.data], show_progress=show_progress)

@@ -16,27 +16,20 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.evaluate import stats
-from amauta.evaluate.runner import parse_models, run_eval
+from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
 
-class PerplexityConfig(StageConfig):
+class PerplexityConfig(EvalModelsConfig):
     """`amauta eval perplexity`: per-token log-likelihood of held-out Spanish text."""
 
-    model: str = Field("smollm2-135m-instruct", description="Base model: registry name, hub id, folder or GGUF.")
-    adapter: str | None = Field(None, description="A LoRA adapter or training run folder to apply to the base.")
-    compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
     data: str = Field("examples/data/belebele_sample.jsonl",
                       description="SQuAD/XQuAD JSON (its paragraphs), JSONL with text/passage/context, or a .txt/.md file.")
     limit: int | None = Field(None, ge=1, description="Use only the first N texts.")
     max_length: int = Field(1024, ge=16, description="Longer texts are cut into windows of this many tokens.")
     batch_size: int = Field(4, ge=1, description="Texts per forward pass.")
     out: str = Field("runs/eval-perplexity", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
-    device: str = Field("auto", description="auto, cpu or cuda.")
-    quantization: str = Field("none", description="none, 8bit or 4bit.")
 
 
 def load_texts(source: str | Path) -> list[dict[str, str]]:
@@ -144,7 +137,6 @@ def run(config: PerplexityConfig, *, loader=None, show_progress: bool = True) ->
     texts = load_texts(config.data)
     task = PerplexityTask(texts[: config.limit] if config.limit else texts, config.max_length,
                           source=f"{Path(config.data).name}:{_short_hash(''.join(t['text'] for t in texts))}")
-    specs = parse_models(config.model, config.adapter, config.compare)
-    load_kwargs = {"dtype": config.dtype, "device": config.device, "quantization": config.quantization}
+    specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
                     config=config, inputs=[config.data], show_progress=show_progress)

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import Field
+
+from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 from amauta.core.manifest import write_manifest
@@ -88,6 +91,27 @@ def parse_models(model: str, adapter: str | None = None, compare: str | None = N
     if len(set(labels)) != len(labels):
         raise AmautaError(f"--compare: two entries share the label {labels}; name them with label=path")
     return specs
+
+
+class EvalModelsConfig(StageConfig):
+    """What every eval command shares: the model(s) to score, how to load them, where to write."""
+
+    model: str = Field("smollm2-135m-instruct", description="Base model: registry name, hub id, folder or GGUF.")
+    adapter: str | None = Field(None, description="A LoRA adapter or training run folder to apply to the base.")
+    compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
+    batch_size: int = Field(8, ge=1, description="Items per forward pass or generation batch.")
+    out: str = Field("runs/eval", description="Eval folder (items.jsonl, summary.json, manifest.json).")
+    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
+
+    def model_specs(self) -> list[ModelSpec]:
+        """The base model, or the base and each adapter of `compare`."""
+        return parse_models(self.model, self.adapter, self.compare)
+
+    def load_kwargs(self) -> dict[str, str]:
+        """How `load_model` loads each of them."""
+        return {"dtype": self.dtype, "device": self.device, "quantization": self.quantization}
 
 
 def _label_for(path: str) -> str:

@@ -17,29 +17,22 @@ from typing import Any
 
 from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.evaluate import stats
-from amauta.evaluate.runner import parse_models, run_eval
+from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
 INSTRUCTION = ("Lee el texto y responde la pregunta con las palabras exactas del texto, lo más breve posible "
                "(una palabra, una cifra o una frase corta). No expliques.\n\nTexto: {context}\n\nPregunta: {question}")
 
 
-class XquadConfig(StageConfig):
+class XquadConfig(EvalModelsConfig):
     """`amauta eval xquad`: extractive QA in Spanish, EM and F1 by generation."""
 
-    model: str = Field("smollm2-135m-instruct", description="Base model: registry name, hub id, folder or GGUF.")
-    adapter: str | None = Field(None, description="A LoRA adapter or training run folder to apply to the base.")
-    compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
     data: str = Field("../shared/data/xquad/xquad.es.json", description="SQuAD-style JSON (XQuAD-es, SQuAD-es).")
     limit: int | None = Field(100, ge=1, description="Score only the first N questions (generation is slow on CPU).")
     max_new_tokens: int = Field(32, ge=1, description="Tokens the model may write per answer.")
     batch_size: int = Field(8, ge=1, description="Questions per generation batch.")
     out: str = Field("runs/eval-xquad", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
-    device: str = Field("auto", description="auto, cpu or cuda.")
-    quantization: str = Field("none", description="none, 8bit or 4bit.")
 
 
 def load_questions(source: str | Path) -> list[dict[str, Any]]:
@@ -145,7 +138,6 @@ def run(config: XquadConfig, *, loader=None, show_progress: bool = True) -> dict
     """Pipeline entry point: EM/F1 of the model (or the `compare` list) into `config.out`."""
     items = load_questions(config.data)
     task = XquadTask(items[: config.limit] if config.limit else items, config.max_new_tokens, Path(config.data).name)
-    specs = parse_models(config.model, config.adapter, config.compare)
-    load_kwargs = {"dtype": config.dtype, "device": config.device, "quantization": config.quantization}
+    specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
                     config=config, inputs=[config.data], show_progress=show_progress)
