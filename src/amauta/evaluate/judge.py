@@ -506,18 +506,14 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
 
     console = console or Console()
     both = bool(summary.get("agreement"))
-    if summary.get("judge_table"):
-        console.print(render_table(summary["judge_table"], f"LLM judge ({summary.get('judge', '?')}): 1–5, each "
-                                   "criterion as best-of-N/mean-of-N"))
-        console.print(render_comparison(summary, "judge_table"))
-        if both:
-            console.print(render_agreement(summary))
-    if summary.get("human_table"):
-        console.print(render_table(summary["human_table"], f"People ({', '.join(summary['graders'])}): 1–5, each "
-                                   "criterion as best-of-N/mean-of-N"))
-        console.print(render_comparison(summary, "human_table"))
-        if both:
-            console.print(render_agreement(summary))
+    graders = [("judge_table", f"LLM judge ({summary.get('judge', '?')})"),
+               ("human_table", f"People ({', '.join(summary.get('graders', []))})")]
+    for key, who in graders:
+        if summary.get(key):
+            console.print(render_table(summary[key], f"{who}: 1–5, each criterion as best-of-N/mean-of-N"))
+            console.print(render_comparison(summary, key))
+            if both:
+                console.print(render_agreement(summary))
     if not summary.get("judge_table") and not summary.get("human_table"):
         console.print(f"{summary.get('answers', 0)} answers generated and nothing graded yet; grade them with "
                       "`amauta eval grade RUN --grader NAME` or judge them with `amauta eval judge --judge-url ...`")
