@@ -87,8 +87,8 @@ def show_command(
         for m in record.messages:
             console.print(f"[bold]{m['role']}:[/] {escape(m['content'])}")
     if mask and ds.train:
-        from amauta.models.load import load_tokenizer
         from amauta.data.tokenize import IGNORE, tokenize_messages
+        from amauta.models.load import load_tokenizer
 
         tokenizer, profile = load_tokenizer(model or ds.manifest.get("model") or "smollm2-135m-instruct")
         out = tokenize_messages(tokenizer, profile, ds.train[0].messages)
