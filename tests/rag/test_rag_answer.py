@@ -74,7 +74,7 @@ def test_answer_with_a_local_model(law_index, tiny):
     loaded = tiny("llama")  # a 512-token context: the passages must be shortened to fit
     answerer = RagAnswerer(law_index, top_k=3)
     messages, hits = answerer.build_messages("¿Qué es el RIMPE?", loaded=loaded, max_new_tokens=8)
-    assert hits and _count_tokens(loaded.tokenizer, messages) <= 512 - 8
+    assert hits and _count_tokens(loaded, messages) <= 512 - 8
     result = answerer.answer("¿Qué es el RIMPE?", LocalLLM(loaded), max_tokens=8)
     assert result.found and result.sources and all(s in result.hits for s in result.sources)
     assert isinstance(result.text, str)

@@ -129,11 +129,11 @@ class RagAnswerer:
         limit = _token_limit(loaded, max_new_tokens)
         while True:
             messages = self._messages(question, history, system, hits, budget)
-            if limit is None or _count_tokens(loaded.tokenizer, messages) <= limit:
+            if limit is None or _count_tokens(loaded, messages) <= limit:
                 break
             floor = MIN_PASSAGE_CHARS * max(1, len(hits))
             if budget > floor:  # shorten every passage in proportion first ...
-                used = _count_tokens(loaded.tokenizer, messages)
+                used = _count_tokens(loaded, messages)
                 budget = max(floor, int(budget * limit / used * 0.9))
             elif len(hits) > 1:  # ... then drop the weakest passages
                 hits = hits[:-1]
@@ -173,6 +173,14 @@ def _token_limit(loaded: Any, max_new_tokens: int) -> int | None:
     return max(64, context - max_new_tokens) if context else None
 
 
-def _count_tokens(tokenizer: Any, messages: list[dict]) -> int:
-    # Contents plus a few tokens per message for the chat template's markers.
-    return sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) + 8 for m in messages)
+def _count_tokens(loaded: Any, messages: list[dict]) -> int:
+    """Prompt tokens of `messages` as the model will see them: rendered with its own chat template."""
+    from amauta.models.templates import apply_template
+
+    try:
+        if getattr(loaded, "profile", None) is None:
+            raise AmautaError("no profile, so no template to render with")
+        text = apply_template(loaded, messages)
+    except AmautaError:  # no template, or one that refuses these roles: contents plus a margin for markers
+        return sum(len(loaded.tokenizer(m["content"], add_special_tokens=False)["input_ids"]) + 8 for m in messages)
+    return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
