@@ -69,32 +69,13 @@ def extract_json(text: str) -> Any:
     raise JsonExtractionError(last_error)
 
 
-def _comma_positions(text: str) -> list[int]:
-    """Offsets of the commas outside strings."""
-    positions, in_string, quote, escaped = [], False, "", False
-    for i, ch in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                in_string = False
-        elif ch in "\"'" and not (ch == "'" and i > 0 and text[i - 1].isalnum()):
-            in_string, quote = True, ch
-        elif ch == ",":
-            positions.append(i)
-    return positions
+def _outside_strings(text: str, start: int = 0):
+    """Yield (offset, char) for the characters of `text` from `start` that are outside JSON-ish strings.
 
-
-def _first_opening(text: str) -> int:
-    positions = [p for p in (text.find("{"), text.find("[")) if p >= 0]
-    return min(positions) if positions else -1
-
-
-def _balanced_span(text: str, start: int) -> str:
-    """From `start` to the bracket that closes it (string-aware), or to the end when it never closes."""
-    depth, in_string, quote, escaped = 0, False, "", False
+    Both quote kinds open strings, backslashes escape, and a single quote inside a word ("d'Artagnan")
+    does not open a string.
+    """
+    in_string, quote, escaped = False, "", False
     for i in range(start, len(text)):
         ch = text[i]
         if in_string:
@@ -104,12 +85,27 @@ def _balanced_span(text: str, start: int) -> str:
                 escaped = True
             elif ch == quote:
                 in_string = False
-        elif ch in "\"'":
-            # A single quote inside a word ("d'Artagnan") does not open a string.
-            if ch == "'" and i > 0 and text[i - 1].isalnum():
-                continue
+        elif ch in "\"'" and not (ch == "'" and i > 0 and text[i - 1].isalnum()):
             in_string, quote = True, ch
-        elif ch in "{[":
+        else:
+            yield i, ch
+
+
+def _comma_positions(text: str) -> list[int]:
+    """Offsets of the commas outside strings."""
+    return [i for i, ch in _outside_strings(text) if ch == ","]
+
+
+def _first_opening(text: str) -> int:
+    positions = [p for p in (text.find("{"), text.find("[")) if p >= 0]
+    return min(positions) if positions else -1
+
+
+def _balanced_span(text: str, start: int) -> str:
+    """From `start` to the bracket that closes it (string-aware), or to the end when it never closes."""
+    depth = 0
+    for i, ch in _outside_strings(text, start):
+        if ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
