@@ -1,10 +1,10 @@
-"""The KV-cache-reuse scorer gives the same log-likelihoods as scoring every option on its own."""
+"""The packed scorer (one row per item, shared few-shot prefix cached) gives the same log-likelihoods as scoring every option on its own."""
 
 from __future__ import annotations
 
 import pytest
 
-from amauta.evaluate.loglik import encode_pair, score_continuations
+from amauta.evaluate.loglik import _shared_prefix, encode_pair, score_continuations
 
 CONTEXTS = [
     "Pasaje: El Servicio de Rentas Internas administra los impuestos en Ecuador.\nRespuesta:",
@@ -14,19 +14,28 @@ CONTEXTS = [
 OPTIONS = [" la opción B", " muy bien, gracias", " Ecuador", " 7"]
 
 
-def _encode(tok):
+# Few-shot examples every context starts with: scored once per batch and shared through the KV cache.
+SHOTS = "Pasaje: El IVA grava la venta de bienes.\nRespuesta: sí\n\n" * 6
+
+
+def _encode(tok, prefix=""):
     contexts, continuations = [], []
-    for context in CONTEXTS:
+    for context in (prefix + c for c in CONTEXTS):
         pairs = [encode_pair(tok, context, option) for option in OPTIONS]
         contexts.append(pairs[0][0])
         continuations.append([cont for _, cont in pairs])
     return contexts, continuations
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("prefix", ["", SHOTS], ids=["zero-shot", "shared-prefix"])
 @pytest.mark.parametrize("arch", ["llama", "mistral", "falcon", "gemma3"])
-def test_cached_scores_equal_plain_scores(tiny, arch):
+def test_cached_scores_equal_plain_scores(tiny, arch, prefix, attention):
     loaded = tiny(arch)
-    contexts, continuations = _encode(loaded.tokenizer)
+    loaded.model.set_attn_implementation(attention)
+    contexts, continuations = _encode(loaded.tokenizer, prefix)
+    if prefix:  # the shared part is long enough to be cached, and longer than gemma3's sliding window
+        assert _shared_prefix(contexts) > 64
     cached = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations, reuse_cache=True)
     plain = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations, reuse_cache=False)
     # and each item alone (no padding at all): batching must not change a score

@@ -1,11 +1,16 @@
-"""Log-likelihood of answer continuations, fast: each context is encoded once and its KV cache reused.
+"""Log-likelihood of answer continuations, fast: every context runs through the model once.
 
-A multiple-choice item has one long context (passage + question, often with few-shot examples) and four
-short continuations. Scoring them as four separate sequences runs the context through the model four
-times; here a batch of contexts runs once (left-padded, with explicit position ids so padding does not
-shift positions), the cache is copied once per option with `batch_select_indices`, and only the
-continuation tokens run again. Same numbers as the plain way (tests check it on every tiny
-architecture), several times fewer FLOPs. `reuse_cache=False` keeps the plain way as the reference.
+A multiple-choice item has one long context (passage + question, often after few-shot examples) and
+four short continuations. Scoring them as four separate sequences runs the context four times (what
+lm-evaluation-harness does). Here each item becomes ONE row: its context followed by all four options
+side by side, with an attention mask in which every option sees the context and itself but not the
+other options, and position ids that restart each option where the context ends. So the context runs
+once, the options run once, nothing is copied, and the vocabulary projection runs only at the
+positions that predict an answer token. A token prefix shared by every context of a batch (the
+few-shot examples) runs once for the whole batch and its KV cache is shared.
+
+Same numbers as the plain way up to float rounding (tests check it on every tiny architecture,
+sliding-window attention included); `reuse_cache=False` keeps the plain way as the reference.
 
 Tokenisation follows lm-evaluation-harness so that results are comparable: trailing spaces of the
 context move to the continuation, and the continuation's tokens are those of `context + continuation`
@@ -19,6 +24,9 @@ from collections.abc import Sequence
 import torch
 
 from amauta.core.errors import AmautaError
+
+# A shared prefix shorter than this is not worth a separate forward pass and a cache copy.
+MIN_SHARED_PREFIX = 32
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -50,12 +58,12 @@ def score_continuations(model, tokenizer, contexts: Sequence[list[int]], continu
     tokenizer: its tokenizer (for the pad id).
     contexts: token ids of each item's context.
     continuations: for each item, the token ids of each option.
-    reuse_cache: encode each context once and reuse its KV cache (fast); False runs every
+    reuse_cache: run each context once for all its options (fast); False runs every
         context+continuation as its own sequence (the reference).
     Returns, per item and option, (sum log-prob, number of tokens, whether greedy decoding picks it).
     """
-    if reuse_cache:
-        return _score_cached(model, tokenizer, contexts, continuations)
+    if reuse_cache and _mask_style(model) is not None:
+        return _score_packed(model, tokenizer, contexts, continuations)
     return _score_plain(model, tokenizer, contexts, continuations)
 
 
@@ -67,49 +75,129 @@ def _gather(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
     return picked, greedy
 
 
-def _score_cached(model, tokenizer, contexts, continuations):
+def _config(model):
+    return getattr(model, "config", None)
+
+
+def _mask_style(model) -> str | None:
+    """'bool' (sdpa) or 'float' (eager) for a custom 4D mask; None where one cannot be passed (flex, flash)."""
+    impl = getattr(_config(model), "_attn_implementation", None) or "eager"
+    return {"sdpa": "bool", "eager": "float"}.get(impl)
+
+
+def _shared_prefix(contexts: Sequence[list[int]]) -> int:
+    """Length of the token prefix every context shares, keeping at least one own token per context."""
+    if len(contexts) < 2:
+        return 0
+    first, n = contexts[0], min(len(c) for c in contexts) - 1
+    for ctx in contexts[1:]:
+        k = 0
+        while k < n and ctx[k] == first[k]:
+            k += 1
+        n = k
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _score_packed(model, tokenizer, contexts, continuations):
     device = next(model.parameters()).device
+    batch = len(contexts)
+    shared = _shared_prefix(contexts)
+    cache = None
+    if shared:
+        # A plain DynamicCache keeps every key, also for sliding-window layers: the window is applied
+        # by the mask below, so one cache layout serves every layer type.
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        model(input_ids=torch.tensor([contexts[0][:shared]], device=device), cache=cache, use_cache=True,
+              logits_to_keep=1)
+        cache.batch_repeat_interleave(batch)
+
+    # A row is [left padding | own context | option 1 | option 2 | ...]: right-aligned, so rows of
+    # different context and option lengths pad only to the longest whole row. An option of n tokens
+    # feeds its first n-1 (the last context token predicts its first token).
+    own = [ctx[shared:] for ctx in contexts]
+    fed = [sum(len(c) - 1 for c in opts) for opts in continuations]
+    width = max(len(c) + n for c, n in zip(own, fed, strict=True))
+    keep = max(fed) + 1  # logits only for the last `keep` columns: they hold every answer prediction
     pad = _pad_id(tokenizer)
-    batch, width = len(contexts), max(len(c) for c in contexts)
     ids = torch.full((batch, width), pad, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for row, ctx in enumerate(contexts):  # left padding: every context ends at the same column
-        ids[row, width - len(ctx):] = torch.tensor(ctx)
-        mask[row, width - len(ctx):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    # Only the last position's logits are needed here: skip the vocabulary projection everywhere else.
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                use_cache=True, logits_to_keep=1)
-    # One copy of each context's cache per option.
-    owner = torch.tensor([row for row, opts in enumerate(continuations) for _ in opts])
-    flat = [cont for opts in continuations for cont in opts]
-    first_logits = out.logits[owner.to(device), -1, :]
-    first_tok = torch.tensor([cont[0] for cont in flat], device=device)
-    first_lp, first_greedy = _gather(first_logits, first_tok)
-    sums, greedy = first_lp.clone(), first_greedy.clone()
-    longest = max(len(c) for c in flat)
-    if longest > 1:
-        cache = out.cache  # transformers 5 names it `cache` (was past_key_values)
-        cache.batch_select_indices(owner.to(device))
-        steps = longest - 1
-        inp = torch.full((len(flat), steps), pad, dtype=torch.long)
-        tgt = torch.zeros((len(flat), steps), dtype=torch.long)
-        cmask = torch.zeros((len(flat), steps), dtype=torch.long)
-        for row, cont in enumerate(flat):  # right padding after the context
+    pos = torch.zeros((batch, width), dtype=torch.long)
+    segment = torch.full((batch, width), -1, dtype=torch.long)  # -1 padding, 0 context, j+1 option j
+    targets = torch.zeros((batch, keep), dtype=torch.long)
+    last_ctx = []  # per row, the kept column of the last context token
+    for row, (ctx, opts) in enumerate(zip(own, continuations, strict=True)):
+        col = width - len(ctx) - fed[row]
+        ids[row, col:col + len(ctx)] = torch.tensor(ctx)
+        pos[row, col:col + len(ctx)] = torch.arange(shared, shared + len(ctx))
+        segment[row, col:col + len(ctx)] = 0
+        col, after = col + len(ctx), shared + len(ctx)
+        last_ctx.append(keep - 1 - fed[row])
+        for j, cont in enumerate(opts):
             n = len(cont) - 1
-            inp[row, :n] = torch.tensor(cont[:-1])
-            tgt[row, :n] = torch.tensor(cont[1:])
-            cmask[row, :n] = 1
-        ctx_len = mask.sum(-1)[owner]
-        pos = ctx_len.unsqueeze(1) + torch.arange(steps).unsqueeze(0)
-        full_mask = torch.cat([mask[owner], torch.ones_like(cmask)], dim=1)
-        out2 = model(input_ids=inp.to(device), attention_mask=full_mask.to(device), position_ids=pos.to(device),
-                     cache=cache, use_cache=True)
-        lp, gr = _gather(out2.logits, tgt.to(device))
-        valid = cmask.to(device).bool()
-        sums = sums + (lp * valid).sum(-1)
-        greedy = greedy & (gr | ~valid).all(-1)
-    return _regroup(continuations, sums.tolist(), greedy.tolist())
+            ids[row, col:col + n] = torch.tensor(cont[:-1])
+            pos[row, col:col + n] = torch.arange(after, after + n)
+            segment[row, col:col + n] = j + 1
+            kept = col - (width - keep)
+            targets[row, kept:kept + n] = torch.tensor(cont[1:])
+            col += n
+    mask = _attention_mask(model, pos, segment, shared)
+    out = model(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=_to(mask, device),
+                cache=cache, use_cache=cache is not None, logits_to_keep=keep)
+    logp, greedy = (t.cpu() for t in _gather(out.logits, targets.to(device)))
+    # The last context column predicts every option's first token.
+    rows = torch.arange(batch, device=out.logits.device)
+    first_logp = torch.log_softmax(out.logits[rows, torch.tensor(last_ctx, device=rows.device)].float(), -1).cpu()
+    first_best = first_logp.argmax(-1)
+    sums, picks = [], []
+    for row, opts in enumerate(continuations):
+        col = last_ctx[row] + 1
+        for cont in opts:
+            n = len(cont) - 1
+            sums.append(float(first_logp[row, cont[0]]) + float(logp[row, col:col + n].sum()))
+            picks.append(int(first_best[row]) == cont[0] and bool(greedy[row, col:col + n].all()))
+            col += n
+    return _regroup(continuations, sums, picks)
+
+
+def _to(mask, device):
+    return {k: v.to(device) for k, v in mask.items()} if isinstance(mask, dict) else mask.to(device)
+
+
+def _attention_mask(model, pos: torch.Tensor, segment: torch.Tensor, shared: int):
+    """Who may attend to whom: (batch, 1, width, shared + width), or one dict entry per layer type.
+
+    A token sees the shared prefix, its own context, and, if it belongs to an option, the earlier
+    tokens of that same option; never padding or the other options. Padding sees only itself, so no
+    softmax row is empty. Sliding-window layers also drop keys `window` or more positions back.
+    """
+    batch, width = segment.shape
+    q_seg, k_seg = segment[:, :, None], segment[:, None, :]
+    q_pos, k_pos = pos[:, :, None], pos[:, None, :]
+    own = (k_seg >= 0) & (q_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg)) & (k_pos <= q_pos)
+    own |= torch.eye(width, dtype=torch.bool).expand(batch, width, width)
+    prefix = (q_seg >= 0).expand(batch, width, shared)
+    prefix_pos = torch.arange(shared)[None, None, :]
+
+    def build(window: int | None) -> torch.Tensor:
+        keep_own, keep_prefix = own, prefix
+        if window:
+            keep_own = own & ((q_pos - k_pos < window) | torch.eye(width, dtype=torch.bool))
+            keep_prefix = prefix & (q_pos - prefix_pos < window)
+        allowed = torch.cat([keep_prefix, keep_own], dim=-1)[:, None]
+        if _mask_style(model) == "bool":
+            return allowed
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+
+    config = _config(model)
+    window = getattr(config, "sliding_window", None)
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    if "sliding_attention" in layer_types:  # Gemma 3, Qwen2 with windows: one mask per layer type
+        return {"full_attention": build(None), "sliding_attention": build(window)}
+    if window and not layer_types:  # Mistral: every layer uses the window
+        return build(window)
+    return build(None)
 
 
 def _score_plain(model, tokenizer, contexts, continuations):
