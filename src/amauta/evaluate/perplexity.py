@@ -43,13 +43,9 @@ def load_texts(source: str | Path) -> list[dict[str, str]]:
         raise AmautaError(f"{source}: file not found; pass XQuAD-style JSON, JSONL with a 'text' field, or a .txt file")
     texts: list[str] = []
     if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as exc:
-            raise AmautaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(data, dict) or "data" not in data:
-            raise AmautaError(f"{path}: expected SQuAD-style JSON with a top-level 'data' list")
-        texts = [p["context"] for article in data["data"] for p in article.get("paragraphs", [])]
+        from amauta.evaluate.xquad import read_squad_articles
+
+        texts = [p["context"] for article in read_squad_articles(path) for p in article.get("paragraphs", [])]
     elif path.suffix == ".jsonl":
         for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():

@@ -35,19 +35,24 @@ class XquadConfig(EvalModelsConfig):
     out: str = Field("runs/eval-xquad", description="Eval folder (items.jsonl, summary.json, manifest.json).")
 
 
-def load_questions(source: str | Path) -> list[dict[str, Any]]:
-    """Questions as `{id, title, context, question, answers[]}` from a SQuAD-style JSON file."""
-    path = Path(source)
+def read_squad_articles(path: Path) -> list[dict[str, Any]]:
+    """The `data` list of articles of a SQuAD-style JSON file (XQuAD, SQuAD-es), with one-line errors."""
     if not path.is_file():
-        raise AmautaError(f"{source}: file not found; pass a SQuAD-style JSON such as xquad.es.json")
+        raise AmautaError(f"{path}: file not found; pass a SQuAD-style JSON such as xquad.es.json")
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise AmautaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise AmautaError(f"{path}: expected SQuAD-style JSON with a top-level 'data' list of articles")
+    return data["data"]
+
+
+def load_questions(source: str | Path) -> list[dict[str, Any]]:
+    """Questions as `{id, title, context, question, answers[]}` from a SQuAD-style JSON file."""
+    path = Path(source)
     items = []
-    for a, article in enumerate(data["data"], start=1):
+    for a, article in enumerate(read_squad_articles(path), start=1):
         for p, para in enumerate(article.get("paragraphs", []), start=1):
             for q, qa in enumerate(para.get("qas", []), start=1):
                 where = f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"
