@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amauta.evaluate.loglik import _shared_prefix, encode_pair, score_continuations
+from amauta.evaluate.loglik import SharedPrefix, _shared_prefix, encode_pair, score_continuations
 
 CONTEXTS = [
     "Pasaje: El Servicio de Rentas Internas administra los impuestos en Ecuador.\nRespuesta:",
@@ -55,3 +55,24 @@ def test_encode_pair_moves_trailing_space_to_the_answer(tiny):
     ctx2, cont2 = encode_pair(tok, "Respuesta:", " B")
     assert (ctx, cont) == (ctx2, cont2)
     assert tok.decode(cont) == " B"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_shared_prefix_carries_the_shots_cache_across_batches(tiny, arch):
+    loaded = tiny(arch)
+    contexts, continuations = _encode(loaded.tokenizer, SHOTS)
+    memo = SharedPrefix()
+    first = score_continuations(loaded.model, loaded.tokenizer, contexts[:2], continuations[:2], prefix=memo)
+    # both first contexts go on with "Pasaje:" after the shots, so the memo holds a little more than the shots
+    assert memo.tokens and not memo.covers(contexts)
+    second = score_continuations(loaded.model, loaded.tokenizer, contexts[1:], continuations[1:], prefix=memo)
+    assert memo.covers(contexts)  # shrunk to what every context shares
+    cached = memo.cache
+    third = score_continuations(loaded.model, loaded.tokenizer, contexts[2:], continuations[2:], prefix=memo)
+    assert memo.cache is cached  # a single item has no prefix of its own to find: the memo's serves
+    plain = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations, reuse_cache=False)
+    for got, ref in zip(first + second[1:] + third, plain + plain[2:], strict=True):
+        assert [s for s, _, _ in got] == pytest.approx([s for s, _, _ in ref], abs=1e-4)
+    # a context without the prefix is scored on its own, and the memo keeps the shots
+    other, _ = _encode(loaded.tokenizer)
+    assert not memo.covers(other)

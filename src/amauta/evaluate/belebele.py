@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import unicodedata
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from pydantic import Field
 
 from amauta.core.errors import AmautaError
 from amauta.evaluate import stats
-from amauta.evaluate.loglik import encode_pair, score_continuations
+from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
 LETTERS = ("A", "B", "C", "D")
@@ -258,8 +259,12 @@ def extract_letter(text: str, options: list[str]) -> str | None:
 # --------------------------------------------------------------------------- scoring
 
 def score_batch(loaded: Any, batch: list[dict], formulation: str, prompt: str, shots: list[dict],
-                max_new_tokens: int = 16, reuse_cache: bool = True) -> list[dict[str, Any]]:
-    """Per-item result rows for a batch: prediction, correctness, and the option scores."""
+                max_new_tokens: int = 16, reuse_cache: bool = True,
+                prefix: SharedPrefix | None = None) -> list[dict[str, Any]]:
+    """Per-item result rows for a batch: prediction, correctness, and the option scores.
+
+    prefix: keeps the few-shot examples' KV cache from batch to batch (one per model and run).
+    """
     if formulation == "generate":
         from amauta.evaluate.generation import generate_texts
 
@@ -283,7 +288,7 @@ def score_batch(loaded: Any, batch: list[dict], formulation: str, prompt: str, s
         contexts.append(ctx)
         continuations.append([cont for _, cont in pairs])
         texts.append(options)
-    scored = score_continuations(loaded.model, tok, contexts, continuations, reuse_cache=reuse_cache)
+    scored = score_continuations(loaded.model, tok, contexts, continuations, reuse_cache=reuse_cache, prefix=prefix)
     rows = []
     for item, context, options, per_option in zip(batch, contexts, texts, scored, strict=True):
         logp = [s for s, _, _ in per_option]
@@ -338,10 +343,11 @@ def score(loaded: Any, items: list[dict], formulation: str = "cloze", shots: int
     examples, scored = split_shots(items, shots, shot_items)
     by_id: dict[str, dict[str, Any]] = {}
     ordered = sorted(scored, key=BelebeleTask.length, reverse=True)  # less padding per batch
+    prefix = SharedPrefix()  # the shots run once for the whole call, not once per batch
     for start in range(0, len(ordered), batch_size):
         batch = ordered[start:start + batch_size]
         for item, row in zip(batch, score_batch(loaded, batch, formulation, prompt, examples,
-                                                 reuse_cache=reuse_cache), strict=True):
+                                                 reuse_cache=reuse_cache, prefix=prefix), strict=True):
             by_id[item["id"]] = {"item_id": item["id"], **row}
     rows = [by_id[item["id"]] for item in scored]
     return {**summarize_rows(rows), "formulation": formulation, "prompt": prompt, "shots": shots, "items": rows}
@@ -364,6 +370,9 @@ class BelebeleTask:
         self._items, self.shots = items, shots
         self.formulation, self.prompt, self.max_new_tokens = formulation, prompt, max_new_tokens
         self.digest, self.source = digest, source
+        # The shots' KV cache and (weakly, so the runner can free it) the model it belongs to.
+        self._prefix_owner: Any = lambda: None
+        self._prefix = SharedPrefix()
 
     def config_key(self) -> dict[str, Any]:
         key = {"formulation": self.formulation, "prompt": self.prompt, "shots": [s["id"] for s in self.shots],
@@ -381,7 +390,10 @@ class BelebeleTask:
         return len(item["passage"]) + len(item["question"]) + sum(len(o) for o in item["options"])
 
     def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
-        rows = score_batch(loaded, batch, self.formulation, self.prompt, self.shots, self.max_new_tokens)
+        if self._prefix_owner() is not loaded:  # a new model: its shots' KV cache starts afresh
+            self._prefix_owner, self._prefix = weakref.ref(loaded), SharedPrefix()
+        rows = score_batch(loaded, batch, self.formulation, self.prompt, self.shots, self.max_new_tokens,
+                           prefix=self._prefix)
         for item, row in zip(batch, rows, strict=True):
             if item.get("category"):
                 row["category"] = item["category"]

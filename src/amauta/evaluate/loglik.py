@@ -7,7 +7,8 @@ side by side, with an attention mask in which every option sees the context and 
 other options, and position ids that restart each option where the context ends. So the context runs
 once, the options run once, nothing is copied, and the vocabulary projection runs only at the
 positions that predict an answer token. A token prefix shared by every context of a batch (the
-few-shot examples) runs once for the whole batch and its KV cache is shared.
+few-shot examples) runs once for the whole batch and its KV cache is shared; pass a `SharedPrefix`
+to keep that cache from one batch to the next.
 
 Same numbers as the plain way up to float rounding (tests check it on every tiny architecture,
 sliding-window attention included); `reuse_cache=False` keeps the plain way as the reference.
@@ -19,6 +20,7 @@ after the context's own tokens.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +29,22 @@ from amauta.core.errors import AmautaError
 
 # A shared prefix shorter than this is not worth a separate forward pass and a cache copy.
 MIN_SHARED_PREFIX = 32
+
+
+class SharedPrefix:
+    """The KV cache of a token prefix that batch after batch shares (the few-shot examples).
+
+    Valid for one model with fixed weights: make a new one for every model and scoring run.
+    """
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.cache = None
+
+    def covers(self, contexts: Sequence[list[int]]) -> bool:
+        """Whether every context starts with the cached prefix and goes on past it."""
+        n = len(self.tokens)
+        return bool(n) and all(len(c) > n and c[:n] == self.tokens for c in contexts)
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -51,7 +69,8 @@ def _pad_id(tokenizer) -> int:
 
 @torch.inference_mode()
 def score_continuations(model, tokenizer, contexts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
-                        *, reuse_cache: bool = True) -> list[list[tuple[float, int, bool]]]:
+                        *, reuse_cache: bool = True, prefix: SharedPrefix | None = None
+                        ) -> list[list[tuple[float, int, bool]]]:
     """Sum of log-probabilities of each continuation given its context.
 
     model: a causal LM (transformers or peft-wrapped).
@@ -60,10 +79,11 @@ def score_continuations(model, tokenizer, contexts: Sequence[list[int]], continu
     continuations: for each item, the token ids of each option.
     reuse_cache: run each context once for all its options (fast); False runs every
         context+continuation as its own sequence (the reference).
+    prefix: keeps the KV cache of the few-shot prefix between calls (one per model and run).
     Returns, per item and option, (sum log-prob, number of tokens, whether greedy decoding picks it).
     """
     if reuse_cache and _mask_style(model) is not None:
-        return _score_packed(model, tokenizer, contexts, continuations)
+        return _score_packed(model, tokenizer, contexts, continuations, prefix)
     return _score_plain(model, tokenizer, contexts, continuations)
 
 
@@ -98,20 +118,36 @@ def _shared_prefix(contexts: Sequence[list[int]]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
-def _score_packed(model, tokenizer, contexts, continuations):
-    device = next(model.parameters()).device
-    batch = len(contexts)
-    shared = _shared_prefix(contexts)
-    cache = None
-    if shared:
+def _prefix_cache(model, contexts, memo: SharedPrefix | None):
+    """(length of the prefix every context shares, its KV cache copied once per context) or (0, None)."""
+    if memo is None or not memo.covers(contexts):
+        # With a memo, the new prefix is also common to the old one: a first batch whose items happen
+        # to share a word after the shots shrinks to the shots at the first batch that differs.
+        remembered = [memo.tokens + [-1]] if memo is not None and memo.tokens else []  # -1: never a token
+        shared = _shared_prefix([*contexts, *remembered])
+        if not shared:
+            return 0, None
         # A plain DynamicCache keeps every key, also for sliding-window layers: the window is applied
-        # by the mask below, so one cache layout serves every layer type.
+        # by the mask, so one cache layout serves every layer type.
         from transformers import DynamicCache
 
         cache = DynamicCache()
+        device = next(model.parameters()).device
         model(input_ids=torch.tensor([contexts[0][:shared]], device=device), cache=cache, use_cache=True,
               logits_to_keep=1)
-        cache.batch_repeat_interleave(batch)
+        if memo is None:
+            cache.batch_repeat_interleave(len(contexts))
+            return shared, cache
+        memo.tokens, memo.cache = list(contexts[0][:shared]), cache
+    cache = copy.deepcopy(memo.cache)  # the forward pass appends to the cache it is given
+    cache.batch_repeat_interleave(len(contexts))
+    return len(memo.tokens), cache
+
+
+def _score_packed(model, tokenizer, contexts, continuations, memo):
+    device = next(model.parameters()).device
+    batch = len(contexts)
+    shared, cache = _prefix_cache(model, contexts, memo)
 
     # A row is [left padding | own context | option 1 | option 2 | ...]: right-aligned, so rows of
     # different context and option lengths pad only to the longest whole row. An option of n tokens
