@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+EXAMPLE_DOCS = REPO / "examples" / "docs"
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +46,15 @@ def smollm2():
     from amauta.models.load import load_model
 
     return load_model("smollm2-135m-instruct", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def law_index(tmp_path_factory):
+    """An index of examples/docs (Spanish tax-law guides) built once per session with the default embedder."""
+    from amauta.rag.index import IndexConfig, build
+
+    if not EXAMPLE_DOCS.is_dir():
+        pytest.skip(f"{EXAMPLE_DOCS} is absent")
+    folder = tmp_path_factory.mktemp("rag") / "law-index"
+    build(IndexConfig(docs=[str(EXAMPLE_DOCS)], index=str(folder)), progress=False)
+    return folder

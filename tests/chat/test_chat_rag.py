@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from amauta.chat import terminal
 from amauta.chat.decoding import GenerationSettings
 from amauta.chat.session import ChatSession
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "docs"
-
-
-@pytest.fixture(scope="module")
-def law_index(tmp_path_factory):
-    """An index of the example Spanish tax-law guides (the rag room's builder, default embedder)."""
-    from amauta.rag.index import IndexConfig, build
-
-    if not EXAMPLES.is_dir():
-        pytest.skip(f"{EXAMPLES} is absent")
-    folder = tmp_path_factory.mktemp("chat-rag") / "law-index"
-    build(IndexConfig(docs=[str(EXAMPLES)], index=str(folder)), progress=False)
-    return folder
 
 
 def test_chat_with_rag_shows_sources_and_keeps_plain_questions(tiny, law_index):

@@ -1,4 +1,5 @@
-"""Fixtures of the RAG tests: a private AMAUTA_HOME, a copy of the example law documents, an index of them."""
+"""Fixtures of the RAG tests: a private AMAUTA_HOME and a copy of the example law documents (the index of
+them, `law_index`, lives in tests/conftest.py: the chat and serve tests use it too)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,4 @@ def docs(tmp_path) -> Path:
         pytest.skip(f"{EXAMPLES} is absent")
     folder = tmp_path / "docs"
     shutil.copytree(EXAMPLES, folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def law_index(tmp_path_factory):
-    """An index of examples/docs built once per session with the default embedder (a folder path)."""
-    from amauta.rag.index import IndexConfig, build
-
-    if not EXAMPLES.is_dir():
-        pytest.skip(f"{EXAMPLES} is absent")
-    folder = tmp_path_factory.mktemp("rag") / "law-index"
-    build(IndexConfig(docs=[str(EXAMPLES)], index=str(folder)), progress=False)
     return folder
