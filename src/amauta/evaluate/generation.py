@@ -27,3 +27,38 @@ def generate_texts(loaded: Any, conversations: list[list[dict[str, str]]], max_n
     if hasattr(chat_generate, "generate_batch"):
         return [r.text for r in chat_generate.generate_batch(loaded, conversations, settings)]
     return [chat_generate.generate(loaded, messages, settings).text for messages in conversations]
+
+
+class GenerativeTask:
+    """A runner task answered by generation: a fixed instruction per item, greedy replies, then a score.
+
+    Subclasses set `name` and `instruction` and say how an item becomes chat messages (`messages`) and
+    how a reply is graded (`score`); items, the cache key and batching are shared here.
+    items: the task's items.
+    max_new_tokens: tokens the model may write per reply.
+    source: the data file's name (part of the cache key).
+    """
+
+    name = "generative"
+    instruction = ""
+
+    def __init__(self, items: list[dict], max_new_tokens: int, source: str = ""):
+        self._items, self.max_new_tokens, self.source = items, max_new_tokens, source
+
+    def config_key(self) -> dict[str, Any]:
+        return {"prompt": self.instruction, "max_new_tokens": self.max_new_tokens, "source": self.source}
+
+    def items(self) -> list[dict]:
+        return self._items
+
+    def messages(self, item: dict) -> list[dict[str, str]]:
+        """The chat messages the model answers for `item`."""
+        raise NotImplementedError
+
+    def score(self, item: dict, output: str) -> dict[str, Any]:
+        """The result row for one reply (it must include `correct`)."""
+        raise NotImplementedError
+
+    def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
+        outputs = generate_texts(loaded, [self.messages(item) for item in batch], self.max_new_tokens)
+        return [self.score(item, output) for item, output in zip(batch, outputs, strict=True)]

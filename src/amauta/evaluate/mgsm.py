@@ -16,6 +16,7 @@ from pydantic import Field
 
 from amauta.core.errors import AmautaError
 from amauta.evaluate import stats
+from amauta.evaluate.generation import GenerativeTask
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
 INSTRUCTION = ("Resuelve el siguiente problema paso a paso. Al final escribe una línea que diga "
@@ -87,31 +88,19 @@ def extract_answer(output: str) -> float | None:
     return parse_number(chosen.strip(" .,"))
 
 
-class MgsmTask:
+class MgsmTask(GenerativeTask):
     """MGSM as a runner task."""
 
     name = "mgsm"
+    instruction = INSTRUCTION
 
-    def __init__(self, items: list[dict], max_new_tokens: int = 256, source: str = ""):
-        self._items, self.max_new_tokens, self.source = items, max_new_tokens, source
+    def messages(self, item: dict) -> list[dict[str, str]]:
+        return [{"role": "user", "content": INSTRUCTION.format(question=item["question"])}]
 
-    def config_key(self) -> dict[str, Any]:
-        return {"prompt": INSTRUCTION, "max_new_tokens": self.max_new_tokens, "source": self.source}
-
-    def items(self) -> list[dict]:
-        return self._items
-
-    def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
-        from amauta.evaluate.generation import generate_texts
-
-        conversations = [[{"role": "user", "content": INSTRUCTION.format(question=item["question"])}] for item in batch]
-        outputs = generate_texts(loaded, conversations, self.max_new_tokens)
-        rows = []
-        for item, output in zip(batch, outputs, strict=True):
-            pred = extract_answer(output)
-            correct = pred is not None and abs(pred - item["answer"]) < 1e-6
-            rows.append({"answer": item["answer"], "prediction": pred, "output": output, "correct": correct})
-        return rows
+    def score(self, item: dict, output: str) -> dict[str, Any]:
+        pred = extract_answer(output)
+        correct = pred is not None and abs(pred - item["answer"]) < 1e-6
+        return {"answer": item["answer"], "prediction": pred, "output": output, "correct": correct}
 
     def summarize(self, rows: list[dict]) -> dict[str, Any]:
         values = [float(r["correct"]) for r in rows]

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from amauta.core.errors import AmautaError
 from amauta.evaluate import stats
+from amauta.evaluate.generation import GenerativeTask
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
 INSTRUCTION = ("Lee el texto y responde la pregunta con las palabras exactas del texto, lo más breve posible "
@@ -106,32 +107,21 @@ def build_messages(item: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": "user", "content": INSTRUCTION.format(context=item["context"], question=item["question"])}]
 
 
-class XquadTask:
+class XquadTask(GenerativeTask):
     """XQuAD as a runner task."""
 
     name = "xquad"
+    instruction = INSTRUCTION
 
-    def __init__(self, items: list[dict], max_new_tokens: int = 32, source: str = ""):
-        self._items, self.max_new_tokens, self.source = items, max_new_tokens, source
+    def messages(self, item: dict) -> list[dict[str, str]]:
+        return build_messages(item)
 
-    def config_key(self) -> dict[str, Any]:
-        return {"prompt": INSTRUCTION, "max_new_tokens": self.max_new_tokens, "source": self.source}
-
-    def items(self) -> list[dict]:
-        return self._items
-
-    def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
-        from amauta.evaluate.generation import generate_texts
-
-        outputs = generate_texts(loaded, [build_messages(item) for item in batch], self.max_new_tokens)
-        rows = []
-        for item, output in zip(batch, outputs, strict=True):
-            pred = clean_prediction(output)
-            em = max(float(normalize_answer(pred) == normalize_answer(g)) for g in item["answers"])
-            f1 = max(f1_score(pred, g) for g in item["answers"])
-            rows.append({"question": item["question"], "answers": item["answers"], "output": output,
-                         "prediction": pred, "em": em, "f1": round(f1, 4), "correct": em == 1.0})
-        return rows
+    def score(self, item: dict, output: str) -> dict[str, Any]:
+        pred = clean_prediction(output)
+        em = max(float(normalize_answer(pred) == normalize_answer(g)) for g in item["answers"])
+        f1 = max(f1_score(pred, g) for g in item["answers"])
+        return {"question": item["question"], "answers": item["answers"], "output": output,
+                "prediction": pred, "em": em, "f1": round(f1, 4), "correct": em == 1.0}
 
     def summarize(self, rows: list[dict]) -> dict[str, Any]:
         em, f1 = [r["em"] for r in rows], [r["f1"] for r in rows]
