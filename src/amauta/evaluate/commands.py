@@ -38,10 +38,17 @@ def _config(cls: type, path: Path | None, overrides: dict[str, Any]):
     return validate_config(cls, {k: v for k, v in overrides.items() if v is not None}, source="command line")
 
 
-def _finish(summary: dict[str, Any], out: str) -> None:
+def _run(cls: type, run: Any, options: dict[str, Any]) -> None:
+    """Validate a command's options as `cls` (its --config YAML first, flags over it), run it, print the summary.
+
+    options: the command's parameters, `config` and `progress` among them (the command's `locals()`).
+    """
     from amauta.evaluate.compare import print_summary
 
-    print_summary(summary, out)
+    options = dict(options)
+    path, progress = options.pop("config"), options.pop("progress")
+    cfg = _config(cls, path, options)
+    print_summary(run(cfg, show_progress=progress), cfg.out)
 
 
 @eval_app.command("belebele")
@@ -59,13 +66,10 @@ def belebele_command(
     quantization: str = QUANT, progress: bool = PROGRESS,
 ) -> None:
     """Belebele reading comprehension (Table 5 of the thesis): accuracy, 95% CI and flips vs base."""
+    options = dict(locals())  # a copy taken before the import below adds names
     from amauta.evaluate.belebele import BelebeleConfig, run
 
-    cfg = _config(BelebeleConfig, config, dict(
-        model=model, adapter=adapter, compare=compare, data=data, language=language, split=split,
-        formulation=formulation, prompt=prompt, shots=shots, shots_from=shots_from, max_new_tokens=max_new_tokens,
-        limit=limit, batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
-    _finish(run(cfg, show_progress=progress), cfg.out)
+    _run(BelebeleConfig, run, options)
 
 
 @eval_app.command("perplexity")
@@ -77,12 +81,10 @@ def perplexity_command(
     quantization: str = QUANT, progress: bool = PROGRESS,
 ) -> None:
     """Perplexity per token on held-out Spanish text: the first sign of forgetting Spanish."""
+    options = dict(locals())  # a copy taken before the import below adds names
     from amauta.evaluate.perplexity import PerplexityConfig, run
 
-    cfg = _config(PerplexityConfig, config, dict(
-        model=model, adapter=adapter, compare=compare, data=data, max_length=max_length, limit=limit,
-        batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
-    _finish(run(cfg, show_progress=progress), cfg.out)
+    _run(PerplexityConfig, run, options)
 
 
 @eval_app.command("xquad")
@@ -94,12 +96,10 @@ def xquad_command(
     quantization: str = QUANT, progress: bool = PROGRESS,
 ) -> None:
     """XQuAD-es extractive QA by generation: exact match and F1 (Spanish normalisation)."""
+    options = dict(locals())  # a copy taken before the import below adds names
     from amauta.evaluate.xquad import XquadConfig, run
 
-    cfg = _config(XquadConfig, config, dict(
-        model=model, adapter=adapter, compare=compare, data=data, max_new_tokens=max_new_tokens, limit=limit,
-        batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
-    _finish(run(cfg, show_progress=progress), cfg.out)
+    _run(XquadConfig, run, options)
 
 
 @eval_app.command("mgsm")
@@ -111,12 +111,10 @@ def mgsm_command(
     quantization: str = QUANT, progress: bool = PROGRESS,
 ) -> None:
     """MGSM maths word problems in Spanish: accuracy of the final number."""
+    options = dict(locals())  # a copy taken before the import below adds names
     from amauta.evaluate.mgsm import MgsmConfig, run
 
-    cfg = _config(MgsmConfig, config, dict(
-        model=model, adapter=adapter, compare=compare, data=data, max_new_tokens=max_new_tokens, limit=limit,
-        batch_size=batch_size, out=out, dtype=dtype, device=device, quantization=quantization))
-    _finish(run(cfg, show_progress=progress), cfg.out)
+    _run(MgsmConfig, run, options)
 
 
 def report_command(
