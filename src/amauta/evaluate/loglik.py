@@ -223,7 +223,8 @@ def _attention_mask(model, pos: torch.Tensor, segment: torch.Tensor, shared: int
         allowed = torch.cat([keep_prefix, keep_own], dim=-1)[:, None]
         if _mask_style(model) == "bool":
             return allowed
-        dtype = next(model.parameters()).dtype
+        # the activations' dtype (a 4-bit model's first parameters are packed integers)
+        dtype = next(p.dtype for p in model.parameters() if p.dtype.is_floating_point)
         return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
     config = _config(model)
