@@ -32,7 +32,15 @@ def _encode(tok, prefix=""):
 @pytest.mark.parametrize("arch", ["llama", "mistral", "falcon", "gemma3"])
 def test_cached_scores_equal_plain_scores(tiny, arch, prefix, attention):
     loaded = tiny(arch)
+    original = loaded.model.config._attn_implementation
     loaded.model.set_attn_implementation(attention)
+    try:
+        _check_packed_equals_plain(loaded, prefix)
+    finally:
+        loaded.model.set_attn_implementation(original)  # the tiny models are shared by the whole session
+
+
+def _check_packed_equals_plain(loaded, prefix):
     contexts, continuations = _encode(loaded.tokenizer, prefix)
     if prefix:  # the shared part is long enough to be cached, and longer than gemma3's sliding window
         assert _shared_prefix(contexts) > 64
@@ -76,3 +84,22 @@ def test_shared_prefix_carries_the_shots_cache_across_batches(tiny, arch):
     # a context without the prefix is scored on its own, and the memo keeps the shots
     other, _ = _encode(loaded.tokenizer)
     assert not memo.covers(other)
+
+
+def test_training_packed_attention_still_gets_the_packed_scorer(tiny):
+    """The forgetting guard scores the model mid-training, when it runs Amauta's packed SDPA."""
+    from amauta.evaluate.loglik import _mask_style
+    from amauta.train.recipe import use_packed_attention
+
+    loaded = tiny("llama")
+    contexts, continuations = _encode(loaded.tokenizer, SHOTS)
+    before = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations)
+    original = loaded.model.config._attn_implementation
+    assert use_packed_attention(loaded.model)
+    try:
+        assert _mask_style(loaded.model) == "bool"
+        after = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations)
+    finally:
+        loaded.model.set_attn_implementation(original)
+    for got, ref in zip(after, before, strict=True):
+        assert [s for s, _, _ in got] == pytest.approx([s for s, _, _ in ref], abs=1e-4)

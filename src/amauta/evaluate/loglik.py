@@ -100,9 +100,14 @@ def _config(model):
 
 
 def _mask_style(model) -> str | None:
-    """'bool' (sdpa) or 'float' (eager) for a custom 4D mask; None where one cannot be passed (flex, flash)."""
+    """'bool' or 'float': the kind of 4D mask the model's attention takes (by the mask function its
+    implementation is registered with, so training's packed SDPA counts as SDPA); None where a custom
+    mask cannot be passed (flash attention, flex)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
+
     impl = getattr(_config(model), "_attn_implementation", None) or "eager"
-    return {"sdpa": "bool", "eager": "float"}.get(impl)
+    maker = ALL_MASK_ATTENTION_FUNCTIONS.get(impl)
+    return "bool" if maker is sdpa_mask else "float" if maker is eager_mask else None
 
 
 def _shared_prefix(contexts: Sequence[list[int]]) -> int:
