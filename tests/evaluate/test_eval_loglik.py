@@ -103,3 +103,16 @@ def test_training_packed_attention_still_gets_the_packed_scorer(tiny):
         loaded.model.set_attn_implementation(original)
     for got, ref in zip(after, before, strict=True):
         assert [s for s, _, _ in got] == pytest.approx([s for s, _, _ in ref], abs=1e-4)
+
+
+def test_shared_prefix_starts_afresh_for_another_model(tiny):
+    llama, mistral = tiny("llama"), tiny("mistral")
+    contexts, continuations = _encode(llama.tokenizer, SHOTS)
+    memo = SharedPrefix()
+    score_continuations(llama.model, llama.tokenizer, contexts, continuations, prefix=memo)
+    llama_cache = memo.cache
+    got = score_continuations(mistral.model, mistral.tokenizer, contexts, continuations, prefix=memo)
+    assert memo.cache is not llama_cache  # mistral's scores never use llama's keys and values
+    plain = score_continuations(mistral.model, mistral.tokenizer, contexts, continuations, reuse_cache=False)
+    for row, ref in zip(got, plain, strict=True):
+        assert [s for s, _, _ in row] == pytest.approx([s for s, _, _ in ref], abs=1e-4)

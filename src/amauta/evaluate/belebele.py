@@ -20,7 +20,6 @@ import hashlib
 import json
 import re
 import unicodedata
-import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -263,7 +262,7 @@ def score_batch(loaded: Any, batch: list[dict], formulation: str, prompt: str, s
                 prefix: SharedPrefix | None = None) -> list[dict[str, Any]]:
     """Per-item result rows for a batch: prediction, correctness, and the option scores.
 
-    prefix: keeps the few-shot examples' KV cache from batch to batch (one per model and run).
+    prefix: keeps the few-shot examples' KV cache from batch to batch.
     """
     if formulation == "generate":
         from amauta.evaluate.generation import generate_texts
@@ -370,9 +369,7 @@ class BelebeleTask:
         self._items, self.shots = items, shots
         self.formulation, self.prompt, self.max_new_tokens = formulation, prompt, max_new_tokens
         self.digest, self.source = digest, source
-        # The shots' KV cache and (weakly, so the runner can free it) the model it belongs to.
-        self._prefix_owner: Any = lambda: None
-        self._prefix = SharedPrefix()
+        self._prefix = SharedPrefix()  # the shots' KV cache; it starts afresh for each model
 
     def config_key(self) -> dict[str, Any]:
         key = {"formulation": self.formulation, "prompt": self.prompt, "shots": [s["id"] for s in self.shots],
@@ -390,8 +387,6 @@ class BelebeleTask:
         return len(item["passage"]) + len(item["question"]) + sum(len(o) for o in item["options"])
 
     def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
-        if self._prefix_owner() is not loaded:  # a new model: its shots' KV cache starts afresh
-            self._prefix_owner, self._prefix = weakref.ref(loaded), SharedPrefix()
         rows = score_batch(loaded, batch, self.formulation, self.prompt, self.shots, self.max_new_tokens,
                            prefix=self._prefix)
         for item, row in zip(batch, rows, strict=True):

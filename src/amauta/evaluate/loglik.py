@@ -21,7 +21,9 @@ after the context's own tokens.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -34,12 +36,20 @@ MIN_SHARED_PREFIX = 32
 class SharedPrefix:
     """The KV cache of a token prefix that batch after batch shares (the few-shot examples).
 
-    Valid for one model with fixed weights: make a new one for every model and scoring run.
+    It belongs to the model that computed it and starts afresh when another model uses it (it holds
+    that model weakly, so a runner can free it). Within one model the weights must stay fixed: make a
+    new one for each scoring run of a model that is being trained.
     """
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
         self.cache = None
+        self._model: Any = lambda: None
+
+    def bind(self, model) -> None:
+        """Use this memo for `model`: what another model computed is dropped."""
+        if self._model() is not model:
+            self.tokens, self.cache, self._model = [], None, weakref.ref(model)
 
     def covers(self, contexts: Sequence[list[int]]) -> bool:
         """Whether every context starts with the cached prefix and goes on past it."""
@@ -79,7 +89,7 @@ def score_continuations(model, tokenizer, contexts: Sequence[list[int]], continu
     continuations: for each item, the token ids of each option.
     reuse_cache: run each context once for all its options (fast); False runs every
         context+continuation as its own sequence (the reference).
-    prefix: keeps the KV cache of the few-shot prefix between calls (one per model and run).
+    prefix: keeps the KV cache of the few-shot prefix between calls (for one model at a time).
     Returns, per item and option, (sum log-prob, number of tokens, whether greedy decoding picks it).
     """
     if reuse_cache and _mask_style(model) is not None:
@@ -125,6 +135,8 @@ def _shared_prefix(contexts: Sequence[list[int]]) -> int:
 
 def _prefix_cache(model, contexts, memo: SharedPrefix | None):
     """(length of the prefix every context shares, its KV cache copied once per context) or (0, None)."""
+    if memo is not None:
+        memo.bind(model)
     if memo is None or not memo.covers(contexts):
         # With a memo, the new prefix is also common to the old one: a first batch whose items happen
         # to share a word after the shots shrinks to the shots at the first batch that differs.
