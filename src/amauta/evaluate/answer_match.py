@@ -262,9 +262,11 @@ def _unit(text: str, start: int, end: int) -> str:
 
 
 def normalize(text: str) -> str:
-    """Folded text, numbers canonical, punctuation dropped (kept: '%' and decimal points), spaces collapsed."""
+    """Folded text, numbers, percentages and amounts canonical, punctuation dropped, spaces collapsed."""
     text = prepare(text)
-    text = re.sub(r"(\d)\s*%", r"\1%", text)
+    # one spelling per value, so "15 por ciento" and "15 %" are the same token, as are "20000 dolares" and "usd 20000"
+    text = re.sub(rf"\b({_N})\s*(?:%|por\s*cien(?:to)?\b|porciento\b)", r"\1%", text)
+    text = re.sub(rf"\b({_N})\s*(?:de\s+)?(?:usd|dolares|dolar)\b", r"usd \1", text)
     text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)
     text = re.sub(r"[^\w%.]+", " ", text)
     return " ".join(text.split())
@@ -402,7 +404,7 @@ _ABSTAIN_RE = re.compile(
     r"|\bno\s+(?:tengo|hay|dispongo\s+de|cuento\s+con)\s+(?:suficiente\s+)?(?:informacion|datos)\b"
     r"|\bno\s+(?:esta|aparece|figura|consta)\w*\s+(?:en|entre)\s+(?:los|el|las|la)\s+"
     r"(?:documentos?|textos?|fuentes?|pasajes?|guias?|contexto)\b"
-    r"|\bno\s+(?:puedo|es\s+posible)\s+(?:responder|saber|determinar|precisar|indicar)\b"
+    r"|\bno\s+(?:puedo|es\s+posible)\s+(?:responder|saber|determinar|precisar|indicar)(?:lo|la)?\b"
     r"|\bno\s+se\s+(?:sabe|puede\s+(?:saber|determinar|responder|precisar))\b"
     r"|\bsin\s+informacion\b|\bdesconozco\b|\bno\s+lo\s+se\b")
 

@@ -36,7 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.files import atomic_write_jsonl, read_jsonl
@@ -244,7 +253,7 @@ def _numbered(path: Path) -> Iterator[tuple[int, dict]]:
         raise AmautaError(f"{path}: exam file not found")
     with open(path, encoding="utf-8-sig") as handle:
         numbers = [n for n, line in enumerate(handle, start=1) if line.strip()]
-    yield from zip(numbers, read_jsonl(path))
+    yield from zip(numbers, read_jsonl(path), strict=True)
 
 
 def write_exam(path: str | Path, items: Iterable[ExamItem | dict[str, Any]]) -> Path:
