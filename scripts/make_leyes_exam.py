@@ -515,7 +515,8 @@ UNANSWERABLE = [
                  "Los documentos no lo indican: solo dicen que el SRI publica cada año la fracción básica "
                  "desgravada.",
                  "¿Cuál es el valor de la fracción básica desgravada del impuesto a la renta?",
-                 ("¿Desde qué monto de ingresos anuales una persona natural debe declarar el impuesto a la renta?",
+                 ("¿Cuántos dólares de ingresos anuales obligan a una persona natural a declarar el impuesto a la "
+                  "renta?",
                   "¿Cuántos dólares suma la fracción básica desgravada este año?",
                   "¿Hasta qué ingreso anual una persona no paga impuesto a la renta?")),
     unanswerable("un-canastas-limite", RENTA, "Art. 4", ("2 canastas", "5 canastas", "7 canastas", "10 canastas"),
