@@ -6,11 +6,18 @@ decision: accept, edit, reject or skip (later), plus undo and quit. Every decisi
 with the first undecided pair. The accepted pairs (edited ones in their edited form) are written in
 Alpaca form (`instruction`, `input`, `output`, plus `category` and provenance) to `qa.accepted.jsonl`,
 ready for `amauta data prepare`. The input file is never modified.
+
+The accepted file is rebuilt from the decisions at the end of every session, yet people also edit it by
+hand between sessions. So the log records a digest of every row a session wrote (`{"written": ...}`
+lines); a line of the accepted file that review did not write is the user's (added or edited by hand)
+and is kept as it is. Only a decision taken later on that same pair replaces it, and the replaced line is
+copied into the log (`{"replaced_hand_row": ...}`) and named in the closing message: nothing is lost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -39,6 +46,8 @@ class ReviewSummary:
     pending: int
     out: Path
     decisions: Path
+    hand_kept: int = 0  # lines of the accepted file added or edited by hand, kept as they are
+    hand_replaced: int = 0  # hand-edited lines replaced by a decision of this session (copied to the log)
 
 
 def decisions_path(qa_path: Path) -> Path:
@@ -94,6 +103,72 @@ def _decision_order(log: Path, by_id: dict) -> list[str]:
             elif entry.get("decision") in FINAL:
                 order.append(pid)
     return [pid for pid in order if pid in by_id]
+
+
+def _row_digest(row: dict) -> str:
+    """A digest of one accepted row's content (key order and JSON spacing do not matter)."""
+    return hashlib.sha256(json.dumps(row, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _written_digests(log: Path) -> set[str]:
+    """Digests of every row that review sessions wrote to an accepted file (the log's "written" lines)."""
+    digests: set[str] = set()
+    if log.is_file():
+        for entry in read_jsonl(log, skip_invalid=True):
+            if isinstance(entry.get("written"), str) and isinstance(entry.get("rows"), list):
+                digests.update(str(d) for d in entry["rows"])
+    return digests
+
+
+def _accepted_rows(pairs: list[dict], decided: dict[str, dict]) -> dict[str, dict]:
+    """Pair id → its row for the accepted file (Alpaca keys and provenance, edits applied), in input order."""
+    rows = {}
+    for pair in pairs:
+        entry = decided.get(pair["id"])
+        if entry and entry["decision"] in ("accept", "edit"):
+            row = {k: pair.get(k) for k in ALPACA_KEYS if k in pair}
+            if entry["decision"] == "edit":
+                row.update({k: entry["pair"][k] for k in FIELDS})
+                row["edited"] = True
+            rows[pair["id"]] = row
+    return rows
+
+
+@dataclass
+class HandRow:
+    """A line of the accepted file that no review session wrote: the user added or edited it."""
+
+    line: int
+    row: dict
+
+    @property
+    def pair_id(self) -> str | None:
+        return str(self.row["id"]) if self.row.get("id") is not None else None
+
+
+def _hand_rows(out: Path, review_made: set[str]) -> list[HandRow]:
+    """The lines of `out` whose content review did not write (digest not in `review_made`), in file order.
+
+    A line that is not a JSON object is refused in one line before anything is written, so a half-typed
+    edit is never dropped.
+    """
+    if not out.is_file():
+        return []
+    hand = []
+    for number, line in enumerate(out.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AmautaError(f"{out}:{number}: invalid JSON ({exc.msg} at column {exc.colno}); this line was "
+                              "edited by hand: fix it, then rerun review (nothing was changed)") from None
+        if not isinstance(row, dict):
+            raise AmautaError(f"{out}:{number}: expected a JSON object, found {type(row).__name__}; fix the line, "
+                              "then rerun review (nothing was changed)")
+        if _row_digest(row) not in review_made:
+            hand.append(HandRow(number, row))
+    return hand
 
 
 def _render(console, pair: dict, position: int, total: int, counts: dict) -> None:
@@ -171,6 +246,13 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     decided = {pid: entry for pid, entry in load_decisions(log).items() if pid in by_id}
     undo_stack = _decision_order(log, by_id)  # ids in the order they were decided, for undo
     skipped: set[str] = set()
+    # Lines of the accepted file that review did not write are the user's. Review's own rows are those it
+    # recorded writing, or (for a log from before those records) exactly what the decisions give now.
+    recorded = _written_digests(log)
+    review_made = recorded | {_row_digest(r) for r in _accepted_rows(pairs, decided).values()}
+    hand = _hand_rows(out, review_made)
+    hand_lines = {h.pair_id: h.line for h in hand if h.pair_id in {str(i) for i in by_id}}
+    touched: set[str] = set()  # pairs decided (or undone) in this session: their decision replaces hand edits
 
     def counts() -> dict:
         c = {d: 0 for d in FINAL}
@@ -181,6 +263,7 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     def record(pid: str, decision: str, **extra) -> None:
         entry = {"pair_id": pid, "decision": decision, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         append_jsonl(log, entry)
+        touched.add(pid)
         if decision == "undone":
             decided.pop(pid, None)
             standing = load_decisions(log).get(pid)  # an earlier decision of a past session may stand again
@@ -198,6 +281,9 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
         pair = pending[0]
         position = pairs.index(pair) + 1
         _render(console, pair, position, len(pairs), counts())
+        if str(pair["id"]) in hand_lines and pair["id"] not in touched:
+            console.print(f"[yellow]este par está editado a mano en {out.name} (línea {hand_lines[str(pair['id'])]}); "
+                          "decidir aquí reemplaza esa línea (se guarda una copia en el registro)[/]", highlight=False)
         try:
             choice = ask(f"{MENU}\n> ").strip().lower()[:1]
         except (EOFError, KeyboardInterrupt):
@@ -233,20 +319,60 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
             record(pair["id"], action)
             undo_stack.append(pair["id"])
 
-    # Accepted pairs in the order of the input file, edits applied.
-    accepted = []
-    for pair in pairs:
-        entry = decided.get(pair["id"])
-        if entry and entry["decision"] in ("accept", "edit"):
-            row = {k: pair.get(k) for k in ALPACA_KEYS if k in pair}
-            if entry["decision"] == "edit":
-                row.update({k: entry["pair"][k] for k in FIELDS})
-                row["edited"] = True
-            accepted.append(row)
-    atomic_write_jsonl(out, accepted)
+    rows, kept, replaced = _merge(pairs, _accepted_rows(pairs, decided), hand, touched)
+    for item in replaced:  # a copy in the log: a replaced hand edit is never lost
+        append_jsonl(log, {"pair_id": item.pair_id, "replaced_hand_row": item.row, "line": item.line,
+                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    users = {id(h.row) for h in kept}
+    _record_written(log, out, [r for r in rows if id(r) not in users], recorded)
+    atomic_write_jsonl(out, rows)
     c = counts()
     summary = ReviewSummary(total=len(pairs), accepted=c["accept"] + c["edit"], edited=c["edit"], rejected=c["reject"],
-                            pending=len(pairs) - len(decided), out=out, decisions=log)
+                            pending=len(pairs) - len(decided), out=out, decisions=log, hand_kept=len(kept),
+                            hand_replaced=len(replaced))
+    mine = f", {len(kept)} líneas editadas a mano conservadas" if kept else ""
     console.print(f"revisados {len(decided)}/{len(pairs)}: {summary.accepted} aceptados ({summary.edited} editados), "
-                  f"{summary.rejected} rechazados, {summary.pending} pendientes → {out}", highlight=False)
+                  f"{summary.rejected} rechazados, {summary.pending} pendientes{mine} → {out}", highlight=False)
+    if replaced:
+        where = ", ".join(f"{out.name}:{h.line} ({h.pair_id})" for h in replaced)
+        console.print(f"[yellow]líneas editadas a mano reemplazadas por tus decisiones de hoy: {where}; "
+                      f"hay una copia en {log.name}[/]", highlight=False)
     return summary
+
+
+def _merge(pairs: list[dict], generated: dict[str, dict], hand: list[HandRow],
+           touched: set[str]) -> tuple[list[dict], list[HandRow], list[HandRow]]:
+    """The accepted file's rows: review's rows in input order with the user's lines kept in place.
+
+    A hand line about a pair stands in that pair's place (the user's edit wins over an older decision)
+    unless the pair was decided in this session; lines about no known pair follow, in their file order.
+    Returns (rows, hand lines kept, hand lines replaced by a decision of this session).
+    """
+    by_pair: dict[str, list[HandRow]] = {}
+    loose = []
+    ids = {str(p["id"]) for p in pairs}
+    for item in hand:
+        if item.pair_id in ids:
+            by_pair.setdefault(item.pair_id, []).append(item)
+        else:
+            loose.append(item)
+    rows, kept, replaced = [], [], []
+    for pair in pairs:
+        mine = by_pair.get(str(pair["id"]), [])
+        if mine and pair["id"] not in touched:
+            rows += [h.row for h in mine]
+            kept += mine
+            continue
+        replaced += mine
+        if pair["id"] in generated:
+            rows.append(generated[pair["id"]])
+    rows += [h.row for h in loose]
+    return rows, kept + loose, replaced
+
+
+def _record_written(log: Path, out: Path, rows: list[dict], known: set[str]) -> None:
+    """Append the digests of review's own rows not yet on record, before the file is written: if the
+    session dies in between, those rows are still recognised as review's (never mistaken for the user's)."""
+    new = sorted({_row_digest(r) for r in rows} - known)
+    if new:
+        append_jsonl(log, {"written": out.name, "rows": new, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
