@@ -37,7 +37,7 @@ def _belebele_summary(n: int) -> dict:
     models = []
     for label, correct in (("base", base), ("tuned", tuned)):
         values = [float(v) for v in correct.values()]
-        models.append({"label": label, "adapter": None, "n": n,
+        models.append({"label": label, "model": "tiny-llama", "adapter": None, "n": n,
                        "metrics": {"acc": sum(values) / n, "acc_ci": list(stats.bootstrap_ci(values)), "n": n}})
     return {"task": "belebele", "n_items": n, "models": models,
             "comparisons": [{"other": "tuned", **stats.paired_flips(base, tuned)}]}

@@ -105,7 +105,8 @@ def test_a_crashed_run_resumes_where_it_stopped(tmp_path):
     assert not (tmp_path / "qa.jsonl").exists()  # nothing half-written
     cache = tmp_path / "home" / "build-qa" / "cache.jsonl"
     assert len(cache.read_text().splitlines()) == 3
-    server = FakeOpenAIServer(good_reply)
+    # The server comes back at the same address (the endpoint is part of the cache key).
+    server = FakeOpenAIServer(good_reply, port=int(url.rsplit(":", 1)[1].split("/")[0]))
     with server as url:
         run(config(tmp_path, url))
     total = len(read(tmp_path / "qa.jsonl")) - 1

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from amauta.core.errors import AmautaError
-from amauta.data.review import decisions_path, review
+from amauta.data.review import bookkeeping_path, decisions_path, review
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,19 +183,22 @@ def test_hand_edits_to_the_accepted_file_survive_the_next_session(tmp_path):
 
 
 def test_a_new_decision_on_a_hand_edited_pair_replaces_it_and_keeps_a_copy(tmp_path):
-    qa = make_qa(tmp_path, n=2)
+    qa = make_qa(tmp_path, n=3)
     accepted = tmp_path / "qa.accepted.jsonl"
-    review(qa, ask=scripted("a", "a"), console=quiet())
+    review(qa, ask=scripted("a", "a", "q"), console=quiet())
     rows = read(accepted)
     rows[1]["output"] = "Editada a mano."
     write_rows(accepted, rows)
+    # Undoing p1's accept alone takes nothing from the user's line.
+    assert review(qa, ask=scripted("u", "q"), console=quiet()).hand_kept == 1 and read(accepted) == rows
     out = Console(record=True, width=200, file=open(os.devnull, "w"))
-    summary = review(qa, ask=scripted("u", "r"), console=out)  # undo p1's accept, then reject it
+    summary = review(qa, ask=scripted("r", "q"), console=out)  # p1, pending since the undo, is rejected
     text = out.export_text()
     assert "editado a mano en qa.accepted.jsonl (línea 2)" in text  # warned before deciding
     assert "qa.accepted.jsonl:2 (p1)" in text and summary.hand_replaced == 1
     assert [r["id"] for r in read(accepted)] == ["p0"]
-    copies = [d for d in read(decisions_path(qa)) if "replaced_hand_row" in d]
+    assert [d["decision"] for d in read(decisions_path(qa))] == ["accept", "accept", "undone", "reject"]
+    copies = [d for d in read(bookkeeping_path(qa)) if "replaced_hand_row" in d]
     assert copies == [{**copies[0], "pair_id": "p1", "line": 2, "replaced_hand_row": rows[1]}]
 
 
@@ -227,4 +230,4 @@ def test_a_broken_hand_edit_is_refused_in_one_line_and_nothing_changes(tmp_path)
     with pytest.raises(AmautaError, match=r"qa\.accepted\.jsonl:2: invalid JSON .*fix it, then rerun review"):
         review(qa, ask=scripted("a"), console=quiet())
     assert accepted.read_text(encoding="utf-8") == broken
-    assert [d["pair_id"] for d in read(decisions_path(qa)) if "decision" in d] == ["p0"]
+    assert [d["pair_id"] for d in read(decisions_path(qa))] == ["p0"]

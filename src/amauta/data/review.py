@@ -8,10 +8,10 @@ Alpaca form (`instruction`, `input`, `output`, plus `category` and provenance) t
 ready for `amauta data prepare`. The input file is never modified.
 
 The accepted file is rebuilt from the decisions at the end of every session, yet people also edit it by
-hand between sessions. So the log records a digest of every row a session wrote (`{"written": ...}`
-lines); a line of the accepted file that review did not write is the user's (added or edited by hand)
-and is kept as it is. Only a decision taken later on that same pair replaces it, and the replaced line is
-copied into the log (`{"replaced_hand_row": ...}`) and named in the closing message: nothing is lost.
+hand between sessions. So `qa.review.jsonl` (beside the log) records a digest of every row a session
+wrote; a line of the accepted file that review did not write is the user's (added or edited by hand) and
+is kept as it is. Only a decision taken later on that same pair replaces it, and the replaced line is
+copied into `qa.review.jsonl` (`replaced_hand_row`) and named in the closing message: nothing is lost.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,11 @@ class ReviewSummary:
 
 def decisions_path(qa_path: Path) -> Path:
     return qa_path.with_name(f"{qa_path.stem}.decisions.jsonl")
+
+
+def bookkeeping_path(qa_path: Path) -> Path:
+    """Where review records the rows it wrote and the hand-edited lines it replaced (not decisions)."""
+    return qa_path.with_name(f"{qa_path.stem}.review.jsonl")
 
 
 def load_pairs(path: Path) -> list[dict]:
@@ -110,11 +116,11 @@ def _row_digest(row: dict) -> str:
     return hashlib.sha256(json.dumps(row, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _written_digests(log: Path) -> set[str]:
-    """Digests of every row that review sessions wrote to an accepted file (the log's "written" lines)."""
+def _written_digests(book: Path) -> set[str]:
+    """Digests of every row that review sessions wrote to an accepted file (the "written" lines of `book`)."""
     digests: set[str] = set()
-    if log.is_file():
-        for entry in read_jsonl(log, skip_invalid=True):
+    if book.is_file():
+        for entry in read_jsonl(book, skip_invalid=True):
             if isinstance(entry.get("written"), str) and isinstance(entry.get("rows"), list):
                 digests.update(str(d) for d in entry["rows"])
     return digests
@@ -248,11 +254,14 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     skipped: set[str] = set()
     # Lines of the accepted file that review did not write are the user's. Review's own rows are those it
     # recorded writing, or (for a log from before those records) exactly what the decisions give now.
-    recorded = _written_digests(log)
+    book = bookkeeping_path(qa_path)
+    seal_jsonl(book)
+    recorded = _written_digests(book)
     review_made = recorded | {_row_digest(r) for r in _accepted_rows(pairs, decided).values()}
     hand = _hand_rows(out, review_made)
-    hand_lines = {h.pair_id: h.line for h in hand if h.pair_id in {str(i) for i in by_id}}
-    touched: set[str] = set()  # pairs decided (or undone) in this session: their decision replaces hand edits
+    hand_lines = {h.pair_id: h.line for h in hand}
+    # Standing decisions taken in this session, per pair: such a decision replaces a hand-edited line.
+    decided_now: Counter[str] = Counter()
 
     def counts() -> dict:
         c = {d: 0 for d in FINAL}
@@ -263,14 +272,17 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     def record(pid: str, decision: str, **extra) -> None:
         entry = {"pair_id": pid, "decision": decision, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         append_jsonl(log, entry)
-        touched.add(pid)
         if decision == "undone":
+            # Undo withdraws the latest decision: this session's if there is one (then the user's line
+            # stands again), else an older one (which takes nothing from the user's line either).
+            decided_now[pid] = max(0, decided_now[pid] - 1)
             decided.pop(pid, None)
             standing = load_decisions(log).get(pid)  # an earlier decision of a past session may stand again
             if standing:
                 decided[pid] = standing
         else:
             decided[pid] = entry
+            decided_now[pid] += 1
 
     first: list[str] = []  # undone pairs come back before the rest
     while True:
@@ -281,9 +293,9 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
         pair = pending[0]
         position = pairs.index(pair) + 1
         _render(console, pair, position, len(pairs), counts())
-        if str(pair["id"]) in hand_lines and pair["id"] not in touched:
+        if str(pair["id"]) in hand_lines and not decided_now[pair["id"]]:
             console.print(f"[yellow]este par está editado a mano en {out.name} (línea {hand_lines[str(pair['id'])]}); "
-                          "decidir aquí reemplaza esa línea (se guarda una copia en el registro)[/]", highlight=False)
+                          f"decidir aquí reemplaza esa línea (se guarda una copia en {book.name})[/]", highlight=False)
         try:
             choice = ask(f"{MENU}\n> ").strip().lower()[:1]
         except (EOFError, KeyboardInterrupt):
@@ -319,12 +331,13 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
             record(pair["id"], action)
             undo_stack.append(pair["id"])
 
+    touched = {pid for pid, count in decided_now.items() if count}
     rows, kept, replaced = _merge(pairs, _accepted_rows(pairs, decided), hand, touched)
-    for item in replaced:  # a copy in the log: a replaced hand edit is never lost
-        append_jsonl(log, {"pair_id": item.pair_id, "replaced_hand_row": item.row, "line": item.line,
+    for item in replaced:  # a copy: a replaced hand edit is never lost
+        append_jsonl(book, {"pair_id": item.pair_id, "replaced_hand_row": item.row, "line": item.line,
                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     users = {id(h.row) for h in kept}
-    _record_written(log, out, [r for r in rows if id(r) not in users], recorded)
+    _record_written(book, out, [r for r in rows if id(r) not in users], recorded)
     atomic_write_jsonl(out, rows)
     c = counts()
     summary = ReviewSummary(total=len(pairs), accepted=c["accept"] + c["edit"], edited=c["edit"], rejected=c["reject"],
@@ -336,7 +349,7 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     if replaced:
         where = ", ".join(f"{out.name}:{h.line} ({h.pair_id})" for h in replaced)
         console.print(f"[yellow]líneas editadas a mano reemplazadas por tus decisiones de hoy: {where}; "
-                      f"hay una copia en {log.name}[/]", highlight=False)
+                      f"hay una copia en {book.name}[/]", highlight=False)
     return summary
 
 
@@ -370,9 +383,9 @@ def _merge(pairs: list[dict], generated: dict[str, dict], hand: list[HandRow],
     return rows, kept + loose, replaced
 
 
-def _record_written(log: Path, out: Path, rows: list[dict], known: set[str]) -> None:
+def _record_written(book: Path, out: Path, rows: list[dict], known: set[str]) -> None:
     """Append the digests of review's own rows not yet on record, before the file is written: if the
     session dies in between, those rows are still recognised as review's (never mistaken for the user's)."""
     new = sorted({_row_digest(r) for r in rows} - known)
     if new:
-        append_jsonl(log, {"written": out.name, "rows": new, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        append_jsonl(book, {"written": out.name, "rows": new, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
