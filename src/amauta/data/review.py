@@ -160,15 +160,21 @@ def _hand_rows(out: Path, review_made: set[str]) -> list[HandRow]:
     """
     if not out.is_file():
         return []
+    try:
+        lines = out.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise AmautaError(f"{out}: not UTF-8 text; save it as UTF-8 (or pass another --out), then rerun review "
+                          "(nothing was changed)") from None
     hand = []
-    for number, line in enumerate(out.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise AmautaError(f"{out}:{number}: invalid JSON ({exc.msg} at column {exc.colno}); this line was "
-                              "edited by hand: fix it, then rerun review (nothing was changed)") from None
+            # json's "Unterminated string starting at" already ends in "at": say it once.
+            raise AmautaError(f"{out}:{number}: invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno}); "
+                              "this line was edited by hand: fix it, then rerun review (nothing was changed)") from None
         if not isinstance(row, dict):
             raise AmautaError(f"{out}:{number}: expected a JSON object, found {type(row).__name__}; fix the line, "
                               "then rerun review (nothing was changed)")
