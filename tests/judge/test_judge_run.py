@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import typer
@@ -174,3 +175,21 @@ def test_example_config_validates():
     path = Path(__file__).resolve().parents[2] / "examples" / "judge-law-ec.yaml"
     config = load_config(JudgeConfig, path)
     assert config.prompt_set == "law-ec" and len(config.candidates) == 4
+
+
+def test_judge_replies_that_are_never_rubric_json_are_named_in_the_closing_message(tmp_path, mini_set):
+    """Issue 10 item 14: it said "nothing graded yet; judge them with --judge-url" although one was given."""
+    from rich.console import Console
+
+    out = tmp_path / "run"
+    console = Console(record=True, width=400, file=open(os.devnull, "w"))
+    server = FakeOpenAIServer("Excelente respuesta, le doy un cinco.")
+    with server as url:
+        run(_config(mini_set, out, url, judge_retries=0), show_progress=False, console=console)
+    text = " ".join(console.export_text().split())
+    assert "--judge-url" not in text and "nothing graded yet" not in text
+    assert (f"the judge at {url} (juez) answered {server.chat_requests} times but no reply was valid rubric JSON; "
+            "first bad reply: 'Excelente respuesta, le doy un cinco.'") in text
+    assert "--judge-retries" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judged"] == 0 and summary["judge_failures"]["replies"] == server.chat_requests

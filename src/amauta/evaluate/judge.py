@@ -414,19 +414,64 @@ def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, di
         "agreement": (judge_vs_people(judge_scores, [(k, s) for g in grades.values() for k, s in g.items()], CRITERIA)
                       if human and judged else {}),
         "between_people": between_people(grades, CRITERIA) if len(grades) > 1 else None,
+        "judge_failures": judge_failures(verdicts),
         "items_file": "items.jsonl",
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
 
+def judge_failures(verdicts: dict[tuple, dict]) -> dict[str, Any] | None:
+    """What went wrong with the verdicts that have no scores: how many, how many replies the judge gave,
+    the first error and the first bad reply (None when every verdict is valid)."""
+    bad = list({v.get("key"): v for v in verdicts.values() if v.get("scores") is None and v.get("error")}.values())
+    if not bad:
+        return None
+    replies = [str(r) for v in bad for r in (v.get("raw") or [])]
+    return {"verdicts": len(bad), "replies": len(replies), "first_error": str(bad[0]["error"]),
+            "first_reply": replies[0] if replies else None}
+
+
+def _failure_line(summary: dict[str, Any]) -> str:
+    """Why nothing was graded although a judge was asked: its replies, not a missing --judge-url."""
+    failures = summary["judge_failures"]
+    url = summary.get("judge_url")
+    who = f"the judge at {url} ({summary.get('judge')})" if url else f"the judge {summary.get('judge')}"
+    if failures["replies"]:
+        reply = " ".join(failures["first_reply"].split())
+        reply = reply if len(reply) <= 120 else reply[:117] + "..."
+        return (f"{who} answered {failures['replies']} times but no reply was valid rubric JSON; first bad reply: "
+                f"{reply!r} ({failures['first_error']}); try another judge model (--judge-model) or more "
+                "--judge-retries, then rerun the same command")
+    return (f"{who} refused all {failures['verdicts']} requests; first error: {failures['first_error']}; "
+            "fix the cause and rerun the same command")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Tables (rich), shared with `amauta eval grade`
 # ---------------------------------------------------------------------------------------------------------
 
-def _ci(entry: dict[str, Any]) -> str:
+def _ci(entry: dict[str, Any], n: int | None) -> str:
+    """ "3.67 [3.10–4.20]", or "3.67 (n=2, sin intervalo)" over fewer than MIN_CI_N prompts."""
+    from amauta.evaluate.stats import has_interval, interval_note
+
     low, high = entry["ci"]
+    if not has_interval(n) or low != low:
+        return f"{entry['overall']:.2f} {interval_note(n)}"
     return f"{entry['overall']:.2f} [{low:.2f}–{high:.2f}]"
+
+
+def _delta(delta: dict[str, Any] | None, sep: str = "–") -> str:
+    """ "+0.50 [+0.10–+0.90]" for a paired delta; with too few shared prompts no interval (so nothing reads as
+    significant): "+1.00 (n=2, sin intervalo)"."""
+    from amauta.evaluate.stats import has_interval, interval_note
+
+    if not delta:
+        return "–"
+    low, high = delta["ci"]
+    if not has_interval(delta.get("n")) or low != low:
+        return f"{delta['delta']:+.2f} {interval_note(delta.get('n'))}"
+    return f"{delta['delta']:+.2f} [{low:+.2f}{sep}{high:+.2f}]"
 
 
 def render_table(table: dict[str, dict[str, Any]], title: str):
@@ -440,7 +485,7 @@ def render_table(table: dict[str, dict[str, Any]], title: str):
         for category, entry in categories.items():
             cells = [f"{entry['best_of_n'][c]:.1f}/{entry['mean_of_n'][c]:.1f}" for c in CRITERIA]
             out.add_row(candidate, category, str(entry["n"]), *cells, f"{entry['best_of_n']['overall']:.2f}",
-                        _ci(entry["mean_of_n"]), end_section=category == "all")
+                        _ci(entry["mean_of_n"], entry["n"]), end_section=category == "all")
     return out
 
 
@@ -467,9 +512,8 @@ def render_comparison(summary: dict[str, Any], which: str = "judge_table"):
             continue
         extra = []
         if which == "judge_table":
-            d = summary.get("judge_deltas", {}).get(candidate)
-            extra = [f"{d['delta']:+.2f} [{d['ci'][0]:+.2f}–{d['ci'][1]:+.2f}]" if d else "–"]
-        out.add_row(candidate, f"{allrow['attempts']:.0f}", *cells, _ci(allrow["mean_of_n"]), *extra,
+            extra = [_delta(summary.get("judge_deltas", {}).get(candidate))]
+        out.add_row(candidate, f"{allrow['attempts']:.0f}", *cells, _ci(allrow["mean_of_n"], allrow["n"]), *extra,
                     f"{allrow['best_of_n']['overall']:.2f}")
     return out
 
@@ -503,6 +547,7 @@ def _pct(x: float | None) -> str:
 def print_summary(summary: dict[str, Any], console=None) -> None:
     """Every table the summary holds; the agreement table goes with every table that has both sources."""
     from rich.console import Console
+    from rich.markup import escape
 
     console = console or Console()
     both = bool(summary.get("agreement"))
@@ -515,8 +560,11 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
             if both:
                 console.print(render_agreement(summary))
     if not summary.get("judge_table") and not summary.get("human_table"):
-        console.print(f"{summary.get('answers', 0)} answers generated and nothing graded yet; grade them with "
-                      "`amauta eval grade RUN --grader NAME` or judge them with `amauta eval judge --judge-url ...`")
+        if summary.get("judge") and summary.get("judge_failures"):
+            console.print(f"[red]{escape(_failure_line(summary))}[/]", highlight=False)
+        else:
+            console.print(f"{summary.get('answers', 0)} answers generated and nothing graded yet; grade them with "
+                          "`amauta eval grade RUN --grader NAME` or judge them with `amauta eval judge --judge-url ...`")
     if summary.get("failed"):
         console.print(f"[yellow]{summary['failed']} answers have no verdict (see 'error' in items.jsonl); "
                       "rerun the same command to ask the judge again[/]")
@@ -580,7 +628,8 @@ def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, l
             judge_answers(llm, answers, out / "judgments.jsonl", retries=config.judge_retries,
                           max_tokens=config.judge_max_tokens, workers=workers, show_progress=show_progress)
         finally:
-            _finish(out, config, pset, answers, specs, judge_name)  # verdicts so far are reported, not lost
+            _finish(out, config, pset, answers, specs, judge_name,  # verdicts so far are reported, not lost
+                    judge_url=getattr(llm, "base_url", None) or config.judge_url)
     else:
         _finish(out, config, pset, answers, specs, judge_name)
     print_summary(json.loads((out / "summary.json").read_text(encoding="utf-8")), console)
@@ -603,11 +652,11 @@ def verdicts_from_cache(out: Path, judge_name: str | None, answers: list[Answer]
     return verdicts
 
 
-def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name) -> None:
+def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name, judge_url: str | None = None) -> None:
     """Write items, summary and manifest with whatever is judged so far (also when the judge stopped)."""
     verdicts = verdicts_from_cache(out, judge_name, answers)
-    extra = {"set": pset.name, "judge": judge_name, "n": config.n, "model": config.model,
-             "specs": [s.__dict__ for s in specs]}
+    extra = {"set": pset.name, "judge": judge_name, "judge_url": judge_url,
+             "n": config.n, "model": config.model, "specs": [s.__dict__ for s in specs]}
     summarize_run(out, answers, verdicts, [s.label for s in specs], pset.categories(), extra)
     write_manifest(out, stage="evaluate.judge", config=config, inputs=[pset.path], judge=judge_name,
                    candidates=[s.__dict__ for s in specs])
@@ -631,7 +680,7 @@ def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     except AmautaError:
         categories = list(dict.fromkeys(a.category for a in answers))
     candidates = list(dict.fromkeys(a.candidate for a in answers))
-    extra = {k: previous.get(k) for k in ("set", "judge", "n", "model", "specs") if k in previous}
+    extra = {k: previous.get(k) for k in ("set", "judge", "judge_url", "n", "model", "specs") if k in previous}
     summary = summarize_run(out, answers, verdicts, candidates, categories, extra)
     print_summary(summary, console)
     return summary
@@ -645,6 +694,7 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
     """The judge run as Markdown: the comparison by category, the per-criterion table, people's tables and
     the judge-vs-people agreement (the thesis's Tables 4 and 6, with best-of-N, mean-of-N and intervals)."""
     from amauta.evaluate.compare import markdown_table
+    from amauta.evaluate.stats import MIN_CI_N
 
     h = "#" * heading_level
     parts = [f"{h} Rubric grading: {summary.get('set', '?')} (judge: {summary.get('judge') or 'none'}, "
@@ -652,7 +702,8 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
              f"{summary.get('answers', 0)} answers, {summary.get('judged', 0)} judged, "
              f"{summary.get('failed', 0)} without a verdict; per-answer scores in `{summary.get('items_file', 'items.jsonl')}`. "
              "Scores 1–5; best-of-N keeps each prompt's best attempt (as the thesis), mean-of-N averages the "
-             "attempts; [95% bootstrap CI over prompts]."]
+             "attempts; [95% bootstrap CI over prompts], none over fewer than "
+             f"{MIN_CI_N} prompts (\"sin intervalo\")."]
     specs = summary.get("specs") or []
     if specs:
         parts.append("Candidates:\n\n" + "\n".join(
@@ -671,9 +722,8 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
                 continue
             delta = (summary.get("judge_deltas") or {}).get(candidate) if key == "judge_table" else None
             rows.append([candidate, f"{entry['attempts']:.0f}", *[f"{by_category[c]['mean_of_n']['overall']:.2f}" if c in by_category else "–"
-                                      for c in categories], _ci(entry["mean_of_n"]),
-                         f"{entry['best_of_n']['overall']:.2f}",
-                         f"{delta['delta']:+.2f} [{delta['ci'][0]:+.2f}, {delta['ci'][1]:+.2f}]" if delta else "–"])
+                                      for c in categories], _ci(entry["mean_of_n"], entry["n"]),
+                         f"{entry['best_of_n']['overall']:.2f}", _delta(delta, ", ")])
         parts.append(f"**{who}: mean-of-N by category**\n\n" + markdown_table(
             ["Candidate", "N", *categories, "All (mean-of-N)", "All (best-of-N)", "Δ vs first"], rows))
         detail = []

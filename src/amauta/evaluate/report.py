@@ -34,7 +34,8 @@ from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from amauta.core.manifest import write_manifest
-from amauta.evaluate.compare import COLUMNS, markdown_table, table_rows
+from amauta.evaluate.compare import COLUMNS, _fmt_ci, markdown_table, table_rows
+from amauta.evaluate.stats import has_interval
 
 TASK_TITLES = {"belebele": "Belebele reading comprehension", "perplexity": "Perplexity on held-out Spanish text",
                "xquad": "XQuAD-es (extractive QA)", "mgsm": "MGSM-es (maths word problems)", "judge": "Rubric grading"}
@@ -170,8 +171,7 @@ def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -
     values = [m["metrics"].get(key) for m in models]
     if all(isinstance(v, (int, float)) for v in values):
         scale = 100 if percent else 1
-        cis = [m["metrics"].get(f"{key}_ci") for m in models]
-        errors = [(c[0] * scale, c[1] * scale) for c in cis] if all(cis) else None
+        errors = _whiskers(models, key, scale)
         png = bar_chart([m["label"] for m in models], [v * scale for v in values], errors,
                         f"{TASK_TITLES.get(task, task)}: {title}", title + (" (%)" if percent else ""),
                         chance=25.0 if task == "belebele" and key == "acc" else None)
@@ -179,7 +179,7 @@ def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -
     categories = sorted({c for m in models for c in (m["metrics"].get("by_category") or {})})
     if categories:
         cat_rows = [[m["label"], c, f"{100 * m['metrics']['by_category'][c]['acc']:.1f}",
-                     "[{:.1f}, {:.1f}]".format(*(100 * x for x in m["metrics"]["by_category"][c]["acc_ci"])),
+                     _fmt_ci(m["metrics"]["by_category"][c]["acc_ci"], True, m["metrics"]["by_category"][c]["n"]),
                      str(m["metrics"]["by_category"][c]["n"])]
                     for m in models for c in categories if c in m["metrics"]["by_category"]]
         doc.add("**By category**\n\n" + markdown_table(["Model", "Category", "Accuracy", "95% CI", "n"], cat_rows))
@@ -197,6 +197,23 @@ def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -
              + f", rows with `\"key\": \"{m['key']}\"`" for m in models if "key" in m]
     lines.append(f"Per-item results: `{items_file}` — " + "; ".join(trace))
     doc.add("\n".join(f"- {line}" for line in lines))
+
+
+def _whiskers(models: list[dict[str, Any]], key: str, scale: float) -> list[tuple[float, float]] | None:
+    """Each model's 95% interval of `key`, scaled for the chart; None when a model has none recorded.
+
+    A model scored on fewer than MIN_CI_N items gets no whisker (low = high = its value): it has no
+    interval, which is not the same as a certain one.
+    """
+    cis = [m["metrics"].get(f"{key}_ci") for m in models]
+    if not all(cis):
+        return None
+    errors = []
+    for model, ci in zip(models, cis, strict=True):
+        value = model["metrics"][key] * scale
+        usable = has_interval(model.get("n", model["metrics"].get("n"))) and all(x == x for x in ci)
+        errors.append((ci[0] * scale, ci[1] * scale) if usable else (value, value))
+    return errors
 
 
 def hooked_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -> None:
