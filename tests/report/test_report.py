@@ -12,8 +12,8 @@ import pytest
 from amauta.core.errors import AmautaError
 from amauta.evaluate.belebele import BelebeleConfig
 from amauta.evaluate.belebele import run as run_belebele
-from amauta.evaluate.report import ReportConfig
-from amauta.evaluate.report import run as run_report
+from amauta.report.report import ReportConfig
+from amauta.report.report import run as run_report
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"

@@ -38,7 +38,7 @@ from amauta.core.files import (
     read_jsonl,
 )
 from amauta.core.manifest import write_manifest
-from amauta.evaluate.candidates import Answer, conversation_before
+from amauta.judge.candidates import Answer, conversation_before
 
 CRITERIA = ("accuracy", "relevance", "coherence", "context")
 # The JSON keys the (Spanish) judge prompt asks for, per criterion, and the spellings we also accept.
@@ -373,8 +373,8 @@ def paired_deltas(rows: list[tuple[Answer, dict[str, float]]], candidates: list[
 def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, dict], candidates: list[str],
                   categories: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write items.jsonl and summary.json (judge tables, people's tables, agreement) and return the summary."""
-    from amauta.evaluate.agreement import between_people, judge_vs_people
-    from amauta.evaluate.grade import load_grades
+    from amauta.judge.agreement import between_people, judge_vs_people
+    from amauta.judge.grade import load_grades
 
     items, judged = [], []
     for answer in answers:
@@ -550,13 +550,13 @@ def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, l
     `config.judge_api_key_env`). judge: an LLM object to use instead of building one (tests, notebooks).
     loader: replaces load_model for candidates (tests). show_progress: progress bars. console: rich console.
     """
-    from amauta.evaluate.candidates import generate_candidates, load_prompt_set, parse_candidates
+    from amauta.judge.candidates import generate_candidates, load_prompt_set, parse_candidates
 
     pset = load_prompt_set(config.prompt_set, limit=config.limit)
     specs = parse_candidates(config.candidates, config.model, config.strategy)
     for spec in specs:
         if spec.rag_index:
-            from amauta.evaluate.candidates import rag_index_fingerprint
+            from amauta.judge.candidates import rag_index_fingerprint
 
             rag_index_fingerprint(spec.rag_index)  # a missing index fails now, not after hours of generation
     out = Path(config.out)
@@ -616,7 +616,7 @@ def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name) ->
 def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     """Recompute summary.json of a finished run (after people graded it) and print its tables."""
     from amauta.core.config import load_config
-    from amauta.evaluate.candidates import load_prompt_set, read_answers
+    from amauta.judge.candidates import load_prompt_set, read_answers
 
     out = Path(run_dir)
     config = load_config(JudgeConfig, out / "config.yaml")
