@@ -151,7 +151,7 @@ def test_law_ec_four_way_comparison_with_a_real_index_and_adapter(tmp_path, monk
     by = {(r["candidate"], r["item"]): r for r in rows}
     assert by[("rag:leyes", "law-basic-01")]["sources"] and not by[("base", "law-basic-01")]["sources"]
     assert any(by[("ft", i)]["answer"] != by[("base", i)]["answer"] for i in ("law-basic-01", "law-complex-01"))
-    from amauta.judge.judge import report_markdown
+    from amauta.judge.tables import report_markdown
 
     assert "| ft+rag |" in report_markdown(summary)
 

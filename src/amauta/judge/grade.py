@@ -94,7 +94,7 @@ def grade(run_dir: str | Path, grader: str | None = None, *, ask: Callable[[str]
     from rich.console import Console
     from rich.panel import Panel
 
-    from amauta.judge.judge import CRITERIA, NAMES_ES, rubric_text
+    from amauta.judge.rubric import CRITERIA, NAMES_ES, rubric_text
 
     console = console or Console()
     ask = ask or input
