@@ -9,8 +9,8 @@ import typer
 from typer.testing import CliRunner
 
 from amauta.core.errors import AmautaError
-from amauta.judge.judge import JudgeConfig, run
 from amauta.judge.commands import add_eval_commands
+from amauta.judge.judge import JudgeConfig, run
 from amauta.llm.fake_server import FakeOpenAIServer, unused_url
 
 SET = """name: mini
