@@ -31,7 +31,7 @@ err_console = Console(stderr=True)
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # The stages that contribute commands, in the order `amauta --help` lists them.
-STAGES = ("models", "chat", "data", "train", "evaluate", "rag", "serve", "pipeline")
+STAGES = ("models", "chat", "data", "train", "evaluate", "judge", "report", "rag", "llm", "serve", "pipeline")
 
 
 @app.callback()

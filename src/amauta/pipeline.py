@@ -38,13 +38,13 @@ ENTRY_POINTS: dict[str, str] = {
     "data.build_qa": "amauta.data.build_qa:run",
     "train": "amauta.train.recipe:run",
     "eval.belebele": "amauta.evaluate.belebele:run",
-    "eval.judge": "amauta.evaluate.judge:run",
+    "eval.judge": "amauta.judge.judge:run",
     "eval.perplexity": "amauta.evaluate.perplexity:run",
     "eval.xquad": "amauta.evaluate.xquad:run",
     "eval.mgsm": "amauta.evaluate.mgsm:run",
     "chat.demo": "amauta.chat.demo:run",
     "rag.index": "amauta.rag.index:run",
-    "report": "amauta.evaluate.report:run",
+    "report": "amauta.report.report:run",
 }
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import read_jsonl
-from amauta.evaluate.candidates import Answer
-from amauta.evaluate.judge import judge_answers, read_judgments, summarize_run
+from amauta.judge.candidates import Answer
+from amauta.judge.judge import judge_answers, read_judgments, summarize_run
 from amauta.llm.client import OpenAICompatibleLLM
 from amauta.llm.fake_server import FakeOpenAIServer, unused_url
 

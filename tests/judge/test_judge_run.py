@@ -10,8 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from amauta.core.errors import AmautaError
-from amauta.evaluate.judge import JudgeConfig, run
-from amauta.evaluate.judge_commands import register
+from amauta.judge.commands import add_eval_commands
+from amauta.judge.judge import JudgeConfig, run
 from amauta.llm.fake_server import FakeOpenAIServer, unused_url
 
 SET = """name: mini
@@ -86,7 +86,7 @@ def test_cli_judge_summary_and_grade(tmp_path, mini_set):
     app = typer.Typer()
     eval_app = typer.Typer()
     app.add_typer(eval_app, name="eval")
-    register(eval_app)
+    add_eval_commands(eval_app)
     runner = CliRunner()
     out = tmp_path / "cli"
     with FakeOpenAIServer(VERDICT) as url:
@@ -152,7 +152,7 @@ def test_law_ec_four_way_comparison_with_a_real_index_and_adapter(tmp_path, monk
     by = {(r["candidate"], r["item"]): r for r in rows}
     assert by[("rag:leyes", "law-basic-01")]["sources"] and not by[("base", "law-basic-01")]["sources"]
     assert any(by[("ft", i)]["answer"] != by[("base", i)]["answer"] for i in ("law-basic-01", "law-complex-01"))
-    from amauta.evaluate.judge import report_markdown
+    from amauta.judge.tables import report_markdown
 
     assert "| ft+rag |" in report_markdown(summary)
 

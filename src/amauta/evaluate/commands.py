@@ -1,9 +1,9 @@
-"""`amauta eval belebele|perplexity|xquad|mgsm` and `amauta report`.
+"""`amauta eval belebele|perplexity|xquad|mgsm`.
 
 Every eval command takes the same model options (`--model`, `--adapter`, `--compare base,RUN1,...`),
 an optional YAML config whose keys are the config class's fields (flags override it), and writes an
-eval folder that `amauta report` renders. The judge engineer's `judge` and `grade` commands join the
-same sub-app through `amauta.evaluate.judge_commands.register(eval_app)`.
+eval folder that `amauta report` renders. The judge room, above this one, adds `judge` and `grade` to
+the same `eval_app` (`amauta.judge.commands`); the report room adds `amauta report`.
 """
 
 from __future__ import annotations
@@ -117,25 +117,6 @@ def mgsm_command(
     _run(MgsmConfig, run, options)
 
 
-def report_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Eval folders (summary.json) and training run folders (log.jsonl)."),
-    out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for report.md and report.html."),
-    title: str = typer.Option(None, "--title", help="Report title."),
-) -> None:
-    """One Markdown and one self-contained HTML report over eval and training runs."""
-    from rich.console import Console
-
-    from amauta.evaluate.report import ReportConfig, run
-
-    cfg = ReportConfig(run_dirs=[str(p) for p in run_dirs], out=str(out), **({"title": title} if title else {}))
-    paths = run(cfg)
-    Console().print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False)
-
-
 def register(app: typer.Typer) -> None:
-    """Add `amauta eval ...` and `amauta report` to the app."""
-    from amauta.evaluate import judge_commands  # `eval judge` and `eval grade`
-
-    judge_commands.register(eval_app)
+    """Add `amauta eval ...` to the app."""
     app.add_typer(eval_app, name="eval")
-    app.command("report")(report_command)

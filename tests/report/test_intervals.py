@@ -14,9 +14,11 @@ import pytest
 from rich.console import Console
 
 from amauta.evaluate import stats
-from amauta.evaluate.candidates import Answer
 from amauta.evaluate.compare import table_rows
-from amauta.evaluate.judge import CRITERIA, print_summary, report_markdown, summarize_run
+from amauta.judge.candidates import Answer
+from amauta.judge.judge import summarize_run
+from amauta.judge.rubric import CRITERIA
+from amauta.judge.tables import print_summary, report_markdown
 
 
 def test_no_bootstrap_interval_below_the_minimum():
@@ -94,8 +96,8 @@ def test_judge_tables_keep_the_interval_from_the_minimum_on(tmp_path):
 
 
 def test_report_by_category_has_no_interval_for_a_small_category(tmp_path):
-    from amauta.evaluate.report import ReportConfig
-    from amauta.evaluate.report import run as run_report
+    from amauta.report.report import ReportConfig
+    from amauta.report.report import run as run_report
 
     folder = tmp_path / "eval-bel"
     folder.mkdir()

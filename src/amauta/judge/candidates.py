@@ -1,6 +1,6 @@
 """Candidate answers for rubric grading: prompt sets, candidate specs, and N cached attempts per prompt.
 
-A prompt set is a YAML file (`evaluate/prompts/<name>.yaml` or any path) of single prompts and series of
+A prompt set is a YAML file (`judge/prompts/<name>.yaml` or any path) of single prompts and series of
 consecutive turns. A candidate is a model, optionally with a LoRA adapter and/or retrieval (RAG), and a
 decoding strategy. Answers are generated through the evaluation runner (`evaluate/runner.py`), whose
 per-item cache is keyed by the weights (adapter hash) and the task settings: a killed run resumes where

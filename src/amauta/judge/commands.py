@@ -1,7 +1,8 @@
 """CLI: `amauta eval judge` (rubric grading by an LLM judge) and `amauta eval grade` (by people).
 
-`evaluate/commands.py` creates the `eval` group and calls `register(eval_app)`; heavy imports stay
-inside the command functions so `amauta --help` is fast.
+The evaluate room creates the `eval` group (`amauta.evaluate.commands.eval_app`); the judge room, above
+it, adds its two commands to that group. Heavy imports stay inside the command functions so
+`amauta --help` is fast.
 """
 
 from __future__ import annotations
@@ -11,8 +12,15 @@ from pathlib import Path
 import typer
 
 
-def register(eval_app: typer.Typer) -> None:
-    """Add `judge` and `grade` to the `eval` command group."""
+def register(app: typer.Typer) -> None:
+    """Add `amauta eval judge` and `amauta eval grade` to the evaluate room's `eval` group."""
+    from amauta.evaluate.commands import eval_app
+
+    add_eval_commands(eval_app)
+
+
+def add_eval_commands(eval_app: typer.Typer) -> None:
+    """Add `judge` and `grade` to an `eval` command group."""
 
     @eval_app.command("judge")
     def judge_command(
@@ -42,7 +50,7 @@ def register(eval_app: typer.Typer) -> None:
     ) -> None:
         """Grade answers 1–5 (accuracy, relevance, coherence, context) with an LLM judge: best-of-N and mean-of-N."""
         from amauta.core.config import load_config, validate_config
-        from amauta.evaluate.judge import JudgeConfig, resummarize, run
+        from amauta.judge.judge import JudgeConfig, resummarize, run
 
         if summary_only:
             resummarize(out or "runs/judge")
@@ -70,8 +78,8 @@ def register(eval_app: typer.Typer) -> None:
         status: bool = typer.Option(False, "--status", help="Only show how many answers each grader has done."),
     ) -> None:
         """Grade answers 1–5 yourself, blind to the model and in random order; then judge-vs-people agreement."""
-        from amauta.evaluate.grade import grade, grading_status
-        from amauta.evaluate.judge import resummarize
+        from amauta.judge.grade import grade, grading_status
+        from amauta.judge.judge import resummarize
 
         if status:
             info = grading_status(run_dir)

@@ -8,9 +8,9 @@ Each folder given is rendered by what it is:
   data files with their hashes, and the per-item file each number comes from (`items.jsonl`, the
   model's cache key);
 - a training run (`log.jsonl`): the loss curves (drawn by the train room's `plot_loss`) and its summary;
-- any other task (e.g. `judge`): the module `amauta.evaluate.<task>` renders its own section through
-  `report_markdown(summary, heading_level=3)`, and optionally `report_figures(summary)` returning
-  `[(caption, png_bytes)]`; the report adds the bar chart of its per-category table when it has one.
+- any other task (e.g. `judge`): the `ReportSection` its room registered in `amauta.core.summaries`
+  for that `task` renders the section (`markdown(summary, heading_level=3)`) and names the charts to
+  draw (`charts(summary)`).
 
 Figures go to `out/figures/` for the Markdown and are inlined as base64 in the HTML, so the HTML file
 can be mailed on its own.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib
 import io
 import json
 import re
@@ -34,11 +33,13 @@ from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from amauta.core.manifest import write_manifest
+from amauta.core.summaries import section_for
 from amauta.evaluate.compare import COLUMNS, _fmt_ci, markdown_table, table_rows
 from amauta.evaluate.stats import has_interval
+from amauta.judge import tables as _judge_tables  # noqa: F401  (registers the judge's section)
 
 TASK_TITLES = {"belebele": "Belebele reading comprehension", "perplexity": "Perplexity on held-out Spanish text",
-               "xquad": "XQuAD-es (extractive QA)", "mgsm": "MGSM-es (maths word problems)", "judge": "Rubric grading"}
+               "xquad": "XQuAD-es (extractive QA)", "mgsm": "MGSM-es (maths word problems)"}
 
 
 class ReportConfig(StageConfig):
@@ -217,31 +218,21 @@ def _whiskers(models: list[dict[str, Any]], key: str, scale: float) -> list[tupl
 
 
 def hooked_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -> None:
-    """A task another room renders (e.g. `judge`): its `report_markdown`, plus a chart of its categories."""
+    """A task another room renders (e.g. `judge`): its registered section's Markdown and charts."""
     task = str(summary.get("task"))
-    try:
-        module = importlib.import_module(f"amauta.evaluate.{task}")
-    except ModuleNotFoundError:
-        module = None
-    render = getattr(module, "report_markdown", None)
-    doc.add(f"## {TASK_TITLES.get(task, task)}\n\nFolder `{folder}` · {summary.get('created', '')}")
-    if render is None:
+    section = section_for(task)
+    doc.add(f"## {section.title if section else TASK_TITLES.get(task, task)}\n\n"
+            f"Folder `{folder}` · {summary.get('created', '')}")
+    if section is None:
         doc.add("No renderer for this task; its summary:\n\n```json\n"
                 + json.dumps({k: v for k, v in summary.items() if k != "items"}, ensure_ascii=False, indent=1)[:4000]
                 + "\n```")
         return
-    doc.add(render(summary, heading_level=3))
-    for n, (caption, png) in enumerate(getattr(module, "report_figures", lambda s: [])(summary)):
-        doc.figure(f"{index:02d}-{task}-{n}.png", png, caption)
-    table = summary.get("judge_table") or {}
-    categories = summary.get("categories") or []
-    try:  # the judge's table: candidate → category → {"mean_of_n": {"overall": x}}
-        series = {c: [by[cat]["mean_of_n"]["overall"] if cat in by else 0 for cat in categories] for c, by in table.items()}
-    except (KeyError, TypeError):
-        series = {}
-    if series and categories:
-        doc.figure(f"{index:02d}-{task}-categories.png", grouped_bars(categories, series, "Mean score (1–5) by category", "score"),
-                   f"Judge's mean-of-N score by category ({folder.name})")
+    doc.add(section.markdown(summary, heading_level=3))
+    for chart in section.charts(summary):
+        doc.figure(f"{index:02d}-{task}-{chart.name}.png",
+                   grouped_bars(chart.groups, chart.series, chart.title, chart.ylabel),
+                   f"{chart.caption} ({folder.name})")
     doc.add(f"- Per-item results: `{folder / summary.get('items_file', 'items.jsonl')}`")
 
 

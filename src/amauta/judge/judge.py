@@ -38,13 +38,11 @@ from amauta.core.files import (
     read_jsonl,
 )
 from amauta.core.manifest import write_manifest
-from amauta.evaluate.candidates import Answer, conversation_before
+from amauta.judge.candidates import Answer, conversation_before
+from amauta.judge.rubric import CRITERIA, KEYS_ES, rubric_text
+from amauta.judge.tables import print_summary
 
-CRITERIA = ("accuracy", "relevance", "coherence", "context")
-# The JSON keys the (Spanish) judge prompt asks for, per criterion, and the spellings we also accept.
-KEYS_ES = {"accuracy": "exactitud", "relevance": "relevancia", "coherence": "coherencia", "context": "contexto"}
-NAMES_ES = {"accuracy": "Exactitud", "relevance": "Relevancia", "coherence": "Coherencia",
-            "context": "Comprensión contextual"}
+# The spellings of each criterion's JSON key that the judge's reply may use (KEYS_ES among them).
 _ALIASES = {
     "accuracy": ("exactitud", "precision", "accuracy", "correccion", "veracidad"),
     "relevance": ("relevancia", "pertinencia", "relevance"),
@@ -53,48 +51,6 @@ _ALIASES = {
                 "comprension del contexto", "comprension"),
 }
 _JUSTIFICATION = ("justificacion", "justification", "razon", "razonamiento", "comentario", "explicacion")
-
-RUBRIC = {
-    "accuracy": ("¿La información es correcta?", [
-        "Incorrecta o inventada; contradice la respuesta de referencia o los hechos.",
-        "Mayormente incorrecta; solo algún elemento acertado.",
-        "Parcialmente correcta: mezcla datos correctos con algún error u omisión importante.",
-        "Correcta en lo esencial, con imprecisiones menores que no cambian la respuesta.",
-        "Completamente correcta y precisa; coincide con la referencia cuando la hay.",
-    ]),
-    "relevance": ("¿Responde a lo que se preguntó?", [
-        "No responde a la pregunta: habla de otra cosa, la repite o está vacía.",
-        "Apenas se relaciona con la pregunta.",
-        "Responde solo en parte o se desvía bastante.",
-        "Responde a la pregunta, con algo de relleno o algún aspecto menor sin cubrir.",
-        "Responde directa y completamente, sin relleno.",
-    ]),
-    "coherence": ("¿Está bien escrita, es lógica y está en español?", [
-        "Incoherente, ilegible o en otro idioma.",
-        "Difícil de seguir: contradicciones, frases cortadas o mucho texto repetido.",
-        "Comprensible, pero con repeticiones, saltos lógicos o mezcla de idiomas.",
-        "Clara, con errores leves de redacción o de orden.",
-        "Clara, ordenada y lógica, en un español correcto y natural.",
-    ]),
-    "context": ("¿Entiende el contexto: la conversación previa, los datos que dio el usuario y las "
-                "instrucciones de formato, extensión y tono?", [
-        "Ignora por completo el contexto y las instrucciones.",
-        "Apenas tiene en cuenta el contexto; contradice lo dicho antes o lo que se pidió.",
-        "Usa parte del contexto, pero olvida un dato previo o una instrucción importante.",
-        "Usa bien el contexto, con un olvido menor.",
-        "Usa todo el contexto (turnos previos, datos del usuario) y sigue todas las instrucciones.",
-    ]),
-}
-
-
-def rubric_text() -> str:
-    """The rubric in Spanish, every level described (shown to the judge and to human graders)."""
-    lines = []
-    for criterion in CRITERIA:
-        question, levels = RUBRIC[criterion]
-        lines.append(f"{NAMES_ES[criterion]} («{KEYS_ES[criterion]}»): {question}")
-        lines += [f"  {score}: {text}" for score, text in enumerate(levels, start=1)]
-    return "\n".join(lines)
 
 
 SYSTEM_PROMPT = """Eres un evaluador experto y estricto de respuestas escritas por asistentes de inteligencia artificial en español.
@@ -373,8 +329,8 @@ def paired_deltas(rows: list[tuple[Answer, dict[str, float]]], candidates: list[
 def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, dict], candidates: list[str],
                   categories: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write items.jsonl and summary.json (judge tables, people's tables, agreement) and return the summary."""
-    from amauta.evaluate.agreement import between_people, judge_vs_people
-    from amauta.evaluate.grade import load_grades
+    from amauta.judge.agreement import between_people, judge_vs_people
+    from amauta.judge.grade import load_grades
 
     items, judged = [], []
     for answer in answers:
@@ -432,144 +388,6 @@ def judge_failures(verdicts: dict[tuple, dict]) -> dict[str, Any] | None:
             "first_reply": replies[0] if replies else None}
 
 
-def _failure_line(summary: dict[str, Any]) -> str:
-    """Why nothing was graded although a judge was asked: its replies, not a missing --judge-url."""
-    failures = summary["judge_failures"]
-    url = summary.get("judge_url")
-    who = f"the judge at {url} ({summary.get('judge')})" if url else f"the judge {summary.get('judge')}"
-    if failures["replies"]:
-        reply = " ".join(failures["first_reply"].split())
-        reply = reply if len(reply) <= 120 else reply[:117] + "..."
-        return (f"{who} answered {failures['replies']} times but no reply was valid rubric JSON; first bad reply: "
-                f"{reply!r} ({failures['first_error']}); try another judge model (--judge-model) or more "
-                "--judge-retries, then rerun the same command")
-    return (f"{who} refused all {failures['verdicts']} requests; first error: {failures['first_error']}; "
-            "fix the cause and rerun the same command")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Tables (rich), shared with `amauta eval grade`
-# ---------------------------------------------------------------------------------------------------------
-
-def _ci(entry: dict[str, Any], n: int | None) -> str:
-    """ "3.67 [3.10–4.20]", or "3.67 (n=2, sin intervalo)" over fewer than MIN_CI_N prompts."""
-    from amauta.evaluate.stats import has_interval, interval_note
-
-    low, high = entry["ci"]
-    if not has_interval(n) or low != low:
-        return f"{entry['overall']:.2f} {interval_note(n)}"
-    return f"{entry['overall']:.2f} [{low:.2f}–{high:.2f}]"
-
-
-def _delta(delta: dict[str, Any] | None, sep: str = "–") -> str:
-    """ "+0.50 [+0.10–+0.90]" for a paired delta; with too few shared prompts no interval (so nothing reads as
-    significant): "+1.00 (n=2, sin intervalo)"."""
-    from amauta.evaluate.stats import has_interval, interval_note
-
-    if not delta:
-        return "–"
-    low, high = delta["ci"]
-    if not has_interval(delta.get("n")) or low != low:
-        return f"{delta['delta']:+.2f} {interval_note(delta.get('n'))}"
-    return f"{delta['delta']:+.2f} [{low:+.2f}{sep}{high:+.2f}]"
-
-
-def render_table(table: dict[str, dict[str, Any]], title: str):
-    """Candidate × category rows: n, each criterion as best/mean, overall best-of-N and mean-of-N with its CI."""
-    from rich.table import Table
-
-    out = Table(title=title, title_justify="left")
-    for column in ("candidate", "category", "n", *CRITERIA, "best-of-N", "mean-of-N [95% CI]"):
-        out.add_column(column, justify="left" if column in ("candidate", "category") else "right")
-    for candidate, categories in table.items():
-        for category, entry in categories.items():
-            cells = [f"{entry['best_of_n'][c]:.1f}/{entry['mean_of_n'][c]:.1f}" for c in CRITERIA]
-            out.add_row(candidate, category, str(entry["n"]), *cells, f"{entry['best_of_n']['overall']:.2f}",
-                        _ci(entry["mean_of_n"], entry["n"]), end_section=category == "all")
-    return out
-
-
-def render_comparison(summary: dict[str, Any], which: str = "judge_table"):
-    """One row per candidate (the base / adapter / RAG / adapter+RAG table): mean-of-N per category."""
-    from rich.table import Table
-
-    table = summary[which]
-    categories = [c for c in summary["categories"]]
-    out = Table(title=f"{'Judge' if which == 'judge_table' else 'People'}: mean-of-N by category "
-                      "(1–5; best-of-N in the last column)", title_justify="left")
-    out.add_column("candidate")
-    out.add_column("N", justify="right")
-    for category in categories:
-        out.add_column(category, justify="right")
-    out.add_column("all [95% CI]", justify="right")
-    if which == "judge_table":
-        out.add_column("Δ vs first [95% CI]", justify="right")
-    out.add_column("best-of-N", justify="right")
-    for candidate, rows in table.items():
-        cells = [f"{rows[c]['mean_of_n']['overall']:.2f}" if c in rows else "–" for c in categories]
-        allrow = rows.get("all")
-        if allrow is None:
-            continue
-        extra = []
-        if which == "judge_table":
-            extra = [_delta(summary.get("judge_deltas", {}).get(candidate))]
-        out.add_row(candidate, f"{allrow['attempts']:.0f}", *cells, _ci(allrow["mean_of_n"], allrow["n"]), *extra,
-                    f"{allrow['best_of_n']['overall']:.2f}")
-    return out
-
-
-def render_agreement(summary: dict[str, Any]):
-    """Judge vs people per criterion: weighted kappa, Spearman, exact and within-one agreement."""
-    from rich.table import Table
-
-    out = Table(title="Agreement, judge vs people (Cohen's quadratic-weighted kappa, Spearman)", title_justify="left")
-    for column in ("criterion", "n", "kappa_w", "spearman (p)", "exact", "±1", "judge mean", "people mean"):
-        out.add_column(column, justify="left" if column == "criterion" else "right")
-    for criterion, row in summary["agreement"].items():
-        name = NAMES_ES.get(criterion, "all criteria")
-        out.add_row(name, str(row["n"]), _num(row["kappa"]), f"{_num(row['spearman'])} ({_num(row['p'], 3)})",
-                    _pct(row["exact"]), _pct(row["within_one"]), _num(row["mean_a"]), _num(row["mean_b"]))
-    between = summary.get("between_people")
-    if between:
-        out.add_row("people vs people", str(between["n"]), _num(between["kappa"]), _num(between["spearman"]),
-                    _pct(between["exact"]), _pct(between["within_one"]), "", "")
-    return out
-
-
-def _num(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None or x != x else f"{x:.{digits}f}"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None or x != x else f"{100 * x:.0f}%"
-
-
-def print_summary(summary: dict[str, Any], console=None) -> None:
-    """Every table the summary holds; the agreement table goes with every table that has both sources."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = console or Console()
-    both = bool(summary.get("agreement"))
-    graders = [("judge_table", f"LLM judge ({summary.get('judge', '?')})"),
-               ("human_table", f"People ({', '.join(summary.get('graders', []))})")]
-    for key, who in graders:
-        if summary.get(key):
-            console.print(render_table(summary[key], f"{who}: 1–5, each criterion as best-of-N/mean-of-N"))
-            console.print(render_comparison(summary, key))
-            if both:
-                console.print(render_agreement(summary))
-    if not summary.get("judge_table") and not summary.get("human_table"):
-        if summary.get("judge") and summary.get("judge_failures"):
-            console.print(f"[red]{escape(_failure_line(summary))}[/]", highlight=False)
-        else:
-            console.print(f"{summary.get('answers', 0)} answers generated and nothing graded yet; grade them with "
-                          "`amauta eval grade RUN --grader NAME` or judge them with `amauta eval judge --judge-url ...`")
-    if summary.get("failed"):
-        console.print(f"[yellow]{summary['failed']} answers have no verdict (see 'error' in items.jsonl); "
-                      "rerun the same command to ask the judge again[/]")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------------------------
@@ -598,13 +416,13 @@ def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, l
     `config.judge_api_key_env`). judge: an LLM object to use instead of building one (tests, notebooks).
     loader: replaces load_model for candidates (tests). show_progress: progress bars. console: rich console.
     """
-    from amauta.evaluate.candidates import generate_candidates, load_prompt_set, parse_candidates
+    from amauta.judge.candidates import generate_candidates, load_prompt_set, parse_candidates
 
     pset = load_prompt_set(config.prompt_set, limit=config.limit)
     specs = parse_candidates(config.candidates, config.model, config.strategy)
     for spec in specs:
         if spec.rag_index:
-            from amauta.evaluate.candidates import rag_index_fingerprint
+            from amauta.judge.candidates import rag_index_fingerprint
 
             rag_index_fingerprint(spec.rag_index)  # a missing index fails now, not after hours of generation
     out = Path(config.out)
@@ -665,7 +483,7 @@ def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name, ju
 def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     """Recompute summary.json of a finished run (after people graded it) and print its tables."""
     from amauta.core.config import load_config
-    from amauta.evaluate.candidates import load_prompt_set, read_answers
+    from amauta.judge.candidates import load_prompt_set, read_answers
 
     out = Path(run_dir)
     config = load_config(JudgeConfig, out / "config.yaml")
@@ -684,68 +502,3 @@ def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     summary = summarize_run(out, answers, verdicts, candidates, categories, extra)
     print_summary(summary, console)
     return summary
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Markdown for `amauta report` (its hook for summaries with task: judge)
-# ---------------------------------------------------------------------------------------------------------
-
-def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
-    """The judge run as Markdown: the comparison by category, the per-criterion table, people's tables and
-    the judge-vs-people agreement (the thesis's Tables 4 and 6, with best-of-N, mean-of-N and intervals)."""
-    from amauta.evaluate.compare import markdown_table
-    from amauta.evaluate.stats import MIN_CI_N
-
-    h = "#" * heading_level
-    parts = [f"{h} Rubric grading: {summary.get('set', '?')} (judge: {summary.get('judge') or 'none'}, "
-             f"N = {summary.get('n', '?')})",
-             f"{summary.get('answers', 0)} answers, {summary.get('judged', 0)} judged, "
-             f"{summary.get('failed', 0)} without a verdict; per-answer scores in `{summary.get('items_file', 'items.jsonl')}`. "
-             "Scores 1–5; best-of-N keeps each prompt's best attempt (as the thesis), mean-of-N averages the "
-             "attempts; [95% bootstrap CI over prompts], none over fewer than "
-             f"{MIN_CI_N} prompts (\"sin intervalo\")."]
-    specs = summary.get("specs") or []
-    if specs:
-        parts.append("Candidates:\n\n" + "\n".join(
-            f"- `{s['label']}`: model `{s['model']}`" + (f" + adapter `{s['adapter']}`" if s.get("adapter") else "")
-            + (f" + RAG index `{s['rag_index']}`" if s.get("rag_index") else "") + f", {s['strategy']} decoding"
-            for s in specs))
-    categories = summary.get("categories", [])
-    for key, who in (("judge_table", "LLM judge"), ("human_table", "People")):
-        table = summary.get(key) or {}
-        if not table:
-            continue
-        rows = []
-        for candidate, by_category in table.items():
-            entry = by_category.get("all")
-            if entry is None:
-                continue
-            delta = (summary.get("judge_deltas") or {}).get(candidate) if key == "judge_table" else None
-            rows.append([candidate, f"{entry['attempts']:.0f}", *[f"{by_category[c]['mean_of_n']['overall']:.2f}" if c in by_category else "–"
-                                      for c in categories], _ci(entry["mean_of_n"], entry["n"]),
-                         f"{entry['best_of_n']['overall']:.2f}", _delta(delta, ", ")])
-        parts.append(f"**{who}: mean-of-N by category**\n\n" + markdown_table(
-            ["Candidate", "N", *categories, "All (mean-of-N)", "All (best-of-N)", "Δ vs first"], rows))
-        detail = []
-        for candidate, by_category in table.items():
-            for category, entry in by_category.items():
-                detail.append([candidate, category, str(entry["n"]),
-                               *[f"{entry['best_of_n'][c]:.2f} / {entry['mean_of_n'][c]:.2f}" for c in CRITERIA]])
-        parts.append(f"**{who}: by criterion (best-of-N / mean-of-N)**\n\n" + markdown_table(
-            ["Candidate", "Category", "n", *[NAMES_ES[c] for c in CRITERIA]], detail))
-        if summary.get("agreement"):
-            parts.append(_agreement_markdown(summary))
-    return "\n\n".join(parts) + "\n"
-
-
-def _agreement_markdown(summary: dict[str, Any]) -> str:
-    from amauta.evaluate.compare import markdown_table
-
-    rows = [[NAMES_ES.get(c, "All criteria"), str(r["n"]), _num(r["kappa"]), _num(r["spearman"]), _num(r["p"], 3),
-             _pct(r["exact"]), _pct(r["within_one"])] for c, r in summary["agreement"].items()]
-    between = summary.get("between_people")
-    if between:
-        rows.append(["People vs people", str(between["n"]), _num(between["kappa"]), _num(between["spearman"]),
-                     _num(between["p"], 3), _pct(between["exact"]), _pct(between["within_one"])])
-    return ("**Agreement, judge vs people** (Cohen's quadratic-weighted kappa, Spearman)\n\n" +
-            markdown_table(["Criterion", "n", "κ_w", "Spearman ρ", "p", "Exact", "±1"], rows))

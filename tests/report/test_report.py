@@ -12,8 +12,8 @@ import pytest
 from amauta.core.errors import AmautaError
 from amauta.evaluate.belebele import BelebeleConfig
 from amauta.evaluate.belebele import run as run_belebele
-from amauta.evaluate.report import ReportConfig
-from amauta.evaluate.report import run as run_report
+from amauta.report.report import ReportConfig
+from amauta.report.report import run as run_report
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"
@@ -71,6 +71,26 @@ def test_report_uses_the_judge_hook(tmp_path):
     (judge / "summary.json").write_text(json.dumps(summary))
     paths = run_report(ReportConfig(run_dirs=[str(judge)], out=str(tmp_path / "r")))
     assert "Rubric grading: general-es" in paths["markdown"].read_text(encoding="utf-8")
+
+
+def test_a_task_renders_itself_through_the_section_it_registers(tmp_path, monkeypatch):
+    from amauta.core import summaries
+
+    def markdown(summary, heading_level=3):
+        return f"{'#' * heading_level} Exam {summary['score']:.2f}"
+
+    def charts(summary):
+        return [summaries.Chart("topics", ["a", "b"], {"base": [1.0, 2.0]}, "By topic", "score", "Score by topic")]
+
+    monkeypatch.setitem(summaries._SECTIONS, "exam", summaries.ReportSection("Knowledge exam", markdown, charts))
+    folder = tmp_path / "eval-exam"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"task": "exam", "score": 0.75}))
+    paths = run_report(ReportConfig(run_dirs=[str(folder)], out=str(tmp_path / "r")))
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert "## Knowledge exam" in md and "### Exam 0.75" in md and "No renderer" not in md
+    assert "![Score by topic (eval-exam)](figures/01-exam-topics.png)" in md
+    assert (tmp_path / "r" / "figures" / "01-exam-topics.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_report_bad_folder(tmp_path):
