@@ -49,35 +49,52 @@ def _register_stages() -> None:
 _register_stages()
 
 
+def print_error(message: str) -> None:
+    """Print `error: MESSAGE` on stderr as one line (the message is text, never rich markup)."""
+    from rich.text import Text
+
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print(Text.assemble(("error:", "bold red"), f" {one_line}"), highlight=False, soft_wrap=True)
+
+
+def usage_error_message(exc) -> str:
+    """A click/typer usage error (unknown option, missing argument, bad value) as one line with its help hint."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+    return f"{exc.format_message()}{hint}"
+
+
 def main() -> None:
-    """Entry point of the `amauta` console script."""
+    """Entry point of the `amauta` console script: handled errors print `error: ...` and exit 2."""
+    import click
+
     debug = "--debug" in sys.argv or os.environ.get("AMAUTA_DEBUG") == "1"
     try:
         app(standalone_mode=False)
     except AmautaError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `amauta data` alone: the group's help, as click does
+        exc.show()
+        sys.exit(2)
+    except click.ClickException as exc:  # usage errors: click would print "Usage: ... Error: ..." over 4 lines
+        print_error(usage_error_message(exc))
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except Exception as exc:  # anything unexpected: a bug, so exit 1 and offer the traceback
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                          highlight=False, soft_wrap=True)
+        print_error(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         sys.exit(1)
 
 
