@@ -60,42 +60,59 @@ def print_error(message: str) -> None:
 def usage_error_message(exc) -> str:
     """A click/typer usage error (unknown option, missing argument, bad value) as one line with its help hint."""
     ctx = getattr(exc, "ctx", None)
-    hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
-    return f"{exc.format_message()}{hint}"
+    message = exc.format_message().strip()
+    return f"{message.rstrip('.')} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, exits, aborts) of typer, which carries its own click since 0.2x, and of click itself."""
+    usage, exits, aborts = [typer.TyperException], [typer.Exit], [typer.Abort]
+    try:
+        import click
+    except ImportError:  # pragma: no cover - typer no longer needs click
+        pass
+    else:
+        usage.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    return tuple(usage), tuple(exits), tuple(aborts)
 
 
 def main() -> None:
     """Entry point of the `amauta` console script: handled errors print `error: ...` and exit 2."""
-    import click
-
     debug = "--debug" in sys.argv or os.environ.get("AMAUTA_DEBUG") == "1"
+    usage_errors, exits, aborts = _click_exception_types()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except AmautaError as exc:
         if debug:
             raise
         print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        code = 130
     except SystemExit:
         raise
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:  # `amauta data` alone: the group's help, as click does
-        exc.show()
-        sys.exit(2)
-    except click.ClickException as exc:  # usage errors: click would print "Usage: ... Error: ..." over 4 lines
-        print_error(usage_error_message(exc))
-        sys.exit(2)
-    except click.exceptions.Abort:
+    except aborts:
         sys.exit(130)
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `amauta data` alone: the group's help, as click does
+            exc.show()
+        else:  # click would print "Usage: ... Try ... Error: ..." over four lines
+            print_error(usage_error_message(exc))
+        sys.exit(2)
     except Exception as exc:  # anything unexpected: a bug, so exit 1 and offer the traceback
         if debug:
             raise
         print_error(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         sys.exit(1)
+    # Without standalone mode typer returns the code of a `typer.Exit` (and 130 for Ctrl-C) instead of exiting.
+    if code == 130:
+        err_console.print("[yellow]interrupted[/]")
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.errors import AmautaError
 from amauta.core.files import nesting_line, read_text, too_deep_message
 
 C = TypeVar("C", bound=BaseModel)
@@ -97,33 +97,37 @@ def _words(text: str) -> list[str]:
 
 
 def _unknown_key_hint(model: type[BaseModel], loc: tuple) -> str:
-    """' (did you mean: …?)' for an unknown key: a close name at its level, else its dotted path elsewhere.
+    """' (did you mean: …?)' for an unknown key: a key of that name elsewhere, a close name at its level,
+    a close name elsewhere, a field whose description holds the key's words, a looser name at its level.
 
-    A key written at the wrong level (`learning_rate:` at the top of a train config, `lr:` under `lora:`)
-    is looked up in the whole config: by name (`weight_decay` → optimizer.weight_decay), then by the
-    words of the fields' descriptions (`learning_rate` → optimizer.lr, "Peak learning rate").
+    A key written at the wrong level (`lr:` at the top of a train config, `learning_rate:` under `lora:`) is
+    looked up in the whole config and suggested by its dotted path: `optimizer.lr` ("Peak learning rate").
     """
     key = str(loc[-1])
-    hint = did_you_mean(key, _field_names(model, loc))
-    if hint:
-        return hint
     here = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+    siblings = _field_names(model, loc)
     elsewhere = {path: info for path, info in _dotted_fields(model).items() if path.rpartition(".")[0] != here}
     by_name: dict[str, list[str]] = {}
     for path in elsewhere:
         by_name.setdefault(path.rpartition(".")[2], []).append(path)
-    close = difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.75)
-    paths = [path for name in close for path in by_name[name]]
-    if not paths:
-        wanted = _words(key)
-        scored = []
-        for path, info in elsewhere.items():
-            described = _words(info.description or "")
-            if wanted and all(word in described for word in wanted):
-                scored.append((len(wanted) / len(described), path))
-        best = max((score for score, _ in scored), default=0)
-        paths = [path for score, path in scored if score == best]
+    paths = (by_name.get(key)
+             or difflib.get_close_matches(key, siblings, n=3, cutoff=0.75)
+             or [path for name in difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.75) for path in by_name[name]]
+             or _described_by(key, elsewhere)
+             or difflib.get_close_matches(key, siblings, n=3, cutoff=0.5))
     return f" (did you mean: {', '.join(paths[:3])}?)" if paths else ""
+
+
+def _described_by(key: str, fields: dict[str, Any]) -> list[str]:
+    """The dotted paths whose description holds every word of `key`, the most specific ones first."""
+    wanted = _words(key)
+    scored = []
+    for path, info in fields.items():
+        described = _words(info.description or "")
+        if wanted and all(word in described for word in wanted):
+            scored.append((len(wanted) / len(described), path))
+    best = max((score for score, _ in scored), default=0)
+    return [path for score, path in scored if score == best]
 
 
 def validate_config(model: type[C], data: dict[str, Any], source: str = "config") -> C:

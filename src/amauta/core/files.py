@@ -91,7 +91,8 @@ def not_utf8_message(where: str, byte: int, column: int, encoding: str | None = 
     """
     if encoding is None and 0xA0 <= byte <= 0xFF:
         encoding = "WINDOWS-1252"
-    hint = f" (it looks {encoding}: iconv -f {encoding} -t UTF-8)" if encoding else ""
+    shown = {"WINDOWS-1252": "Latin-1/Windows-1252"}.get(encoding, encoding)
+    hint = f" (it looks {shown} encoded: iconv -f {encoding} -t UTF-8)" if encoding else ""
     return f"{where}: not UTF-8 text (byte 0x{byte:02x} at column {column}); save the file as UTF-8{hint}"
 
 
@@ -192,7 +193,7 @@ def read_jsonl(path: str | Path, *, skip_invalid: bool = False, tolerate_torn_ta
             line = decode_utf8(raw, path, first_line=number)
             if not line.strip():
                 continue
-            obj = parse_json(line, path, first_line=number)
+            obj = parse_json(line.rstrip("\r\n"), path, first_line=number)
         except AmautaError:  # not UTF-8, invalid JSON or nested too deeply
             if skip_invalid or torn:
                 continue

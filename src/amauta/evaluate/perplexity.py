@@ -8,7 +8,6 @@ perplexity exp(Σ nll / Σ tokens) and bits per byte (comparable across tokenize
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any

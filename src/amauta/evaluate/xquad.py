@@ -7,7 +7,6 @@ punctuation including ¿ and ¡, no Spanish articles, accents kept as MLQA does,
 
 from __future__ import annotations
 
-import json
 import re
 import string
 import unicodedata
