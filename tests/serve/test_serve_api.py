@@ -141,6 +141,14 @@ def test_invalid_json_and_oversized_bodies(url):
     assert r.status_code == 413
 
 
+def test_invalid_json_names_line_and_column_not_a_param(url):
+    body = b'{\n  "model": "tiny-llama",\n  "messages": [}\n'
+    r = httpx.post(url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "json_invalid" and error["param"] is None
+    assert error["message"] == "the request body is not valid JSON (line 3, column 16: Expecting value)"
+
+
 def test_openai_client_raises_on_errors(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=MESSAGES)

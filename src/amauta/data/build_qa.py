@@ -70,7 +70,8 @@ class BuildQAConfig(StageConfig):
                               "(default smollm2-135m-instruct).")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
                                  "unset = a local model.")
-    api_key: str | None = Field(None, description="Endpoint API key (default: $OPENAI_API_KEY); never written to files.")
+    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
+                                                  "$OPENAI_API_KEY: docs/llm.md); never written to files.")
     adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
     pairs_per_chunk: int = Field(3, ge=1, le=20, description="Pairs asked for each chunk.")
     retries: int = Field(3, ge=0, le=10, description="Extra tries with a corrective message when the JSON is bad.")

@@ -18,8 +18,8 @@ def register(data_app: typer.Typer) -> None:
         model: str = typer.Option(None, "--model", "-m", help="Endpoint model name, or a local profile/folder/GGUF "
                                   "(default: smollm2-135m-instruct)."),
         base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
-        api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", show_envvar=True,
-                                    help="Endpoint API key (never written to disk)."),
+        api_key: str = typer.Option(None, "--api-key", help="Endpoint API key (never written to disk; default: "
+                                    "$AMAUTA_LLM_API_KEY, then $AMAUTA_API_KEY, then $OPENAI_API_KEY)."),
         adapter: str = typer.Option(None, "--adapter", help="LoRA adapter or run folder for a local model."),
         pairs_per_chunk: int = typer.Option(None, "--pairs-per-chunk", "-n", help="Pairs asked per chunk (default: 3)."),
         retries: int = typer.Option(None, "--retries", help="Extra tries when a reply is not valid JSON (default: 3)."),

@@ -40,8 +40,8 @@ def add_eval_commands(eval_app: typer.Typer) -> None:
         device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
         judge_model: str = typer.Option(None, "--judge-model", help="The judge: the endpoint's model name, or a local model."),
         judge_url: str = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)."),
-        judge_api_key: str = typer.Option(None, "--judge-api-key", envvar="AMAUTA_JUDGE_API_KEY",
-                                          help="The judge's API key (never written to disk; default $OPENAI_API_KEY)."),
+        judge_api_key: str = typer.Option(None, "--judge-api-key", help="The judge's API key (never written to disk; "
+                                          "default: $AMAUTA_JUDGE_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY)."),
         judge_workers: int = typer.Option(None, "--judge-workers", help="Concurrent requests to an endpoint judge (default 4)."),
         skip_judge: bool = typer.Option(None, "--skip-judge/--with-judge", help="Only generate answers (for people to grade)."),
         out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/judge); rerun to resume."),

@@ -155,7 +155,8 @@ class JudgeConfig(StageConfig):
     judge_model: str | None = Field(None, description="The judge: an endpoint's model name (with judge_url) "
                                                       "or a local Amauta model (profile, folder, GGUF).")
     judge_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")
-    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the judge's API key.")
+    judge_api_key_env: str | None = Field(None, description="An environment variable holding the judge's key, read "
+                                          "before the usual ones (AMAUTA_JUDGE_API_KEY, AMAUTA_API_KEY, OPENAI_API_KEY).")
     judge_retries: int = Field(2, ge=0, description="Extra asks when the judge's reply is not valid JSON.")
     judge_endpoint_retries: int = Field(3, ge=0, description="Extra tries (with backoff) when the endpoint fails.")
     judge_backoff: float = Field(2.0, ge=0, description="Seconds before the first endpoint retry (doubles each time).")
@@ -395,14 +396,16 @@ def judge_failures(verdicts: dict[tuple, dict]) -> dict[str, Any] | None:
 def make_judge(config: JudgeConfig, api_key: str | None = None) -> tuple[Any, int]:
     """The judge LLM and how many requests it may take at once (a local model takes one)."""
     from amauta.llm.client import make_llm
+    from amauta.llm.keys import api_key_variables
 
     if not config.judge_model and not config.judge_url:
         raise AmautaError("no judge given: pass --judge-url URL (an OpenAI-compatible endpoint: a GPT-4-class API, "
                           "vLLM, llama.cpp server, Ollama) with --judge-model NAME, or --judge-model LOCAL_MODEL, "
                           "or --skip-judge to only generate answers")
-    key = api_key or os.environ.get(config.judge_api_key_env)
+    custom = config.judge_api_key_env  # runs made before the one rule name OPENAI_API_KEY here: the rule reads it
+    key = api_key or (os.environ.get(custom) if custom and custom not in api_key_variables("JUDGE") else None)
     llm = make_llm(config.judge_model, config.judge_url, key, timeout=config.judge_timeout,
-                   max_retries=config.judge_endpoint_retries)
+                   max_retries=config.judge_endpoint_retries, role="JUDGE")
     if config.judge_url and hasattr(llm, "backoff"):
         llm.backoff = config.judge_backoff
     return llm, (config.judge_workers if config.judge_url else 1)
@@ -412,8 +415,9 @@ def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, l
         show_progress: bool = True, console=None) -> Path:
     """Generate the candidates' answers, judge them, and write the run folder; returns its path.
 
-    config: the stage config. api_key: the judge's key (never written to disk; else read from
-    `config.judge_api_key_env`). judge: an LLM object to use instead of building one (tests, notebooks).
+    config: the stage config. api_key: the judge's key (never written to disk; else from
+    `config.judge_api_key_env`, else by the API-key rule for the JUDGE role: `amauta.llm.keys`).
+    judge: an LLM object to use instead of building one (tests, notebooks).
     loader: replaces load_model for candidates (tests). show_progress: progress bars. console: rich console.
     """
     from amauta.judge.candidates import generate_candidates, load_prompt_set, parse_candidates

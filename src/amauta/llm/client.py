@@ -11,6 +11,8 @@ import time
 from typing import Any, Protocol, runtime_checkable
 
 from amauta.core.errors import AmautaError
+from amauta.llm.keys import api_key as resolve_api_key
+from amauta.llm.keys import api_key_variables
 
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
 
@@ -65,24 +67,25 @@ class OpenAICompatibleLLM:
 
     base_url: e.g. "http://127.0.0.1:8000/v1" (vLLM, llama.cpp server, Ollama) or a hosted API.
     model: the served model's name; None asks the server's /v1/models and takes the first one.
-    api_key: the key; None reads OPENAI_API_KEY, and local servers accept any placeholder.
+    api_key: the key (a flag's value); None follows the API-key rule for `role` (`amauta.llm.keys`), and local
+        servers accept the placeholder sent when no key is set anywhere.
+    role: what the key is for, "LLM" or "JUDGE": picks AMAUTA_<ROLE>_API_KEY.
     timeout: seconds to wait for one answer.
     max_retries: extra tries after a connection error, timeout, rate limit or 5xx, waiting
         `backoff * 2**attempt` seconds between them; then an AmautaError names the endpoint.
     """
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 60,
-                 max_retries: int = 3, backoff: float = 1.0) -> None:
-        import os
-
+                 max_retries: int = 3, backoff: float = 1.0, role: str = "LLM") -> None:
         import openai
 
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff = backoff
         self.calls = 0
+        self.key_variable = api_key_variables(role)[0]  # named when the key is refused
         # The client's own retries are off: ours below log the endpoint and end in one clear error.
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=resolve_api_key(role, api_key) or "none",
                                     timeout=timeout, max_retries=0)
         self.model = model or self._first_model()
         self.name = self.model
@@ -110,7 +113,7 @@ class OpenAICompatibleLLM:
                 return request()
             except openai.AuthenticationError:
                 raise AmautaError(f"{self.base_url}: the API key was refused (401); pass the right --api-key "
-                                  "or set OPENAI_API_KEY") from None
+                                  f"or set {self.key_variable} (docs/llm.md: API keys)") from None
             except openai.NotFoundError as exc:
                 raise AmautaError(f"{self.base_url}: not found (404: {_message(exc)}); check --base-url "
                                   f"(it usually ends in /v1) and --model '{getattr(self, 'model', '')}'") from None
@@ -142,16 +145,18 @@ def _message(exc: Exception) -> str:
 
 
 def make_llm(model: str | None = None, base_url: str | None = None, api_key: str | None = None, *,
-             adapter: str | None = None, timeout: float = 60, max_retries: int = 3) -> LLM:
+             adapter: str | None = None, timeout: float = 60, max_retries: int = 3, role: str = "LLM") -> LLM:
     """An endpoint model when `base_url` is given, else a local model (a profile name, folder or GGUF).
 
     model: the served model's name (endpoint) or what `load_model` accepts (local; default SmolLM2).
+    api_key: the command's flag; None follows the API-key rule for `role` ("LLM" or "JUDGE", amauta.llm.keys).
     adapter: a LoRA adapter or training run folder for a local model.
     """
     if base_url:
         if adapter:
             raise AmautaError("--adapter works with local models only; load the adapter in the server instead")
-        return OpenAICompatibleLLM(base_url, model, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        return OpenAICompatibleLLM(base_url, model, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                                   role=role)
     from amauta.models.load import load_model
 
     return LocalLLM(load_model(model or DEFAULT_LOCAL_MODEL, adapter=adapter))

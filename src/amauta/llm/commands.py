@@ -16,7 +16,8 @@ def ask_command(
     model: str = typer.Option(None, "--model", "-m", help="Local model (profile, folder, GGUF) or the endpoint's model name."),
     adapter: str = typer.Option(None, "--adapter", help="LoRA adapter or training run folder for a local model."),
     base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1)."),
-    api_key: str = typer.Option(None, "--api-key", envvar="AMAUTA_API_KEY", help="API key for the endpoint."),
+    api_key: str = typer.Option(None, "--api-key", help="API key for the endpoint (default: $AMAUTA_LLM_API_KEY, "
+                                "then $AMAUTA_API_KEY, then $OPENAI_API_KEY)."),
     top_k: int = typer.Option(4, "--top-k", "-k", help="Passages given to the model."),
     min_score: float = typer.Option(None, "--min-score", help="Cosine similarity under which a passage is irrelevant."),
     mode: str = typer.Option("hybrid", "--mode", help="Retrieval: hybrid, dense or bm25."),

@@ -122,6 +122,17 @@ class BodyLimit:
         await self.app(scope, limited_receive, replacing_send)
 
 
+def _invalid_json_message(body: Any, error: dict) -> str:
+    """'the request body is not valid JSON (line 1, column 28: Expecting ',' delimiter)'."""
+    offset = error.get("loc", ())[-1]
+    reason = (error.get("ctx") or {}).get("error")
+    if not isinstance(offset, int) or not isinstance(body, str):
+        return "the request body is not valid JSON" + (f" ({reason})" if reason else "")
+    line = body.count("\n", 0, offset) + 1
+    column = offset - (body.rfind("\n", 0, offset) + 1) + 1
+    return f"the request body is not valid JSON (line {line}, column {column}" + (f": {reason})" if reason else ")")
+
+
 def _check_key(request: Request, api_key: str | None) -> None:
     if not api_key:
         return
@@ -223,8 +234,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
         param = ".".join(loc) or None
         if first.get("type") == "extra_forbidden":
             message = f"unknown field '{param}': OpenAI's API has no such parameter (check its spelling)"
-        elif first.get("type") == "json_invalid":
-            message = "the request body is not valid JSON"
+        elif first.get("type") == "json_invalid":  # its loc holds the character offset: say line and column
+            message, param = _invalid_json_message(exc.body, first), None
         else:
             message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
         return APIError(400, message, param=param, code=first.get("type")).response()
