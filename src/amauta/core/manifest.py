@@ -41,7 +41,8 @@ def write_manifest(out_dir: str | Path, stage: str, config: Any, inputs: list[st
         "config": config,
         "inputs": hashes,
         "versions": package_versions(),
-        "files": sorted({p.name for p in Path(out_dir).iterdir() if not p.name.startswith(".")} | {"manifest.json"}),
+        "files": sorted({p.name for p in Path(out_dir).iterdir() if not p.name.startswith(".")} | {"manifest.json"})
+        if Path(out_dir).is_dir() else ["manifest.json"],
         **extra,
     }
     return atomic_write_json(Path(out_dir) / "manifest.json", manifest)
