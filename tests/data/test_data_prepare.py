@@ -85,7 +85,7 @@ def test_rerun_skips_when_unchanged_refuses_when_changed_and_overwrite_replaces_
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "amauta.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
 
