@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -184,3 +185,17 @@ def test_an_unfinished_own_folder_is_recognised_and_a_file_is_refused(tmp_path):
         with claim(afile, "evaluate.belebele"):
             pass
     assert textwrap.dedent(afile.read_text()) == "x"
+
+
+def test_inside_a_folder_a_nested_runs_temporaries_go_only_when_its_recorded_owner_is_gone(tmp_path):
+    out = tmp_path / "pipe"
+    with claim(out, "pipeline") as folder:
+        folder.start({})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, pid in (("data", int(dead.stdout)), ("train", os.getpid())):
+        (out / f".{name}.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+        (out / f".{name}.abcdefgh.tmp").mkdir()
+    with claim(out, "pipeline", quiet=True):
+        pass
+    assert not (out / ".data.abcdefgh.tmp").exists()  # a killed step's temporary
+    assert (out / ".train.abcdefgh.tmp").is_dir()  # a live step's: never touched

@@ -143,15 +143,17 @@ def test_finished_run_without_checkpoints_refuses_a_changed_dataset_and_keeps_ev
     assert cfg.returncode == 0, cfg.stderr[-2000:]
     run = tmp_path / "run"
     shutil.rmtree(run / "checkpoints")
-    rerun = _train([str(tmp_path / "run.yaml")])  # same config, same data, finished: nothing to do
-    assert rerun.returncode == 0 and "already trained with this config" in " ".join(rerun.stderr.split()), rerun.stderr
     before = _files(run)
-    lines = (dataset / "train.jsonl").read_text().splitlines()
-    (dataset / "train.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # same path, other data
+    data = (dataset / "train.jsonl").read_text()
+    (dataset / "train.jsonl").write_text("\n".join(data.splitlines()[:-1]) + "\n")  # same path, other data
     refused = _train([str(tmp_path / "run.yaml")])
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "train.jsonl changed since this run started" in " ".join(refused.stderr.split())
     assert _files(run) == before and (run / "log.jsonl").is_file()
+    (dataset / "train.jsonl").write_text(data)
+    rerun = _train([str(tmp_path / "run.yaml")])  # same config, same data, finished: nothing to do
+    assert rerun.returncode == 0 and "already trained with this config" in " ".join(rerun.stderr.split()), rerun.stderr
+    assert _files(run) == before
 
 
 def test_overwrite_starts_afresh_only_in_an_own_folder_without_the_dataset(run_config, tmp_path, dataset):

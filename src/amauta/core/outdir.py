@@ -116,12 +116,33 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _held(lock_file: Path) -> bool:
+    """Whether the run recorded in a lock file may still be alive (its process exists, or it ran on
+    another host, which this one cannot check). A lock file left by a killed run names a gone process."""
+    if not lock_file.exists():
+        return False
+    try:
+        owner = json.loads(lock_file.read_text(encoding="utf-8"))
+        pid, host = int(owner["pid"]), owner["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # being written right now, or unreadable: leave it be
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def tidy(directory: Path, *, only: str | None = None) -> list[Path]:
     """Remove the temporaries a killed writer left in `directory`; return them.
 
     only: just those of the entry named `only` (in a parent folder, where the lock holder owns no others).
-    A temporary whose target has a lock file beside it belongs to that target's run (alive, or to be tidied
-    by its own next run), unless the target is `only`, whose lock the caller holds. A folder moved aside
+    A temporary whose target has a lock file beside it naming a live process belongs to that target's run,
+    unless the target is `only`, whose lock the caller holds. A folder moved aside
     whose target is missing (killed between atomic_dir's two renames) is put back instead.
     """
     removed: list[Path] = []
@@ -134,7 +155,7 @@ def tidy(directory: Path, *, only: str | None = None) -> list[Path]:
         target = match.group("target")
         if only is not None and target != only:
             continue
-        if target != only and (directory / f".{target}.lock").exists():
+        if target != only and _held(directory / f".{target}.lock"):
             continue
         if match.re is _ASIDE:
             if not entry.is_dir() or entry.is_symlink():
