@@ -8,7 +8,8 @@ folder an earlier step wrote.
 
 A finished step is recorded in `<out>/pipeline-state.json` with a hash of its config; rerunning the
 pipeline skips it while its config is unchanged and its output still exists, so a killed demo resumes
-where it stopped.
+where it stopped. A step run again (its config changed, or `--force`) gets `overwrite=True` when its entry
+point takes it: it may replace the folder of its own stage it wrote before, and nothing else (core/outdir.py).
 """
 
 from __future__ import annotations

@@ -82,18 +82,27 @@ def input_hashes(inputs: Iterable[str | Path]) -> dict[str, str]:
     return {str(Path(p)): sha256_file(p) for p in inputs if Path(p).is_file()}
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """`key: old → new` for every value that differs between two JSON-like mappings (nested keys dotted)."""
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [] if old == new else [f"{prefix.rstrip('.') or 'value'}: {old!r} → {new!r}"]
-    out = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} → {b!r}")
-    return out
+    """`key: old → new` for every value that differs between two JSON-like values (nested keys dotted,
+    list items by index)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in differences(a, b, f"{prefix}{i}.")]
+    if old == new:
+        return []
+    where = prefix.rstrip(".") or "value"
+    if isinstance(old, list) and isinstance(new, list):
+        return [f"{where}: {len(old)} entries → {len(new)}"]
+    return [f"{where}: {_short(old)} → {_short(new)}"]
 
 
 def summarize(changes: Sequence[str], shown: int = 3) -> str:
