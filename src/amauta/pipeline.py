@@ -8,13 +8,15 @@ folder an earlier step wrote.
 
 A finished step is recorded in `<out>/pipeline-state.json` with a hash of its config; rerunning the
 pipeline skips it while its config is unchanged and its output still exists, so a killed demo resumes
-where it stopped.
+where it stopped. A step run again (its config changed, or `--force`) gets `overwrite=True` when its entry
+point takes it: it may replace the folder of its own stage it wrote before, and nothing else (core/outdir.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import re
 import time
@@ -29,6 +31,8 @@ from rich.console import Console
 from amauta.core.config import StageConfig, read_yaml, validate_config
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.files import atomic_write_json
+from amauta.core.manifest import write_manifest
+from amauta.core.outdir import claim
 
 console = Console()
 
@@ -120,7 +124,14 @@ def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool
         if name not in names:
             raise AmautaError(f"{path}: no step named '{name}'{did_you_mean(name, names)}")
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # The pipeline's folder follows the output-folder rule (core/outdir.py) like every step's own folder.
+    with claim(out, "pipeline", legacy=lambda folder: (folder / "pipeline-state.json").is_file()) as folder:
+        folder.start(config)
+        return _run_steps(path, config, out, only=only, force=force)
+
+
+def _run_steps(path: str | Path, config: PipelineConfig, out: Path, *, only: list[str] | None, force: bool) -> Path:
+    """The steps of `run_pipeline`, while it holds `out`."""
     state_path = out / "pipeline-state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     variables = {"out": str(out)}
@@ -141,12 +152,15 @@ def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool
             continue
         console.rule(f"[bold]{header}")
         step_started = time.time()
-        result_path = _output_folder(function(step_config), step_config)
+        # A step this pipeline ran before may replace its own earlier output (its config changed, or --force).
+        options = {"overwrite": True} if (force or done) and "overwrite" in inspect.signature(function).parameters else {}
+        result_path = _output_folder(function(step_config, **options), step_config)
         variables[f"steps.{step.name}"] = result_path
         state[step.name] = {"uses": step.uses, "hash": digest, "out": result_path,
                             "seconds": round(time.time() - step_started, 1)}
         atomic_write_json(state_path, state)
 
+    write_manifest(out, "pipeline", config, complete=True, steps=state)
     console.rule(f"[green]{config.name}: finished in {time.time() - started:.0f} s; outputs in {out}")
     return out
 

@@ -18,7 +18,11 @@ def test_atomic_dir_leaves_nothing_on_failure_and_replaces_on_success(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
     with atomic_dir(target) as tmp:
         (tmp / "a").write_text("1")
-    with atomic_dir(target) as tmp:
+    with pytest.raises(AmautaError, match="ds: already exists"):  # replacing is asked for, never a default
+        with atomic_dir(target) as tmp:
+            (tmp / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    with atomic_dir(target, overwrite=True) as tmp:
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

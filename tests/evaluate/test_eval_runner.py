@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,3 +152,39 @@ def test_compare_base_and_adapter_gives_flips(tiny, tmp_path):
     headers, table = table_rows(summary)
     assert "lost" in headers and table[0][0] == "base" and table[1][0] == "es-lora"
     assert "| base |" in markdown_table(headers, table)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_eval_into_a_folder_another_stage_made_is_refused_untouched(tiny, tmp_path):
+    """Issue 10, item 3: `amauta eval ... --out <a training run>` overwrote its summary.json and manifest.json."""
+    from amauta.core.manifest import write_manifest
+
+    run_dir = tmp_path / "runs" / "sri"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "log.jsonl").write_text('{"step": 1, "loss": 2.5}\n')
+    (run_dir / "summary.json").write_text('{"steps": 1, "completed": true}\n')
+    write_manifest(run_dir, "train", {"model": "tiny-llama"}, complete=True)
+    before = _files(run_dir)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "amauta.cli", "eval", "belebele", "--model", "tiny-llama",
+                             "--data", str(SAMPLE), "--limit", "2", "--out", str(run_dir), "--no-progress"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{run_dir}: is an Amauta run folder (stage 'train'), not an eval folder" in " ".join(result.stderr.split())
+    assert _files(run_dir) == before
+
+    calls: list[str] = []
+    ppl = tmp_path / "ppl"
+    ppl.mkdir()
+    write_manifest(ppl, "evaluate.perplexity", {})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.md").write_text("mis notas")
+    for folder, message in ((ppl, "stage 'evaluate.perplexity'"), (mine, "is not an Amauta eval folder")):
+        cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=2, out=str(folder))
+        with pytest.raises(AmautaError, match=re.escape(message)):
+            run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    assert calls == [] and (mine / "notes.md").read_text() == "mis notas" and not (mine / "items.jsonl").exists()

@@ -86,7 +86,7 @@ def test_build_qa_uses_the_llm_key(tmp_path, every_key, monkeypatch):
 
 
 def test_judge_uses_the_judge_key_and_a_flag_beats_it(every_key, monkeypatch):
-    from amauta.evaluate.judge import JudgeConfig, make_judge
+    from amauta.judge.judge import JudgeConfig, make_judge
 
     with FakeOpenAIServer("ok", api_key="key-of-AMAUTA_JUDGE_API_KEY") as url:
         config = JudgeConfig(judge_url=url, judge_model="juez", judge_endpoint_retries=0)

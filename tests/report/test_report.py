@@ -120,3 +120,31 @@ def test_cli_eval_and_report_end_to_end(tmp_path):
                             timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_report_keeps_to_its_own_folder(tmp_path):
+    """Issue 10, items 1 and 3: a report replaces only a report folder, and only with --overwrite when its
+    inputs changed; a training run (or any folder Amauta did not make) is never written into."""
+    from amauta.core.manifest import write_manifest
+
+    train = _training_run(tmp_path / "runs" / "es-lora")
+    write_manifest(train, "train", {"model": "tiny-llama"}, complete=True)
+    before = {p.name: p.read_bytes() for p in train.iterdir()}
+    with pytest.raises(AmautaError, match=r"es-lora: is an Amauta run folder \(stage 'train'\), not a report folder"):
+        run_report(ReportConfig(run_dirs=[str(train)], out=str(train)))
+    assert {p.name: p.read_bytes() for p in train.iterdir()} == before
+
+    out = tmp_path / "rep"
+    run_report(ReportConfig(run_dirs=[str(train)], out=str(out)))
+    made = (out / "report.md").stat().st_mtime_ns
+    run_report(ReportConfig(run_dirs=[str(train)], out=str(out)))  # same runs, same results: left as it is
+    assert (out / "report.md").stat().st_mtime_ns == made
+    with open(train / "log.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 11, "loss": 0.2}) + "\n")
+    with pytest.raises(AmautaError, match=r"rep: holds a report made from other inputs \(.*log.jsonl changed\); "
+                                          r"pass --overwrite"):
+        run_report(ReportConfig(run_dirs=[str(train)], out=str(out)))
+    run_report(ReportConfig(run_dirs=[str(train)], out=str(out)), overwrite=True)
+    from amauta.core.files import sha256_file
+
+    assert json.loads((out / "manifest.json").read_text())["inputs"][str(train / "log.jsonl")] == sha256_file(train / "log.jsonl")

@@ -57,7 +57,18 @@ def _summary(rows: list[dict], strategies: list[str]) -> dict:
 
 
 def run(config: DemoConfig) -> Path:
-    """Answer every prompt with every strategy; write the folder `config.out`; return it."""
+    """Answer every prompt with every strategy; write the folder `config.out`; return it.
+
+    The folder must be new, empty, or a chat demo folder (core/outdir.py); a rerun reuses its answers.
+    """
+    from amauta.core.outdir import claim
+
+    with claim(config.out, "chat.demo") as folder:
+        folder.start(config)
+        return _run(config)
+
+
+def _run(config: DemoConfig) -> Path:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table

@@ -206,14 +206,16 @@ def read_jsonl(path: str | Path, *, skip_invalid: bool = False, tolerate_torn_ta
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it into place when the block succeeds.
 
     Nothing half-built is ever visible at `path`; on error the temporary folder is removed.
+    overwrite: replace (and delete) an existing non-empty folder at `path`. Pass it only for a folder the
+        caller made itself: a stage's output folder goes through `amauta.core.outdir.claim`, which checks that.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
         raise AmautaError(f"{path}: already exists; choose another output folder or pass --overwrite")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, _DIR_MODE)

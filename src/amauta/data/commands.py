@@ -49,6 +49,8 @@ def prepare_command(
     skip_invalid: bool = typer.Option(None, "--skip-invalid/--no-skip-invalid",
                                       help="Skip and count malformed rows instead of stopping at the first."),
     model: str = typer.Option(None, "--model", help="Target model whose tokenizer and template measure lengths."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a dataset folder prepared from other inputs (never any other folder)."),
 ) -> None:
     """Read the config's sources, clean them, mix and split, and write a dataset folder."""
     import json
@@ -59,7 +61,7 @@ def prepare_command(
     from amauta.data.prepare import PrepareConfig, run
 
     cfg = load_config(PrepareConfig, config, {"model": model})
-    folder = run(cfg, out=out, skip_invalid=skip_invalid)
+    folder = run(cfg, out=out, skip_invalid=skip_invalid, overwrite=overwrite)
     _print_stats(folder)
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
     Console().print(f"{stats['totals']['read']} records in {stats['seconds']['total']:.1f} s; wrote {folder}/"

@@ -167,9 +167,30 @@ def default_loader(spec: ModelSpec, **load_kwargs: Any) -> Any:
     return load_model(spec.model, adapter=spec.adapter, **load_kwargs)
 
 
-def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_size: int = 8,
-             loader: Callable[..., Any] | None = None, load_kwargs: dict[str, Any] | None = None,
-             config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True) -> dict[str, Any]:
+def _is_legacy_eval(folder: Path) -> bool:
+    """An eval folder killed before eval folders got a manifest at start: only items.jsonl (and a summary)."""
+    names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    return ITEMS_FILE in names and names <= {ITEMS_FILE, SUMMARY_FILE}
+
+
+def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Evaluate into `out_dir` while holding it (see `_run_eval` for the options).
+
+    The folder must be new, empty, or an eval folder of the same task (core/outdir.py): a training run,
+    a dataset or any folder Amauta did not make is refused, untouched.
+    """
+    from amauta.core.outdir import claim
+
+    stage = f"evaluate.{task.name}"
+    with claim(out_dir, stage, legacy=_is_legacy_eval) as folder:
+        folder.start(options.get("config") if options.get("config") is not None else task.config_key(),
+                     list(options.get("inputs", ())))
+        return _run_eval(task, specs, out_dir, **options)
+
+
+def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_size: int = 8,
+              loader: Callable[..., Any] | None = None, load_kwargs: dict[str, Any] | None = None,
+              config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True) -> dict[str, Any]:
     """Evaluate every model of `specs` on `task` into `out_dir`, resuming from its `items.jsonl`.
 
     task: the task (items, scoring, summary).

@@ -411,8 +411,32 @@ def make_judge(config: JudgeConfig, api_key: str | None = None) -> tuple[Any, in
     return llm, (config.judge_workers if config.judge_url else 1)
 
 
-def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, loader: Any = None,
-        show_progress: bool = True, console=None) -> Path:
+def _is_legacy_judge_run(folder: Path) -> bool:
+    """A judge run folder from before they got a manifest at start: its config.yaml is a JudgeConfig."""
+    from amauta.core.config import read_yaml
+
+    try:
+        JudgeConfig.model_validate(read_yaml(folder / "config.yaml"))
+    except Exception:
+        return False
+    return True
+
+
+def run(config: JudgeConfig, **options: Any) -> Path:
+    """Generate the candidates' answers, judge them, and write the run folder; returns its path.
+
+    The folder must be new, empty, or a judge run folder (core/outdir.py); a rerun resumes from its caches.
+    Options: see `_run`.
+    """
+    from amauta.core.outdir import claim
+
+    with claim(config.out, "evaluate.judge", legacy=_is_legacy_judge_run) as folder:
+        folder.start(config)
+        return _run(config, **options)
+
+
+def _run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, loader: Any = None,
+         show_progress: bool = True, console=None) -> Path:
     """Generate the candidates' answers, judge them, and write the run folder; returns its path.
 
     config: the stage config. api_key: the judge's key (never written to disk; else from

@@ -14,6 +14,8 @@ def report_command(
     run_dirs: list[Path] = typer.Argument(..., help="Eval folders (summary.json) and training run folders (log.jsonl)."),
     out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for report.md and report.html."),
     title: str = typer.Option(None, "--title", help="Report title."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a report made from other runs or results (never any other folder)."),
 ) -> None:
     """One Markdown and one self-contained HTML report over eval and training runs."""
     from rich.console import Console
@@ -21,7 +23,7 @@ def report_command(
     from amauta.report.report import ReportConfig, run
 
     cfg = ReportConfig(run_dirs=[str(p) for p in run_dirs], out=str(out), **({"title": title} if title else {}))
-    paths = run(cfg)
+    paths = run(cfg, overwrite=overwrite)
     Console().print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False)
 
 

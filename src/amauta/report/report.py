@@ -336,14 +336,27 @@ def _collect_overview(overview: dict[str, dict[str, str]], summary: dict[str, An
             overview.setdefault(label, {})[name] = f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def run(config: ReportConfig) -> dict[str, Path]:
-    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`."""
-    markdown, figures = build(config)
+def run(config: ReportConfig, *, overwrite: bool = False) -> dict[str, Path]:
+    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`.
+
+    The folder is built aside and renamed into place. An existing report folder made from the same runs is
+    left as it is; one made from other runs or other results is replaced only with `overwrite`, and a folder
+    `amauta report` did not make never (core/outdir.py).
+    """
+    from amauta.core.outdir import claim
+
     out = Path(config.out)
-    for name, png in figures.items():
-        atomic_write_bytes(out / "figures" / name, png)
-    md_path = atomic_write_text(out / "report.md", markdown)
-    html_path = atomic_write_text(out / "report.html", to_html(markdown, figures, config.title))
     inputs = [Path(d) / f for d in config.run_dirs for f in ("summary.json", "log.jsonl") if (Path(d) / f).is_file()]
-    write_manifest(out, stage="evaluate.report", config=config, inputs=inputs)
-    return {"markdown": md_path, "html": html_path}
+    paths = {"markdown": out / "report.md", "html": out / "report.html"}
+    with claim(out, "evaluate.report", overwrite=overwrite) as folder:
+        if folder.up_to_date(config, inputs):
+            return paths
+        folder.check_replace(config, [*inputs, *config.run_dirs])
+        markdown, figures = build(config)
+        with folder.replace() as tmp:
+            for name, png in figures.items():
+                atomic_write_bytes(tmp / "figures" / name, png)
+            atomic_write_text(tmp / "report.md", markdown)
+            atomic_write_text(tmp / "report.html", to_html(markdown, figures, config.title))
+            write_manifest(tmp, stage="evaluate.report", config=config, inputs=inputs)
+    return paths

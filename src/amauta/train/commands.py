@@ -22,6 +22,8 @@ def train_command(
     seed: int = typer.Option(None, "--seed", help="Random seed."),
     set_: list[str] = typer.Option(None, "--set", help="Any other key as KEY=VALUE, e.g. --set lora.dropout=0.1 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint (a plain rerun does too)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Start afresh in a run folder of another config or dataset (only a folder `amauta train` made)."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
@@ -47,7 +49,7 @@ def train_command(
 
     from amauta.train.recipe import run
 
-    out = run(cfg, resume=resume, progress=progress)
+    out = run(cfg, resume=resume, progress=progress, overwrite=overwrite)
     import json
 
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
@@ -63,7 +65,8 @@ def export_command(
     merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base weights (else export the adapter)."),
     gguf: bool = typer.Option(False, "--gguf", help="Also write a GGUF file for llama.cpp / Ollama (implies --merge)."),
     dtype: str = typer.Option("float16", "--dtype", help="Weights' data type: float16, bfloat16 or float32."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an export made from other inputs (never any other folder)."),
 ) -> None:
     """Export a trained run: merged safetensors + tokenizer + model card, optionally a GGUF file."""
     from rich.console import Console
