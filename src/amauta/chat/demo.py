@@ -58,14 +58,14 @@ def _summary(rows: list[dict], strategies: list[str]) -> dict:
 
 def run(config: DemoConfig) -> Path:
     """Answer every prompt with every strategy; write the folder `config.out`; return it."""
-    from rich.console import Console
+    from amauta.core.console import make_console
     from rich.progress import Progress
     from rich.table import Table
 
     from amauta.chat.generate import generate
     from amauta.models.load import load_model
 
-    console = Console()
+    console = make_console()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "generations.jsonl"

@@ -502,9 +502,9 @@ def _pct(x: float | None) -> str:
 
 def print_summary(summary: dict[str, Any], console=None) -> None:
     """Every table the summary holds; the agreement table goes with every table that has both sources."""
-    from rich.console import Console
+    from amauta.core.console import make_console
 
-    console = console or Console()
+    console = console or make_console()
     both = bool(summary.get("agreement"))
     graders = [("judge_table", f"LLM judge ({summary.get('judge', '?')})"),
                ("human_table", f"People ({', '.join(summary.get('graders', []))})")]
