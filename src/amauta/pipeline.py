@@ -24,9 +24,9 @@ from typing import Any
 
 import typer
 from pydantic import Field
-from amauta.core.console import make_console
 
 from amauta.core.config import StageConfig, read_yaml, validate_config
+from amauta.core.console import make_console
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.files import atomic_write_json
 from amauta.core.threads import THREADS_OPTION, apply_threads

@@ -16,8 +16,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def test_amauta_models_piped_keeps_each_row_whole():
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "amauta.cli", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env, timeout=120)
+    # stdout is a pipe, as in `amauta models | grep llama2-7b-chat`.
+    proc = subprocess.run([sys.executable, "-m", "amauta.cli", "models"], capture_output=True, text=True, env=env,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if "llama2-7b-chat" in line]
     assert len(rows) == 1, proc.stdout

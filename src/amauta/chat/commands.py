@@ -17,7 +17,6 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 def _load(model: str, adapter: Path | None, dtype: str, quantization: str, quiet: bool = False):
     from amauta.core.console import make_console
-
     from amauta.models.load import load_model
 
     console = make_console(stderr=True)
@@ -53,10 +52,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer one prompt and print the answer (streamed), or JSON with --json."""
         apply_threads(threads)
-        from amauta.core.console import make_console
-
         from amauta.chat.decoding import GenerationSettings, check_strategy
         from amauta.chat.generate import Generation
+        from amauta.core.console import make_console
 
         if prompt == "-":
             prompt = sys.stdin.read()

@@ -58,11 +58,11 @@ def _summary(rows: list[dict], strategies: list[str]) -> dict:
 
 def run(config: DemoConfig) -> Path:
     """Answer every prompt with every strategy; write the folder `config.out`; return it."""
-    from amauta.core.console import make_console
     from rich.progress import Progress
     from rich.table import Table
 
     from amauta.chat.generate import generate
+    from amauta.core.console import make_console
     from amauta.models.load import load_model
 
     console = make_console()

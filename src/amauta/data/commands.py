@@ -14,10 +14,10 @@ def _print_stats(folder: Path) -> None:
     """The per-source/per-rule table and the token-length percentiles of a dataset folder."""
     import json
 
-    from amauta.core.console import make_console
     from rich.markup import escape
     from rich.table import Table
 
+    from amauta.core.console import make_console
     from amauta.data.stats import PERCENTILES
 
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
@@ -53,9 +53,8 @@ def prepare_command(
     """Read the config's sources, clean them, mix and split, and write a dataset folder."""
     import json
 
-    from amauta.core.console import make_console
-
     from amauta.core.config import load_config
+    from amauta.core.console import make_console
     from amauta.data.prepare import PrepareConfig, run
 
     cfg = load_config(PrepareConfig, config, {"model": model})
@@ -74,9 +73,9 @@ def show_command(
     model: str = typer.Option(None, "--model", help="Model whose tokenizer and template to use (default: the dataset's)."),
 ) -> None:
     """Print a dataset's stats, a few records and (with --mask) the training mask token by token."""
-    from amauta.core.console import make_console
     from rich.markup import escape
 
+    from amauta.core.console import make_console
     from amauta.data.dataset import read_dataset_dir
 
     ds = read_dataset_dir(folder)

@@ -127,7 +127,6 @@ def report_command(
 ) -> None:
     """One Markdown and one self-contained HTML report over eval and training runs."""
     from amauta.core.console import make_console
-
     from amauta.evaluate.report import ReportConfig, run
 
     cfg = ReportConfig(run_dirs=[str(p) for p in run_dirs], out=str(out), **({"title": title} if title else {}))

@@ -80,8 +80,9 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def print_summary(summary: dict[str, Any], out_dir: str = "", console: Any = None) -> None:
     """Print the comparison table (rich) and where the per-item results are."""
-    from amauta.core.console import make_console
     from rich.table import Table
+
+    from amauta.core.console import make_console
 
     console = console or make_console()
     headers, rows = table_rows(summary)

@@ -19,9 +19,9 @@ def list_command(
         return
     import json
 
-    from amauta.core.console import make_console
     from rich.table import Table
 
+    from amauta.core.console import make_console
     from amauta.models.embedded import converted_dir, is_converted
     from amauta.models.registry import list_profiles
 
@@ -62,7 +62,6 @@ def convert_command(
     from pathlib import Path
 
     from amauta.core.console import make_console
-
     from amauta.core.errors import AmautaError
     from amauta.models import embedded
     from amauta.models.registry import get_profile, list_profiles

@@ -27,9 +27,8 @@ def index_command(
     config: Path = typer.Option(None, "--config", help="IndexConfig YAML (flags override its keys)."),
 ) -> None:
     """Ingest, chunk, embed and store documents; re-running updates only what changed."""
-    from amauta.core.console import make_console
-
     from amauta.core.config import load_config, validate_config
+    from amauta.core.console import make_console
     from amauta.core.errors import AmautaError
     from amauta.rag.index import IndexConfig, build
 
@@ -79,7 +78,6 @@ def ask_command(
     import json
 
     from amauta.core.console import make_console
-
     from amauta.core.errors import AmautaError
     from amauta.rag.answer import NOT_FOUND, Answer, RagAnswerer
 
@@ -114,9 +112,9 @@ def list_command() -> None:
     """List the indexes under ~/.cache/amauta/indexes (or $AMAUTA_HOME/indexes)."""
     import json
 
-    from amauta.core.console import make_console
     from rich.table import Table
 
+    from amauta.core.console import make_console
     from amauta.rag.index import built_with, index_path, indexes_root, list_indexes
 
     names = list_indexes()

@@ -31,7 +31,6 @@ def train_command(
     """Fine-tune a model with LoRA/QLoRA on a prepared dataset; checkpoints let a killed run resume."""
     apply_threads(threads)
     from amauta.core.console import make_console
-
     from amauta.train.config import build_config, parse_set, preset_names, read_preset
 
     console = make_console()
@@ -71,7 +70,6 @@ def export_command(
 ) -> None:
     """Export a trained run: merged safetensors + tokenizer + model card, optionally a GGUF file."""
     from amauta.core.console import make_console
-
     from amauta.train.export import export_run
 
     folder = export_run(run_dir, out, merge=merge or gguf, gguf=gguf, dtype=dtype, overwrite=overwrite)
