@@ -7,6 +7,8 @@ Requests are validated by the pydantic models in `schemas` (unknown fields and w
 OpenAI's error shape), mapped onto `GenerationSettings`, and queued on the model's worker
 (`worker.ModelWorker`). Streams are server-sent events in OpenAI's chunk format ending with `data: [DONE]`;
 a client that disconnects sets the run's stop_event, so its generation ends after the current token.
+Every /v1 route depends on `require_api_key` (401 before any other answer); without the key, /health
+says only that the server is up.
 With a RAG index, chat answers are built by `amauta.rag.answer.RagAnswerer` and carry `sources`.
 """
 
@@ -123,8 +125,12 @@ class BodyLimit:
         await self.app(scope, limited_receive, replacing_send)
 
 
-def _key_is_valid(request: Request, api_key: str | None) -> bool:
-    """True when the server has no key, or the request carries it as a bearer token (compared in constant time)."""
+def _key_is_valid(request: Request) -> bool:
+    """True when the server has no key, or the request carries it as a bearer token (compared in constant time).
+
+    The key is read from the app's settings (`app.state.config`, the `ServeConfig` the app was made with).
+    """
+    api_key = request.app.state.config.api_key
     if not api_key:
         return True
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -139,11 +145,10 @@ def _key_error() -> APIError:
 def require_api_key(request: Request) -> None:
     """FastAPI dependency of every /v1 route: no valid key (when the server has one) is a 401.
 
-    It reads the key from the app's settings (`app.state.config`, a `ServeConfig`), and FastAPI solves a
-    route's dependencies before it validates the body, so a stranger learns nothing about what a valid
-    request looks like: 401 comes before any 400.
+    FastAPI solves a route's dependencies before it validates the body, so a stranger learns nothing
+    about what a valid request looks like: 401 comes before any 400.
     """
-    if not _key_is_valid(request, request.app.state.config.api_key):
+    if not _key_is_valid(request):
         raise _key_error()
 
 
@@ -236,7 +241,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         # A body that is not JSON at all fails while FastAPI reads it, before the key dependency runs.
-        if request.url.path.startswith("/v1/") and not _key_is_valid(request, config.api_key):
+        if request.url.path.startswith("/v1/") and not _key_is_valid(request):
             return _key_error().response()
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
@@ -325,7 +330,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
 
     @app.get("/health")
     async def health(request: Request):
-        if not _key_is_valid(request, config.api_key):  # strangers learn that it runs, not what it serves
+        if not _key_is_valid(request):  # strangers learn that it runs, not what it serves
             return {"status": "ok"}
         return {"status": "ok", "backend": backend.name, "models": list(cards),
                 "rag": getattr(getattr(rag, "index", None), "name", None) if rag is not None else None,
