@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from amauta.core.errors import AmautaError
+from amauta.core.threads import apply_threads
 
 app = typer.Typer(
     name="amauta",
@@ -35,9 +36,13 @@ STAGES = ("models", "chat", "data", "train", "evaluate", "judge", "report", "rag
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+          threads: int | None = typer.Option(None, "--threads", help="CPU threads for every model this command "
+                                             "runs (as each command's --threads; env AMAUTA_THREADS).")) -> None:
     if debug:
         os.environ["AMAUTA_DEBUG"] = "1"
+    if threads is not None:  # commands without a model of their own still get it (and torch loads only now)
+        apply_threads(threads)
 
 
 def _register_stages() -> None:

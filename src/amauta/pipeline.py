@@ -26,15 +26,16 @@ from typing import Any
 
 import typer
 from pydantic import Field
-from rich.console import Console
 
 from amauta.core.config import StageConfig, read_yaml, validate_config
+from amauta.core.console import make_console
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.files import atomic_write_json
 from amauta.core.manifest import write_manifest
 from amauta.core.outdir import claim
+from amauta.core.threads import THREADS_OPTION, apply_threads
 
-console = Console()
+console = make_console()
 
 # Step names a pipeline file may use → "module:function". The function's `config` annotation gives the config class.
 ENTRY_POINTS: dict[str, str] = {
@@ -173,6 +174,8 @@ def register(app: typer.Typer) -> None:
         pipeline: Path = typer.Argument(..., help="Pipeline YAML, e.g. examples/quickstart.yaml."),
         only: list[str] = typer.Option(None, "--only", help="Run only this step (repeatable)."),
         force: bool = typer.Option(False, "--force", help="Rerun steps that are already done."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """Run a pipeline of stages (data → train → evaluate → report) from a YAML file."""
+        apply_threads(threads)
         run_pipeline(pipeline, only=only or None, force=force)

@@ -69,14 +69,14 @@ def run(config: DemoConfig) -> Path:
 
 
 def _run(config: DemoConfig) -> Path:
-    from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
     from amauta.chat.generate import generate
+    from amauta.core.console import make_console
     from amauta.models.load import load_model
 
-    console = Console()
+    console = make_console()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "generations.jsonl"

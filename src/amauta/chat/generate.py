@@ -110,11 +110,19 @@ def _find_stop(text: str, stops: list[str]) -> int | None:
     return min(found) if found else None
 
 
+def complete_characters(text: str) -> str:
+    """`text` without a trailing unfinished UTF-8 character.
+
+    A byte-level tokenizer spells a multi-byte character (ñ, an emoji) with several tokens; decoding only some
+    of them gives U+FFFD. While streaming the rest may still come; once the answer has ended (max_new_tokens,
+    a full context, a cancel) it never will, so the half character is dropped instead of shown as "\ufffd".
+    """
+    return text.rstrip("\ufffd")
+
+
 def _safe_length(text: str, stops: list[str]) -> int:
     """How much of `text` can be shown now: not an unfinished UTF-8 character, not the start of a stop string."""
-    end = len(text)
-    while end and text[end - 1] == "\ufffd":  # the byte-level decoder's mark for a character still incomplete
-        end -= 1
+    end = len(complete_characters(text))
     for stop in stops:
         for n in range(min(len(stop) - 1, end), 0, -1):
             if text[:end].endswith(stop[:n]):
@@ -275,7 +283,7 @@ class Generation:
             if close:
                 close()
         body = [t for t in new if t not in eos]
-        text = self._decode(body)
+        text = complete_characters(self._decode(body))
         stop_at = _find_stop(text, stops)
         if stop_at is not None:
             text, finish = text[:stop_at], "stop"
@@ -343,7 +351,8 @@ def generate_batch(loaded, prompts: Sequence[Prompt], settings: GenerationSettin
                     new, finish = new[:i + 1], "stop"
                     break
             body = [t for t in new if t not in ending]
-            text = tokenizer.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            text = complete_characters(tokenizer.decode(body, skip_special_tokens=True,
+                                                        clean_up_tokenization_spaces=False))
             stop_at = _find_stop(text, stops)
             if stop_at is not None:
                 text, finish = text[:stop_at], "stop"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
+
 
 def register(data_app: typer.Typer) -> None:
     """Add `build-qa` and `review` to the `data` command group."""
@@ -30,8 +32,10 @@ def register(data_app: typer.Typer) -> None:
         workers: int = typer.Option(None, "--workers", help="Parallel requests to an endpoint (default: 1)."),
         temperature: float = typer.Option(None, "--temperature", help="Sampling temperature; 0 = greedy (default: 0)."),
         cache: Path = typer.Option(None, "--cache", help="Cache JSONL (default: $AMAUTA_HOME/build-qa/cache.jsonl)."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """Ask a model for Spanish question–answer pairs about each article of DOCS (cached, resumable)."""
+        apply_threads(threads)
         from amauta.core.config import load_config, validate_config
         from amauta.core.errors import AmautaError
         from amauta.data.build_qa import BuildQAConfig, run

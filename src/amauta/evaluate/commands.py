@@ -13,6 +13,8 @@ from typing import Any
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
+
 eval_app = typer.Typer(help="Evaluate models: Belebele, perplexity, XQuAD, MGSM (and the judge); compare adapters.",
                        no_args_is_help=True)
 
@@ -47,6 +49,7 @@ def _run(cls: type, run: Any, options: dict[str, Any]) -> None:
 
     options = dict(options)
     path, progress = options.pop("config"), options.pop("progress")
+    apply_threads(options.pop("threads"))
     cfg = _config(cls, path, options)
     print_summary(run(cfg, show_progress=progress), cfg.out)
 
@@ -63,7 +66,7 @@ def belebele_command(
     shots_from: str = typer.Option(None, "--shots-from", help="File the shots come from (else the first items)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="generate only: tokens to write."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """Belebele reading comprehension (Table 5 of the thesis): accuracy, 95% CI and flips vs base."""
     options = dict(locals())  # a copy taken before the import below adds names
@@ -78,7 +81,7 @@ def perplexity_command(
     data: str = typer.Option(None, "--data", help="XQuAD/SQuAD JSON, JSONL with text/passage, or a .txt file."),
     max_length: int = typer.Option(None, "--max-length", help="Window length in tokens for long texts."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """Perplexity per token on held-out Spanish text: the first sign of forgetting Spanish."""
     options = dict(locals())  # a copy taken before the import below adds names
@@ -93,7 +96,7 @@ def xquad_command(
     data: str = typer.Option(None, "--data", help="SQuAD-style JSON (default ../shared/data/xquad/xquad.es.json)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens per answer."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """XQuAD-es extractive QA by generation: exact match and F1 (Spanish normalisation)."""
     options = dict(locals())  # a copy taken before the import below adds names
@@ -108,7 +111,7 @@ def mgsm_command(
     data: str = typer.Option(None, "--data", help="MGSM TSV (default ../shared/data/mgsm/mgsm_es.tsv)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens for the reasoning and answer."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """MGSM maths word problems in Spanish: accuracy of the final number."""
     options = dict(locals())  # a copy taken before the import below adds names

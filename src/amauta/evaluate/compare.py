@@ -86,10 +86,11 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def print_summary(summary: dict[str, Any], out_dir: str = "", console: Any = None) -> None:
     """Print the comparison table (rich) and where the per-item results are."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from amauta.core.console import make_console
+
+    console = console or make_console()
     headers, rows = table_rows(summary)
     config = summary.get("task_config", {})
     detail = ", ".join(f"{k}={v}" for k, v in config.items()

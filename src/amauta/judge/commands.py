@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
+
 
 def register(app: typer.Typer) -> None:
     """Add `amauta eval judge` and `amauta eval grade` to the evaluate room's `eval` group."""
@@ -47,8 +49,10 @@ def add_eval_commands(eval_app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/judge); rerun to resume."),
         config: Path = typer.Option(None, "--config", help="A YAML JudgeConfig; flags override its keys."),
         summary_only: bool = typer.Option(False, "--summary", help="Only recompute and print the tables of --out."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """Grade answers 1–5 (accuracy, relevance, coherence, context) with an LLM judge: best-of-N and mean-of-N."""
+        apply_threads(threads)
         from amauta.core.config import load_config, validate_config
         from amauta.judge.judge import JudgeConfig, resummarize, run
 

@@ -151,10 +151,11 @@ def failure_line(summary: dict[str, Any]) -> str:
 
 def print_summary(summary: dict[str, Any], console=None) -> None:
     """Every table the summary holds; the agreement table goes with every table that has both sources."""
-    from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console()
+    from amauta.core.console import make_console
+
+    console = console or make_console()
     both = bool(summary.get("agreement"))
     graders = [("judge_table", f"LLM judge ({summary.get('judge', '?')})"),
                ("human_table", f"People ({', '.join(summary.get('graders', []))})")]

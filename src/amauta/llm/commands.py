@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
+
 
 def ask_command(
     question: str = typer.Argument(..., help="The question, in Spanish (quoted)."),
@@ -25,12 +27,13 @@ def ask_command(
     retrieve_only: bool = typer.Option(False, "--retrieve-only", help="Show the passages without asking a model."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer and sources as JSON."),
     qdrant_url: str = typer.Option(None, "--qdrant-url", help="Qdrant server, if the index's vectors moved."),
+    threads: int | None = THREADS_OPTION,
 ) -> None:
     """Answer a question from an index, citing document, article and page."""
+    apply_threads(threads)
     import json
 
-    from rich.console import Console
-
+    from amauta.core.console import make_console
     from amauta.core.errors import AmautaError
     from amauta.rag.answer import NOT_FOUND, Answer, RagAnswerer
 
@@ -45,7 +48,7 @@ def ask_command(
 
         llm = make_llm(model, base_url=base_url, api_key=api_key, adapter=adapter)
         reply = answerer.answer(question, llm, max_tokens=max_tokens)
-    console = Console(soft_wrap=True)
+    console = make_console(soft_wrap=True)
     if as_json:
         print(json.dumps(reply.to_dict(), ensure_ascii=False, indent=2))
         return

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.threads import apply_threads
+
 rag_app = typer.Typer(help="Answer questions from your documents (retrieval-augmented generation).",
                       no_args_is_help=True)
 
@@ -23,17 +25,18 @@ def index_command(
     qdrant_url: str = typer.Option(None, "--qdrant-url", help="Keep vectors on a Qdrant server instead of the folder."),
     max_chars: int = typer.Option(None, "--max-chars", help="Longest chunk in characters (default 2000)."),
     overlap: int = typer.Option(None, "--overlap", help="Characters shared by consecutive parts (default 200)."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for embedding (default: all cores)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for embedding (default: $AMAUTA_THREADS, "
+                                "else all cores)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Embed every document again (e.g. with another --embedder)."),
     config: Path = typer.Option(None, "--config", help="IndexConfig YAML (flags override its keys)."),
 ) -> None:
     """Ingest, chunk, embed and store documents; re-running updates only what changed."""
-    from rich.console import Console
-
     from amauta.core.config import load_config, validate_config
+    from amauta.core.console import make_console
     from amauta.core.errors import AmautaError
     from amauta.rag.index import IndexConfig, build
 
+    threads = apply_threads(threads)
     overrides = {"docs": docs or None, "index": index, "embedder": embedder, "qdrant_url": qdrant_url,
                  "max_chars": max_chars, "overlap": overlap, "threads": threads, "rebuild": rebuild or None}
     if config is not None:
@@ -45,7 +48,7 @@ def index_command(
             raise AmautaError("no index name given; add --index NAME")
         cfg = validate_config(IndexConfig, {k: v for k, v in overrides.items() if v is not None}, source="command line")
     report = build(cfg)
-    console = Console()
+    console = make_console()
     done = f"{len(report.added)} added, {len(report.updated)} updated, {len(report.removed)} removed, " \
            f"{report.unchanged} unchanged"
     speed = f" ({report.embedded_chunks} chunks embedded at {report.passages_per_second:.1f}/s)" if report.embedded_chunks else ""
@@ -62,13 +65,13 @@ def list_command() -> None:
     """List the indexes under ~/.cache/amauta/indexes (or $AMAUTA_HOME/indexes)."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
+    from amauta.core.console import make_console
     from amauta.rag.index import built_with, index_path, indexes_root, list_indexes
 
     names = list_indexes()
-    console = Console()
+    console = make_console()
     if not names:
         console.print(f"no indexes in {indexes_root()}; build one with: amauta rag index DOCS... --index NAME",
                       highlight=False)

@@ -18,13 +18,12 @@ def report_command(
                                    help="Replace a report made from other runs or results (never any other folder)."),
 ) -> None:
     """One Markdown and one self-contained HTML report over eval and training runs."""
-    from rich.console import Console
-
+    from amauta.core.console import make_console
     from amauta.report.report import ReportConfig, run
 
     cfg = ReportConfig(run_dirs=[str(p) for p in run_dirs], out=str(out), **({"title": title} if title else {}))
     paths = run(cfg, overwrite=overwrite)
-    Console().print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False)
+    make_console().print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

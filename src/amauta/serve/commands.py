@@ -8,6 +8,7 @@ import shlex
 import typer
 
 from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.threads import apply_threads
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -17,8 +18,8 @@ def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
     """Refuse to listen beyond this machine without an API key, unless the user insists."""
     if host not in LOCAL_HOSTS and not api_key and not insecure:
         raise AmautaError(f"--host {host} exposes the models to the network without an API key; set "
-                          "AMAUTA_SERVER_API_KEY (or AMAUTA_API_KEY, or pass --api-key KEY), or --insecure if this "
-                          "network is trusted")
+                          "AMAUTA_API_KEY=KEY (or AMAUTA_SERVER_API_KEY, or pass --api-key KEY, visible in ps), or "
+                          "--insecure if this network is trusted")
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -48,7 +49,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
         port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
         api_key: str | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on /v1 "
-                                              "(default: $AMAUTA_SERVER_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY)."),
+                                              "(default: $AMAUTA_SERVER_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY; "
+                                              "prefer the environment: a flag shows in `ps`)."),
         insecure: bool = typer.Option(False, "--insecure", help="Allow a non-local --host without an API key."),
         rag: str | None = typer.Option(None, "--rag", help="RAG index (name or folder): chat answers cite it."),
         rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages per RAG answer."),
@@ -57,7 +59,8 @@ def register(app: typer.Typer) -> None:
         max_queue: int = typer.Option(64, "--max-queue", help="Requests queued per model before answering 503."),
         dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
-        threads: int | None = typer.Option(None, "--threads", help="llamacpp: CPU threads (default: half the cores)."),
+        threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch and llama.cpp (default: "
+                                              "$AMAUTA_THREADS, else torch's choice; llama.cpp: half the cores)."),
         context: int | None = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
         dry_run: bool = typer.Option(False, "--dry-run", help="vllm: print the command instead of running it."),
     ) -> None:
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         api_key, key_source = api_key_with_source("SERVER", api_key)
+        threads = apply_threads(threads)
         if backend not in BACKENDS:
             raise AmautaError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; choose "
                               f"{', '.join(BACKENDS)}")

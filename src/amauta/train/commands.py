@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
+
 
 def train_command(
     config: Path = typer.Argument(None, help="Run config YAML (see examples/train-*.yaml); optional with --preset."),
@@ -26,13 +28,14 @@ def train_command(
                                    help="Start afresh in a run folder of another config or dataset (only a folder `amauta train` made)."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    threads: int | None = THREADS_OPTION,
 ) -> None:
     """Fine-tune a model with LoRA/QLoRA on a prepared dataset; checkpoints let a killed run resume."""
-    from rich.console import Console
-
+    apply_threads(threads)
+    from amauta.core.console import make_console
     from amauta.train.config import build_config, parse_set, preset_names, read_preset
 
-    console = Console()
+    console = make_console()
     if list_presets:
         for name in preset_names():
             data = read_preset(name)
@@ -69,13 +72,12 @@ def export_command(
                                    help="Replace an export made from other inputs (never any other folder)."),
 ) -> None:
     """Export a trained run: merged safetensors + tokenizer + model card, optionally a GGUF file."""
-    from rich.console import Console
-
+    from amauta.core.console import make_console
     from amauta.train.export import export_run
 
     folder = export_run(run_dir, out, merge=merge or gguf, gguf=gguf, dtype=dtype, overwrite=overwrite)
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
-    Console().print(f"wrote {folder}: {files}", highlight=False)
+    make_console().print(f"wrote {folder}: {files}", highlight=False)
 
 
 def plot_loss_command(
