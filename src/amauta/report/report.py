@@ -336,14 +336,14 @@ def _collect_overview(overview: dict[str, dict[str, str]], summary: dict[str, An
             overview.setdefault(label, {})[name] = f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def run(config: ReportConfig) -> dict[str, Path]:
-    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`."""
+def run(config: ReportConfig) -> Path:
+    """Pipeline entry point: write report.md, report.html, figures/ and manifest.json into `config.out`; return it."""
     markdown, figures = build(config)
     out = Path(config.out)
     for name, png in figures.items():
         atomic_write_bytes(out / "figures" / name, png)
-    md_path = atomic_write_text(out / "report.md", markdown)
-    html_path = atomic_write_text(out / "report.html", to_html(markdown, figures, config.title))
+    atomic_write_text(out / "report.md", markdown)
+    atomic_write_text(out / "report.html", to_html(markdown, figures, config.title))
     inputs = [Path(d) / f for d in config.run_dirs for f in ("summary.json", "log.jsonl") if (Path(d) / f).is_file()]
     write_manifest(out, stage="evaluate.report", config=config, inputs=inputs)
-    return {"markdown": md_path, "html": html_path}
+    return out
