@@ -99,17 +99,6 @@ def _config_hash(uses: str, config: dict) -> str:
     return hashlib.sha256(json.dumps([uses, config], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _output_folder(result: Any, config: Any) -> str:
-    """The folder a step wrote: what it returned when that is a path, else its config's output folder."""
-    if isinstance(result, (str, Path)):
-        return str(result)
-    for name in ("out", "output_dir"):
-        value = getattr(config, name, None)
-        if value:
-            return str(value)
-    return ""
-
-
 def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool = False) -> Path:
     """Run the pipeline file at `path`; return its output folder.
 
@@ -155,7 +144,7 @@ def _run_steps(path: str | Path, config: PipelineConfig, out: Path, *, only: lis
         step_started = time.time()
         # A step this pipeline ran before may replace its own earlier output (its config changed, or --force).
         options = {"overwrite": True} if (force or done) and "overwrite" in inspect.signature(function).parameters else {}
-        result_path = _output_folder(function(step_config, **options), step_config)
+        result_path = str(Path(function(step_config, **options)))  # the contract: a stage returns its output folder (or file)
         variables[f"steps.{step.name}"] = result_path
         state[step.name] = {"uses": step.uses, "hash": digest, "out": result_path,
                             "seconds": round(time.time() - step_started, 1)}

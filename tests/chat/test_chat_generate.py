@@ -9,7 +9,7 @@ import pytest
 
 from amauta.chat import generate as gen
 from amauta.chat.decoding import STRATEGIES, GenerationSettings
-from amauta.core.errors import AmautaError
+from amauta.core.errors import ContextTooLongError
 
 MESSAGES = [{"role": "system", "content": "Responde en español."},
             {"role": "user", "content": "¿Cuál es la tarifa del IVA en Ecuador?"}]
@@ -151,8 +151,9 @@ def test_context_window(tiny):
     n = gen.encode_prompt(loaded, short).shape[1]
     result = gen.generate(loaded, short, settings("greedy", max_new_tokens=100))
     assert result.new_tokens == 40 - n and result.finish_reason == "length"
-    with pytest.raises(AmautaError, match="the prompt has .* tokens but the model's context holds 40"):
+    with pytest.raises(ContextTooLongError, match="the prompt has .* tokens but the model's context holds 40") as info:
         gen.generate(loaded, "palabra " * 60, settings("greedy"))
+    assert info.value.context == 40 and info.value.prompt_tokens > 40  # the numbers, for callers (serve: a 400)
 
 
 def test_raw_prompt_skips_the_template(tiny):

@@ -107,8 +107,8 @@ def test_report_by_category_has_no_interval_for_a_small_category(tmp_path):
             "ley": {"acc": 1.0, "acc_ci": [1.0, 1.0], "n": 2},
             "general": {"acc": 0.5, "acc_ci": list(stats.bootstrap_ci([1, 0, 1, 0, 1, 0])), "n": 6}}
     (folder / "summary.json").write_text(json.dumps(summary))
-    paths = run_report(ReportConfig(run_dirs=[str(folder)], out=str(tmp_path / "report")))
-    markdown = paths["markdown"].read_text(encoding="utf-8")
+    report = run_report(ReportConfig(run_dirs=[str(folder)], out=str(tmp_path / "report")))
+    markdown = (report / "report.md").read_text(encoding="utf-8")
     assert "| base | ley | 100.0 | (n=2, sin intervalo) | 2 |" in markdown
     assert "| base | general | 50.0 | [" in markdown
 

@@ -47,9 +47,10 @@ def test_report_renders_eval_training_and_hooked_sections(tiny, tmp_path):
         "items_file": "items.jsonl", "models": [{"label": "base", "model": "tiny-llama", "adapter": None, "key": "k1",
                                                  "n": 3, "metrics": {"ppl": 12.5, "ppl_ci": [11.0, 14.0],
                                                                      "bits_per_byte": 1.2, "n": 3}}]}))
-    paths = run_report(ReportConfig(run_dirs=[str(ev), str(train), str(other), str(ppl)], out=str(tmp_path / "report")))
-    md = paths["markdown"].read_text(encoding="utf-8")
-    html = paths["html"].read_text(encoding="utf-8")
+    folder = run_report(ReportConfig(run_dirs=[str(ev), str(train), str(other), str(ppl)], out=str(tmp_path / "report")))
+    assert folder == tmp_path / "report"  # the stage contract: run returns its output folder
+    md = (folder / "report.md").read_text(encoding="utf-8")
+    html = (folder / "report.html").read_text(encoding="utf-8")
     assert "## Belebele" in md and "| base |" in md and "By category" in md and "| base | ley |" in md
     assert "items.jsonl" in md and '"key":' in md and "sha256" in md
     assert "## Training run `es-lora`" in md and "final_loss" in md
@@ -69,8 +70,8 @@ def test_report_uses_the_judge_hook(tmp_path):
     summary = {"task": "judge", "set": "general-es", "judge": "fake", "n": 3, "answers": 2, "judged": 2, "failed": 0,
                "categories": ["basic"], "items_file": "items.jsonl", "judge_table": {}}
     (judge / "summary.json").write_text(json.dumps(summary))
-    paths = run_report(ReportConfig(run_dirs=[str(judge)], out=str(tmp_path / "r")))
-    assert "Rubric grading: general-es" in paths["markdown"].read_text(encoding="utf-8")
+    folder = run_report(ReportConfig(run_dirs=[str(judge)], out=str(tmp_path / "r")))
+    assert "Rubric grading: general-es" in (folder / "report.md").read_text(encoding="utf-8")
 
 
 def test_a_task_renders_itself_through_the_section_it_registers(tmp_path, monkeypatch):
@@ -86,8 +87,7 @@ def test_a_task_renders_itself_through_the_section_it_registers(tmp_path, monkey
     folder = tmp_path / "eval-exam"
     folder.mkdir()
     (folder / "summary.json").write_text(json.dumps({"task": "exam", "score": 0.75}))
-    paths = run_report(ReportConfig(run_dirs=[str(folder)], out=str(tmp_path / "r")))
-    md = paths["markdown"].read_text(encoding="utf-8")
+    md = (run_report(ReportConfig(run_dirs=[str(folder)], out=str(tmp_path / "r"))) / "report.md").read_text(encoding="utf-8")
     assert "## Knowledge exam" in md and "### Exam 0.75" in md and "No renderer" not in md
     assert "![Score by topic (eval-exam)](figures/01-exam-topics.png)" in md
     assert (tmp_path / "r" / "figures" / "01-exam-topics.png").read_bytes().startswith(b"\x89PNG")

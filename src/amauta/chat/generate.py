@@ -20,7 +20,7 @@ import torch
 
 from amauta.chat.contrastive import contrastive_steps
 from amauta.chat.decoding import GenerationSettings, logits_processors
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, ContextTooLongError
 
 FinishReason = Literal["stop", "length", "cancelled"]
 Prompt = str | Sequence[dict[str, str]]
@@ -99,8 +99,9 @@ def budget(loaded, prompt_tokens: int, settings: GenerationSettings, context_len
     context = context_length or int(getattr(loaded.profile, "context_length", 0) or 0) or int(
         getattr(loaded.model.config, "max_position_embeddings", 0) or 1 << 30)
     if prompt_tokens >= context:
-        raise AmautaError(f"{loaded.profile.name}: the prompt has {prompt_tokens} tokens but the model's context "
-                          f"holds {context}; shorten the prompt (or /reset the chat history)")
+        raise ContextTooLongError(f"{loaded.profile.name}: the prompt has {prompt_tokens} tokens but the model's "
+                                  f"context holds {context}; shorten the prompt (or /reset the chat history)",
+                                  prompt_tokens=prompt_tokens, context=context)
     return min(settings.max_new_tokens, context - prompt_tokens)
 
 

@@ -408,9 +408,9 @@ def build_task(config: BelebeleConfig) -> tuple[BelebeleTask, list[str]]:
     return task, inputs
 
 
-def run(config: BelebeleConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: evaluate the model (or the `compare` list) into `config.out`; returns summary.json."""
+def run(config: BelebeleConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: evaluate the model (or the `compare` list) into `config.out`; return it."""
     task, inputs = build_task(config)
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=inputs, show_progress=show_progress)
+                    config=config, inputs=inputs, show_progress=show_progress).folder

@@ -46,12 +46,13 @@ def _run(cls: type, run: Any, options: dict[str, Any]) -> None:
     options: the command's parameters, `config` and `progress` among them (the command's `locals()`).
     """
     from amauta.evaluate.compare import print_summary
+    from amauta.evaluate.runner import load_summary
 
     options = dict(options)
     path, progress = options.pop("config"), options.pop("progress")
     apply_threads(options.pop("threads"))
     cfg = _config(cls, path, options)
-    print_summary(run(cfg, show_progress=progress), cfg.out)
+    print_summary(load_summary(run(cfg, show_progress=progress)), cfg.out)
 
 
 @eval_app.command("belebele")

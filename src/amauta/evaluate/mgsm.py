@@ -110,10 +110,10 @@ class MgsmTask(GenerativeTask):
                 "no_number": sum(1 for r in rows if r["prediction"] is None)}
 
 
-def run(config: MgsmConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: MGSM accuracy of the model (or the `compare` list) into `config.out`."""
+def run(config: MgsmConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: MGSM accuracy of the model (or the `compare` list) in `config.out`; return it."""
     items = load_problems(config.data)
     task = MgsmTask(items[: config.limit] if config.limit else items, config.max_new_tokens, Path(config.data).name)
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=[config.data], show_progress=show_progress)
+                    config=config, inputs=[config.data], show_progress=show_progress).folder

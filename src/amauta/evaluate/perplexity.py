@@ -104,6 +104,10 @@ class PerplexityTask:
     def items(self) -> list[dict[str, str]]:
         return self.texts
 
+    def length(self, item: dict[str, str]) -> int:
+        """The same for every text: they are scored in file order, so each batch holds the same texts."""
+        return 0
+
     def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
         results = text_nll(loaded.model, loaded.tokenizer, [t["text"] for t in batch], self.max_length)
         return [{"nll": round(nll, 4), "tokens": tokens, "bytes": len(t["text"].encode("utf-8")),
@@ -125,11 +129,11 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run(config: PerplexityConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: perplexity of the model (or the `compare` list) into `config.out`."""
+def run(config: PerplexityConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: perplexity of the model (or the `compare` list) into `config.out`; return it."""
     texts = load_texts(config.data)
     task = PerplexityTask(texts[: config.limit] if config.limit else texts, config.max_length,
                           source=f"{Path(config.data).name}:{_short_hash(''.join(t['text'] for t in texts))}")
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=[config.data], show_progress=show_progress)
+                    config=config, inputs=[config.data], show_progress=show_progress).folder

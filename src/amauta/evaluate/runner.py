@@ -120,7 +120,7 @@ def _label_for(path: str) -> str:
 
 
 class Task(Protocol):
-    """What the runner needs from a task."""
+    """What the runner calls on a task: exactly these, nothing found by `hasattr`."""
 
     name: str  # "belebele", "perplexity", "xquad", "mgsm": the `task` field of summary.json
 
@@ -129,6 +129,10 @@ class Task(Protocol):
 
     def items(self) -> list[dict[str, Any]]:
         """The items to score, each with a unique string `id`."""
+
+    def length(self, item: dict[str, Any]) -> int:
+        """A rough size of the item: the runner scores longer items first, so one batch holds similar
+        lengths and wastes less on padding (as lm-eval sorts). Equal lengths keep the items' order."""
 
     def evaluate(self, loaded: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Score a batch; one result row per item, in order (the runner adds key, model and item id)."""
@@ -167,13 +171,27 @@ def default_loader(spec: ModelSpec, **load_kwargs: Any) -> Any:
     return load_model(spec.model, adapter=spec.adapter, **load_kwargs)
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    """What `run_eval` wrote and scored.
+
+    folder: the eval folder (items.jsonl, summary.json, manifest.json).
+    summary: the content of summary.json.
+    rows: model label → that model's result rows (as in items.jsonl), in the task's item order.
+    """
+
+    folder: Path
+    summary: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]]
+
+
 def _is_legacy_eval(folder: Path) -> bool:
     """An eval folder killed before eval folders got a manifest at start: only items.jsonl (and a summary)."""
     names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
     return ITEMS_FILE in names and names <= {ITEMS_FILE, SUMMARY_FILE}
 
 
-def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, **options: Any) -> dict[str, Any]:
+def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, **options: Any) -> EvalResult:
     """Evaluate into `out_dir` while holding it (see `_run_eval` for the options).
 
     The folder must be new, empty, or an eval folder of the same task (core/outdir.py): a training run,
@@ -190,7 +208,7 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, **options:
 
 def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_size: int = 8,
               loader: Callable[..., Any] | None = None, load_kwargs: dict[str, Any] | None = None,
-              config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True) -> dict[str, Any]:
+              config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True) -> EvalResult:
     """Evaluate every model of `specs` on `task` into `out_dir`, resuming from its `items.jsonl`.
 
     task: the task (items, scoring, summary).
@@ -202,6 +220,7 @@ def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_
     config: the stage config recorded in the manifest.
     inputs: data files whose hashes the manifest records.
     show_progress: draw a rich progress bar per model.
+    Returns the folder, its summary and every model's rows (`EvalResult`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,11 +240,11 @@ def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_
     loader = loader or default_loader
     task_key = task.config_key()
     results: list[dict[str, Any]] = []
+    rows_by_model: dict[str, list[dict[str, Any]]] = {}
     for spec in specs:
         key = cache_key(spec, task_key)
         todo = [item for item in items if (key, str(item["id"])) not in cached]
-        if hasattr(task, "length"):  # similar lengths in one batch waste less on padding (as lm-eval sorts)
-            todo.sort(key=task.length, reverse=True)
+        todo.sort(key=task.length, reverse=True)  # a stable sort: equal lengths keep the items' order
         started = time.perf_counter()
         if todo:
             loaded = loader(spec, **(load_kwargs or {}))
@@ -238,7 +257,7 @@ def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_
                     advance(len(batch))
             del loaded
             gc.collect()
-        rows = [cached[(key, i)] for i in ids]
+        rows = rows_by_model[spec.label] = [cached[(key, i)] for i in ids]
         metrics = task.summarize(rows)
         results.append({"label": spec.label, "model": spec.model, "adapter": spec.adapter, "key": key,
                         "n": len(rows), "computed": len(todo), "seconds": round(time.perf_counter() - started, 2),
@@ -256,7 +275,7 @@ def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_
     atomic_write_json(out / SUMMARY_FILE, summary)
     write_manifest(out, stage=f"evaluate.{task.name}", config=config if config is not None else task_key,
                    inputs=list(inputs), models=[s.__dict__ for s in specs], load=load_kwargs or {})
-    return summary
+    return EvalResult(out, summary, rows_by_model)
 
 
 def _compare(task: Task, results: list[dict], cached: dict, ids: list[str]) -> list[dict[str, Any]]:

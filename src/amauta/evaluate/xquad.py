@@ -126,10 +126,10 @@ class XquadTask(GenerativeTask):
                 "f1": sum(f1) / len(f1), "f1_ci": list(stats.bootstrap_ci(f1)), "n": len(rows)}
 
 
-def run(config: XquadConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: EM/F1 of the model (or the `compare` list) into `config.out`."""
+def run(config: XquadConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: EM/F1 of the model (or the `compare` list) into `config.out`; return it."""
     items = load_questions(config.data)
     task = XquadTask(items[: config.limit] if config.limit else items, config.max_new_tokens, Path(config.data).name)
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=[config.data], show_progress=show_progress)
+                    config=config, inputs=[config.data], show_progress=show_progress).folder

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig, dump_config
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, EndpointError
 from amauta.core.files import (
     append_jsonl,
     atomic_write_json,
@@ -221,9 +221,9 @@ def judge_answers(llm: Any, answers: list[Answer], cache: Path, *, retries: int 
             reply = ask_json(llm, messages, retries=retries, validate=parse_verdict, max_tokens=max_tokens,
                              temperature=0.0)
         except AmautaError as exc:
-            if "(400" not in str(exc):  # down, refused key, wrong URL: stop; a refused request is one failure
+            if not (isinstance(exc, EndpointError) and exc.bad_request):  # down, refused key, wrong URL: stop
                 raise JudgeUnavailable(str(exc)) from None
-            reply = None
+            reply = None  # a refused request (400, e.g. too long for the judge) is one failed verdict
             error, raw = str(exc), []
         row = {"key": key, "judge": llm.name, "scores": None, "overall": None, "justification": "",
                "error": None, "raw": None, "seconds": round(time.perf_counter() - started, 2)}

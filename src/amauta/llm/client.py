@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, EndpointError
 from amauta.llm.keys import api_key as resolve_api_key
 from amauta.llm.keys import api_key_variables
 
@@ -72,7 +72,8 @@ class OpenAICompatibleLLM:
     role: what the key is for, "LLM" or "JUDGE": picks AMAUTA_<ROLE>_API_KEY.
     timeout: seconds to wait for one answer.
     max_retries: extra tries after a connection error, timeout, rate limit or 5xx, waiting
-        `backoff * 2**attempt` seconds between them; then an AmautaError names the endpoint.
+        `backoff * 2**attempt` seconds between them; then an `EndpointError` names the endpoint. A
+        refusal (400, 401, 404, other 4xx) is not retried: its `EndpointError` carries the status.
     """
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 60,
@@ -112,27 +113,31 @@ class OpenAICompatibleLLM:
             try:
                 return request()
             except openai.AuthenticationError:
-                raise AmautaError(f"{self.base_url}: the API key was refused (401); pass the right --api-key "
-                                  f"or set {self.key_variable} (docs/llm.md: API keys)") from None
+                raise self._error(f"the API key was refused (401); pass the right --api-key or set "
+                                  f"{self.key_variable} (docs/llm.md: API keys)", 401) from None
             except openai.NotFoundError as exc:
-                raise AmautaError(f"{self.base_url}: not found (404: {_message(exc)}); check --base-url "
-                                  f"(it usually ends in /v1) and --model '{getattr(self, 'model', '')}'") from None
+                raise self._error(f"not found (404: {_message(exc)}); check --base-url (it usually ends in /v1) "
+                                  f"and --model '{getattr(self, 'model', '')}'", 404) from None
             except openai.BadRequestError as exc:
-                raise AmautaError(f"{self.base_url}: the request was refused (400: {_message(exc)})") from None
+                raise self._error(f"the request was refused (400: {_message(exc)})", 400) from None
             except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
                     openai.APIStatusError) as exc:
                 status = getattr(exc, "status_code", None)
                 if status is not None and status < 500 and status not in (408, 409, 429):
-                    raise AmautaError(f"{self.base_url}: HTTP {status} ({_message(exc)})") from None
+                    raise self._error(f"HTTP {status} ({_message(exc)})", status) from None
                 if status:
                     reason = f"HTTP {status}"
                 else:
                     reason = "timed out" if isinstance(exc, openai.APITimeoutError) else "cannot connect"
                 if attempt == self.max_retries:
-                    raise AmautaError(f"{self.base_url}: no answer after {attempt + 1} tries ({reason}); check "
-                                      "that the server is running and --base-url is right") from None
+                    raise self._error(f"no answer after {attempt + 1} tries ({reason}); check that the server "
+                                      "is running and --base-url is right", status) from None
                 time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")
+
+    def _error(self, what: str, status: int | None) -> EndpointError:
+        """One line naming this endpoint, typed with the HTTP status (None: no answer came)."""
+        return EndpointError(f"{self.base_url}: {what}", endpoint=self.base_url, status=status)
 
 
 def _message(exc: Exception) -> str:

@@ -22,8 +22,8 @@ def report_command(
     from amauta.report.report import ReportConfig, run
 
     cfg = ReportConfig(run_dirs=[str(p) for p in run_dirs], out=str(out), **({"title": title} if title else {}))
-    paths = run(cfg, overwrite=overwrite)
-    make_console().print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False)
+    folder = run(cfg, overwrite=overwrite)
+    make_console().print(f"wrote {folder / 'report.md'} and {folder / 'report.html'}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

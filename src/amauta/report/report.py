@@ -336,8 +336,8 @@ def _collect_overview(overview: dict[str, dict[str, str]], summary: dict[str, An
             overview.setdefault(label, {})[name] = f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def run(config: ReportConfig, *, overwrite: bool = False) -> dict[str, Path]:
-    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`.
+def run(config: ReportConfig, *, overwrite: bool = False) -> Path:
+    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`; return `out`.
 
     The folder is built aside and renamed into place. An existing report folder made from the same runs is
     left as it is; one made from other runs or other results is replaced only with `overwrite`, and a folder
@@ -347,10 +347,9 @@ def run(config: ReportConfig, *, overwrite: bool = False) -> dict[str, Path]:
 
     out = Path(config.out)
     inputs = [Path(d) / f for d in config.run_dirs for f in ("summary.json", "log.jsonl") if (Path(d) / f).is_file()]
-    paths = {"markdown": out / "report.md", "html": out / "report.html"}
     with claim(out, "evaluate.report", overwrite=overwrite) as folder:
         if folder.up_to_date(config, inputs):
-            return paths
+            return out
         folder.check_replace(config, [*inputs, *config.run_dirs])
         markdown, figures = build(config)
         with folder.replace() as tmp:
@@ -359,4 +358,4 @@ def run(config: ReportConfig, *, overwrite: bool = False) -> dict[str, Path]:
             atomic_write_text(tmp / "report.md", markdown)
             atomic_write_text(tmp / "report.html", to_html(markdown, figures, config.title))
             write_manifest(tmp, stage="evaluate.report", config=config, inputs=inputs)
-    return paths
+    return out

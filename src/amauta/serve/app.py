@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amauta.core.config import StageConfig
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, ContextTooLongError
 from amauta.serve.backends import Backend, RunResult
 from amauta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from amauta.serve.worker import ModelWorker, QueueFull
@@ -73,7 +73,7 @@ class APIError(Exception):
 
 def _amauta_error(exc: Exception) -> APIError:
     text = str(exc)
-    if "context" in text and "tokens" in text:
+    if isinstance(exc, ContextTooLongError):  # OpenAI's code for it, so clients can shorten and retry
         return APIError(400, text, param="messages", code="context_length_exceeded")
     if isinstance(exc, (AmautaError, ValidationError, ValueError)):
         return APIError(400, text.splitlines()[0] if text else type(exc).__name__)
