@@ -104,8 +104,8 @@ def test_judge_uses_the_judge_key_and_a_flag_beats_it(every_key, monkeypatch):
 
 
 def test_rag_ask_with_an_endpoint_uses_the_llm_key(every_key, monkeypatch):
+    from amauta.cli import app
     from amauta.rag import answer
-    from amauta.rag.commands import rag_app
 
     class Answerer:  # the index is not what this test is about: the model is asked the question as is
         def __init__(self, *args, **kwargs):
@@ -116,8 +116,8 @@ def test_rag_ask_with_an_endpoint_uses_the_llm_key(every_key, monkeypatch):
 
     monkeypatch.setattr(answer, "RagAnswerer", Answerer)
     with FakeOpenAIServer("La tarifa es 15 %.", api_key="key-of-AMAUTA_LLM_API_KEY") as url:
-        result = CliRunner().invoke(rag_app, ["ask", "¿Tarifa del IVA?", "--index", "leyes", "--base-url", url,
-                                              "--model", "fake"])
+        result = CliRunner().invoke(app, ["rag", "ask", "¿Tarifa del IVA?", "--index", "leyes", "--base-url", url,
+                                          "--model", "fake"])
     assert result.exit_code == 0, result.exception
     assert "La tarifa es 15 %." in result.output
 
