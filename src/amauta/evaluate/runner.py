@@ -107,7 +107,7 @@ class EvalModelsConfig(StageConfig):
     compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
     batch_size: int = Field(8, ge=1, description="Items per forward pass or generation batch.")
     out: str = Field("runs/eval", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    dtype: str = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
     device: str = Field("auto", description="auto, cpu or cuda.")
     quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
 
