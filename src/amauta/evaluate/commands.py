@@ -26,7 +26,7 @@ COMPARE = typer.Option(None, "--compare", help="Evaluate together: base,RUN_OR_A
 LIMIT = typer.Option(None, "--limit", help="Only the first N items.")
 BATCH = typer.Option(None, "--batch-size", help="Items per forward pass / generation batch.")
 OUT = typer.Option(None, "--out", "-o", help="Eval folder; rerunning the same command resumes it.")
-DTYPE = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16.")
+DTYPE = typer.Option(None, "--dtype", help="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
 DEVICE = typer.Option(None, "--device", help="auto, cpu or cuda.")
 QUANT = typer.Option(None, "--quantization", help="none, 8bit or 4bit (GPU).")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
