@@ -13,9 +13,19 @@ from pathlib import Path
 import pytest
 
 from amauta.core.errors import AmautaError
-from amauta.evaluate.belebele import BelebeleConfig, BelebeleTask, run
+from amauta.evaluate import belebele, perplexity
+from amauta.evaluate.belebele import BelebeleConfig, BelebeleTask
 from amauta.evaluate.perplexity import PerplexityConfig
-from amauta.evaluate.perplexity import run as run_perplexity
+from amauta.evaluate.runner import load_summary
+
+
+def run(config, **options):
+    """Belebele's stage run, read back as its summary (a stage returns its folder)."""
+    return load_summary(belebele.run(config, **options))
+
+
+def run_perplexity(config, **options):
+    return load_summary(perplexity.run(config, **options))
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"
