@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from amauta.chat.contrastive import contrastive_search
 from amauta.chat.decoding import GenerationSettings
-from amauta.chat.generate import encode_prompt, generate
+from amauta.chat.generate import encode_prompt, eos_token_ids, generate
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "contrastive_reference.json").read_text(encoding="utf-8"))
 
@@ -31,8 +30,11 @@ def test_identical_ids_to_transformers_4_55(smollm2, case):
     # Same prompt: our template path renders the same ids as 4.55's apply_chat_template.
     prompt = encode_prompt(smollm2, case["messages"])
     assert prompt[0].tolist() == case["prompt_ids"]
-    ours = contrastive_search(smollm2.model, prompt, top_k=FIXTURE["top_k"], penalty_alpha=FIXTURE["penalty_alpha"],
-                              max_new_tokens=FIXTURE["max_new_tokens"], eos_token_ids=set(FIXTURE["eos_ids"]))
+    # Same stop: the answer ends at the eos ids 4.55 was given.
+    assert eos_token_ids(smollm2) == set(FIXTURE["eos_ids"])
+    settings = GenerationSettings(strategy="contrastive", top_k=FIXTURE["top_k"], penalty_alpha=FIXTURE["penalty_alpha"],
+                                  max_new_tokens=FIXTURE["max_new_tokens"])
+    ours = generate(smollm2, case["messages"], settings).token_ids
     assert ours == case["new_ids"]
 
 

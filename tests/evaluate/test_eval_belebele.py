@@ -139,10 +139,17 @@ def test_extract_letter(text, letter):
 def test_score_tiny(tiny, formulation):
     items = load_items(SAMPLE)[:6]
     result = score(tiny("llama"), items, formulation, batch_size=4)
-    assert result["n"] == 6 and 0 <= result["acc"] <= 1 and len(result["items"]) == 6
-    for row in result["items"]:  # the prediction is the best-scoring option
+    rows = result["items"]
+    assert result["n"] == 6 and 0 <= result["acc"] <= 1 and len(rows) == 6
+    assert [(r["item_id"], r["gold"]) for r in rows] == [(i["id"], i["gold"]) for i in items]  # in item order
+    for row in rows:  # the prediction is the best-scoring option
+        assert len(row["logprobs"]) == 4 and all(lp <= 0 for lp in row["logprobs"])
         assert row["pred"] == "ABCD"[row["logprobs"].index(max(row["logprobs"]))]
         assert row["correct"] == (row["pred"] == row["gold"])
+    # The metrics are counts over those rows.
+    assert result["acc"] == pytest.approx(sum(r["pred"] == r["gold"] for r in rows) / 6)
+    assert result["acc_norm"] == pytest.approx(sum(r["pred_norm"] == r["gold"] for r in rows) / 6)
+    assert result["predictions"] == {**{k: sum(r["pred"] == k for r in rows) for k in "ABCD"}, "none": 0}
     lo, hi = result["acc_ci"]
     assert lo <= result["acc"] <= hi
     k_shot = score(tiny("llama"), items, formulation, shots=2)
@@ -169,8 +176,22 @@ def test_score_generate_extracts_letters(tiny, monkeypatch):
 
 
 def test_score_generate_with_a_real_model(tiny):
-    result = score(tiny("llama"), load_items(SAMPLE)[:2], "generate")
-    assert result["n"] == 2 and all("output" in r for r in result["items"])
+    from amauta.chat.generate import generate
+    from amauta.evaluate.generation import greedy_settings
+
+    loaded, items = tiny("llama"), load_items(SAMPLE)[:2]
+    result = score(loaded, items, "generate")
+    rows = result["items"]
+    assert result["n"] == 2 and [r["item_id"] for r in rows] == [i["id"] for i in items]
+    for item, row in zip(items, rows, strict=True):
+        # The output is the model's greedy chat reply to the item's prompt (16 tokens), graded by extraction.
+        reply = generate(loaded, belebele.build_messages(item, "es", []), greedy_settings(loaded, 16))
+        assert row["output"] == reply.text and reply.new_tokens <= 16
+        assert row["pred"] == extract_letter(row["output"], item["options"]) and row["pred"] in (*"ABCD", None)
+        assert row["gold"] == item["gold"] and row["correct"] == (row["pred"] == item["gold"])
+    assert 0 <= result["acc"] <= 1 and result["acc"] == sum(r["correct"] for r in rows) / 2
+    assert sum(result["predictions"].values()) == 2
+    assert result["predictions"]["none"] == sum(r["pred"] is None for r in rows)
 
 
 @pytest.mark.integration

@@ -68,8 +68,10 @@ def test_build_messages_keeps_history_and_custom_system(law_index):
 
 
 def test_answer_with_a_local_model(law_index, tiny):
+    from amauta.chat.decoding import GenerationSettings
+    from amauta.chat.generate import generate
     from amauta.llm import LocalLLM
-    from amauta.rag.answer import _count_tokens
+    from amauta.rag.answer import _count_tokens, cited_numbers
 
     loaded = tiny("llama")  # a 512-token context: the passages must be shortened to fit
     answerer = RagAnswerer(law_index, top_k=3)
@@ -77,7 +79,14 @@ def test_answer_with_a_local_model(law_index, tiny):
     assert hits and _count_tokens(loaded, messages) <= 512 - 8
     result = answerer.answer("¿Qué es el RIMPE?", LocalLLM(loaded), max_tokens=8)
     assert result.found and result.sources and all(s in result.hits for s in result.sources)
-    assert isinstance(result.text, str)
+    assert result.hits == hits  # the passages the prompt above was built from
+    # The text is the model's own greedy reply (temperature 0) to those messages, at most 8 tokens.
+    reply = generate(loaded, messages, GenerationSettings.from_profile(loaded.profile, strategy="greedy",
+                                                                        max_new_tokens=8))
+    assert result.text == reply.text.strip() and reply.new_tokens <= 8
+    # The citation contract: the passages it cites by number, or every retrieved one when it cites none.
+    cited = cited_numbers(result.text, len(hits))
+    assert result.sources == ([hits[n - 1] for n in cited] if cited else hits)
 
 
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:

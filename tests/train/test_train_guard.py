@@ -7,6 +7,8 @@ import json
 import pytest
 
 from amauta.core.errors import AmautaError
+from amauta.evaluate.belebele import load_items, score
+from amauta.models.load import load_model
 from amauta.train.config import build_config
 from amauta.train.recipe import LoRARecipe, run
 
@@ -26,7 +28,13 @@ def test_guard_scores_with_the_belebele_scorer(run_config, tmp_path):
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     guard = [(r["step"], r["guard_accuracy"]) for r in rows if "guard_accuracy" in r]
     assert [s for s, _ in guard] == [0, 2, 4]
-    assert all(0.0 <= acc <= 1.0 for _, acc in guard)
+    # Each accuracy is a count of right answers over the 3 sampled items.
+    assert all(0.0 <= acc <= 1.0 and acc * 3 == pytest.approx(round(acc * 3)) for _, acc in guard)
+    # The same scorer on its own agrees: before training (a fresh LoRA changes nothing) the base model's
+    # accuracy, at the end the saved adapter's.
+    sample = load_items(items)[:3]
+    assert guard[0][1] == pytest.approx(score(load_model(cfg.model), sample, formulation="cloze")["acc"])
+    assert guard[-1][1] == pytest.approx(score(load_model(cfg.model, adapter=out), sample, formulation="cloze")["acc"])
 
 
 @pytest.mark.parametrize("action,steps", [("warn", 6), ("stop", 4)])

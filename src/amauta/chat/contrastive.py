@@ -102,15 +102,3 @@ def contrastive_steps(model, input_ids: torch.Tensor, *, top_k: int = 4, penalty
         del out
         yield int(token)
 
-
-def contrastive_search(model, input_ids: torch.Tensor, *, top_k: int = 4, penalty_alpha: float = 0.6,
-                       max_new_tokens: int = 256, eos_token_ids: set[int] | frozenset[int] = frozenset(),
-                       logits_processor=None) -> list[int]:
-    """The new token ids contrastive search produces (the eos token included, as transformers returns it)."""
-    new: list[int] = []
-    for token in contrastive_steps(model, input_ids, top_k=top_k, penalty_alpha=penalty_alpha,
-                                   max_new_tokens=max_new_tokens, logits_processor=logits_processor):
-        new.append(token)
-        if token in eos_token_ids:
-            break
-    return new

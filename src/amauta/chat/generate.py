@@ -134,6 +134,22 @@ def _safe_length(text: str, stops: list[str]) -> int:
 
 # --- the decoding loops ----------------------------------------------------------------------------------
 
+def sampling_generator(settings: GenerationSettings, device: torch.device) -> torch.Generator | None:
+    """The one seeding rule for sampling: every answer draws from its own generator seeded with `settings.seed`.
+
+    None (torch's global generator) when there is no seed. An answer in a batch gets its own generator,
+    seeded the same, so it draws exactly the tokens its prompt gets alone; nothing touches the global seed.
+    """
+    if settings.seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(settings.seed)
+
+
+def _draw(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """[1, 1] a token drawn from one answer's [1, V] processed scores."""
+    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
+
+
 @torch.inference_mode()
 def _greedy_or_sampling_steps(model, input_ids: torch.Tensor, settings: GenerationSettings,
                               max_new_tokens: int) -> Iterator[int]:
@@ -142,9 +158,7 @@ def _greedy_or_sampling_steps(model, input_ids: torch.Tensor, settings: Generati
 
     processors = logits_processors(settings)
     sampling = settings.samples
-    generator = None
-    if sampling and settings.seed is not None:
-        generator = torch.Generator(device=input_ids.device).manual_seed(settings.seed)
+    generator = sampling_generator(settings, input_ids.device) if sampling else None
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     cache = DynamicCache(config=config)
     out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
@@ -152,7 +166,7 @@ def _greedy_or_sampling_steps(model, input_ids: torch.Tensor, settings: Generati
     for step in range(max_new_tokens):
         scores = processors(ids, out.logits[:, -1, :].float())
         if sampling:
-            token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
+            token = _draw(scores, generator)
         else:
             token = scores.argmax(dim=-1, keepdim=True)
         ids = torch.cat([ids, token], dim=1)
@@ -185,12 +199,35 @@ def _hf_generation_config(loaded, settings: GenerationSettings, max_new_tokens: 
         options.update(min_new_tokens=max_new_tokens)
     if settings.strategy == "beam":
         options.update(num_beams=settings.num_beams, do_sample=False, early_stopping=True)
-    elif settings.samples:
-        options.update(do_sample=True, temperature=settings.temperature, top_k=settings.effective_top_k,
-                       top_p=settings.top_p)
+    elif settings.samples:  # `_SampleEachRow` applies the penalty and draws; greedy search takes its token
+        options.update(do_sample=False, repetition_penalty=1.0)
     else:
         options.update(do_sample=False)
     return GenerationConfig(**options)
+
+
+class _SampleEachRow:
+    """The last logits processor of a batched sampling run: each row draws as its prompt alone would.
+
+    Row i's scores go through the settings' processors over its own ids (its left padding left out) and
+    are drawn with its own generator (`sampling_generator`); the drawn token keeps score 0 and every
+    other gets -inf, so transformers' greedy search takes it.
+    settings: the sampling settings.
+    padding: left-padding width of each row.
+    device: where the generators draw.
+    """
+
+    def __init__(self, settings: GenerationSettings, padding: list[int], device: torch.device):
+        self.processors = logits_processors(settings)
+        self.padding = padding
+        self.generators = [sampling_generator(settings, device) for _ in padding]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        forced = torch.full_like(scores, float("-inf"))
+        for row, (pad, generator) in enumerate(zip(self.padding, self.generators, strict=True)):
+            row_scores = self.processors(input_ids[row:row + 1, pad:], scores[row:row + 1])
+            forced[row, int(_draw(row_scores, generator))] = 0.0
+        return forced
 
 
 class _StopOnEvent:
@@ -319,8 +356,12 @@ def generate_batch(loaded, prompts: Sequence[Prompt], settings: GenerationSettin
     """Answers to many prompts, `batch_size` at a time (left-padded, transformers' `generate`).
 
     Greedy, sampling and beam search run batched; contrastive search runs one prompt at a time (our
-    implementation is batch 1). Each result's `seconds` is its batch's wall time.
+    implementation is batch 1). Sampling draws each answer with its own generator seeded from
+    `settings.seed` (see `sampling_generator`), so a batch gives the tokens of one-by-one `generate` calls.
+    Each result's `seconds` is its batch's wall time.
     """
+    from transformers import LogitsProcessorList
+
     settings = settings or GenerationSettings.from_profile(loaded.profile)
     if settings.strategy == "contrastive" or batch_size <= 1:
         return [generate(loaded, p, settings) for p in prompts]
@@ -328,8 +369,6 @@ def generate_batch(loaded, prompts: Sequence[Prompt], settings: GenerationSettin
     eos, stops = eos_token_ids(loaded), stop_strings(loaded, settings)
     ending = set() if settings.ignore_eos else eos
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
     results: list[GenerationResult] = []
     for start in range(0, len(prompts), batch_size):
         encoded = [encode_prompt(loaded, p)[0] for p in prompts[start:start + batch_size]]
@@ -340,8 +379,10 @@ def generate_batch(loaded, prompts: Sequence[Prompt], settings: GenerationSettin
         for row, ids in enumerate(encoded):  # left padding: every prompt ends where generation starts
             input_ids[row, width - len(ids):] = ids
             mask[row, width - len(ids):] = 1
+        sampler = [_SampleEachRow(settings, [width - len(ids) for ids in encoded], input_ids.device)] \
+            if settings.samples else []
         started = time.perf_counter()
-        out = model.generate(input_ids=input_ids, attention_mask=mask,
+        out = model.generate(input_ids=input_ids, attention_mask=mask, logits_processor=LogitsProcessorList(sampler),
                              generation_config=_hf_generation_config(loaded, settings, max_new, eos))
         seconds = time.perf_counter() - started
         for row, ids in enumerate(encoded):

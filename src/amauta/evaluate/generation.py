@@ -13,20 +13,14 @@ def greedy_settings(loaded: Any, max_new_tokens: int):
     """Greedy decoding with the profile's stop strings: what an evaluation should measure."""
     from amauta.chat.decoding import GenerationSettings
 
-    profile = getattr(loaded, "profile", None)
-    if profile is not None and hasattr(profile, "generation"):
-        return GenerationSettings.from_profile(profile, strategy="greedy", max_new_tokens=max_new_tokens)
-    return GenerationSettings(strategy="greedy", max_new_tokens=max_new_tokens)
+    return GenerationSettings.from_profile(loaded.profile, strategy="greedy", max_new_tokens=max_new_tokens)
 
 
 def generate_texts(loaded: Any, conversations: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-    """The model's greedy reply to each conversation (a list of chat messages), batched when possible."""
-    from amauta.chat import generate as chat_generate
+    """The model's greedy reply to each conversation (a list of chat messages), in batches."""
+    from amauta.chat.generate import generate_batch
 
-    settings = greedy_settings(loaded, max_new_tokens)
-    if hasattr(chat_generate, "generate_batch"):
-        return [r.text for r in chat_generate.generate_batch(loaded, conversations, settings)]
-    return [chat_generate.generate(loaded, messages, settings).text for messages in conversations]
+    return [r.text for r in generate_batch(loaded, conversations, greedy_settings(loaded, max_new_tokens))]
 
 
 class GenerativeTask:

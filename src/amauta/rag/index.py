@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -37,6 +37,9 @@ from amauta.core.manifest import write_manifest
 from amauta.core.paths import amauta_home
 from amauta.rag.embed import DEFAULT_EMBEDDER, Embedder, make_embedder
 from amauta.rag.retrieve import SpanishBM25
+
+if TYPE_CHECKING:
+    from amauta.documents import Chunk
 
 STAGE = "rag.index"
 LOCAL_COLLECTION = "chunks"
@@ -194,9 +197,9 @@ def _point_id(source: str, chunk_id: str, position: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"amauta:{source}#{position}:{chunk_id}"))
 
 
-def _embed_text(chunk: Any) -> str:
+def _embed_text(heading: str, text: str) -> str:
     """What gets embedded and BM25-indexed: the heading path gives an article its chapter's words."""
-    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+    return f"{heading}\n{text}" if heading else text
 
 
 class Index:
@@ -295,10 +298,10 @@ def _read_documents(paths: list[Path], config: IndexConfig) -> dict[str, tuple[s
     return out
 
 
-def _payload(source: str, sha: str, chunk: Any) -> dict:
-    return {"source": source, "sha256": sha, "chunk_id": chunk.id, "title": getattr(chunk, "title", ""),
+def _payload(source: str, sha: str, chunk: Chunk) -> dict:
+    return {"source": source, "sha256": sha, "chunk_id": chunk.id, "title": chunk.title,
             "page": int(chunk.page), "article": chunk.article, "heading": chunk.heading, "text": chunk.text,
-            "part": getattr(chunk, "part", 1), "parts": getattr(chunk, "parts", 1)}
+            "part": chunk.part, "parts": chunk.parts}
 
 
 def _delete_source(client: Any, collection: str, source: str) -> None:
@@ -320,9 +323,8 @@ def _all_payloads(client: Any, collection: str) -> tuple[list[str], list[str]]:
         points, offset = client.scroll(collection, limit=1024, offset=offset, with_payload=True, with_vectors=False)
         for p in points:
             payload = p.payload or {}
-            heading = payload.get("heading") or ""
             rows.append((payload.get("source", ""), payload.get("chunk_id", ""), str(p.id),
-                         f"{heading}\n{payload.get('text', '')}" if heading else payload.get("text", "")))
+                         _embed_text(payload.get("heading") or "", payload.get("text", ""))))
         if offset is None:
             break
     rows.sort()
@@ -422,11 +424,10 @@ def _build(config: IndexConfig, progress: bool = True) -> IndexReport:
         vectors = []
         for first in range(0, len(chunks), config.batch_size):  # a long PDF still shows progress
             piece = chunks[first:first + config.batch_size]
-            vectors.extend(embedder.passages([_embed_text(c) for _, _, c in piece]))
+            vectors.extend(embedder.passages([_embed_text(c.heading, c.text) for _, _, c in piece]))
             advance(len(piece))
-        points = [models.PointStruct(id=_point_id(src, c.id, getattr(c, "index", i)), vector=v.tolist(),
-                                     payload=_payload(src, sha, c))
-                  for i, ((src, sha, c), v) in enumerate(zip(chunks, vectors, strict=True))]
+        points = [models.PointStruct(id=_point_id(src, c.id, c.index), vector=v.tolist(), payload=_payload(src, sha, c))
+                  for (src, sha, c), v in zip(chunks, vectors, strict=True)]
         for src in batch:
             _delete_source(client, collection, src)
         for first in range(0, len(points), 256):

@@ -305,8 +305,7 @@ class LoRARecipe:
             inspect(self.out, "train", legacy=ckpt.is_legacy_run)
 
     def _records(self, split: str) -> list[list[dict[str, str]]]:
-        records = getattr(self.dataset, split)
-        return [r.messages if hasattr(r, "messages") else r["messages"] for r in records]
+        return [record.messages for record in getattr(self.dataset, split)]
 
     def _load_base(self):
         from amauta.models.load import load_model
@@ -570,10 +569,9 @@ class LoRARecipe:
         cfg = self.config.guard
         if not cfg.items:
             raise AmautaError("guard.items: the forgetting guard needs Belebele items (a file, folder or hub id)")
-        try:
-            from amauta.evaluate import belebele
-        except ImportError as exc:
-            raise AmautaError(f"guard: the Belebele scorer is not available ({exc}); set guard.enabled false") from None
+        # train may use evaluate (the guard); imported here so runs without a guard never load it.
+        from amauta.evaluate import belebele
+
         self._belebele = belebele
         items = list(belebele.load_items(cfg.items))
         self.guard_items = items[: cfg.sample]
@@ -634,7 +632,7 @@ class LoRARecipe:
         write_manifest(self.out, "train", self.config,
                        inputs=[Path(self.config.dataset) / "train.jsonl", Path(self.config.dataset) / "val.jsonl"],
                        base_model=str(self.loaded.source), profile=self.loaded.profile.name, summary=summary,
-                       dataset_manifest=getattr(self.dataset, "manifest", None), dataset_sha256=self.dataset_hash,
+                       dataset_manifest=self.dataset.manifest, dataset_sha256=self.dataset_hash,
                        complete=True)
         self.release()
         self.print(f"[green]done:[/] {self.out} (final loss {summary['final_loss']}, val {summary['final_val_loss']})")
