@@ -39,7 +39,7 @@ from pydantic import Field
 
 from amauta.core.config import StageConfig, read_yaml
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_write_json, atomic_write_text
+from amauta.core.files import atomic_write_json, atomic_write_text, sha256_file
 from amauta.evaluate import stats
 from amauta.evaluate.candidate_spec import CandidateSpec, parse_candidates, rag_index_fingerprint
 from amauta.evaluate.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
@@ -300,8 +300,8 @@ class _ExamLoader:
         return Examinee(self.loaded, spec.mode, passages)
 
     def release(self) -> None:
+        """Drop the model and the indexes (the runner collects garbage after each row)."""
         self.loaded, self.key, self.answerers = None, None, {}
-        gc.collect()
 
 
 def _weights_label(spec: CandidateSpec, candidates: list[CandidateSpec], base_model: str) -> str:
@@ -385,14 +385,20 @@ def choice_text(loaded: Any, messages: list[dict[str, str]], prompt_format: str)
     """(context, tokenizer call, separator before each option) for multiple choice in `prompt_format`.
 
     chat: the messages rendered with the model's template up to the assistant's turn (the template writes
-    its own special tokens); plain: the user's text then "Respuesta:", and " OPTION" (lm-eval's layout).
+    its own special tokens), then each option as the assistant's reply; plain: the user's text then
+    "Respuesta:", and " OPTION" (lm-eval's layout).
     """
     tokenizer = loaded.tokenizer
     if prompt_format == "chat":
         from amauta.models.templates import apply_template
 
         context = apply_template(loaded, messages, add_generation_prompt=True)
-        return context, lambda text: tokenizer(text, add_special_tokens=False), ""
+        # What the template writes between its assistant cue and the reply (Llama 2: a space; ChatML: nothing).
+        probe = "RESPUESTA"
+        replied = apply_template(loaded, [*messages, {"role": "assistant", "content": probe}], add_generation_prompt=False)
+        start = replied.find(probe, len(context)) if replied.startswith(context) else -1
+        separator = replied[len(context):start] if start >= 0 else ""
+        return context, lambda text: tokenizer(text, add_special_tokens=False), separator
     return messages[-1]["content"] + PLAIN_ANSWER_CUE, tokenizer, " "
 
 
@@ -409,15 +415,16 @@ class ExamTask:
     name = "exam"
 
     def __init__(self, items: list[ExamItem], *, prompt_format: str = "chat", short_answer: bool = True,
-                 max_new_tokens: int = 64, seed: int = 0, source: str = ""):
+                 max_new_tokens: int = 64, seed: int = 0, source: str = "", digest: str = ""):
         self.exam_items = items
         self._by_id = {item.id: item for item in items}
         self.prompt_format, self.short_answer = prompt_format, short_answer
-        self.max_new_tokens, self.seed, self.source = max_new_tokens, seed, source
+        self.max_new_tokens, self.seed, self.source, self.digest = max_new_tokens, seed, source, digest
 
     def config_key(self) -> dict[str, Any]:
-        blob = json.dumps([item.to_json() for item in self.exam_items], sort_keys=True, ensure_ascii=False)
-        return {"items": hashlib.sha256(blob.encode()).hexdigest()[:16], "source": self.source,
+        # The whole exam file's hash (not the chosen items'): --limit and --split reuse what is cached, an
+        # edited exam is scored again.
+        return {"exam": self.digest, "source": self.source,
                 "prompt_format": self.prompt_format, "closed_book_system": CLOSED_BOOK_SYSTEM,
                 "options_only_question": OPTIONS_ONLY_QUESTION, "short_answer": self.short_answer,
                 "max_new_tokens": self.max_new_tokens if self.short_answer else None}
@@ -759,7 +766,8 @@ def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_pr
         gold = GoldPassages(source_chunks(docs, items), config.max_context_chars)
     rows = build_rows(config, candidates, chunks_digest(gold.chunks) if gold else None)
     task = ExamTask(items, prompt_format=config.prompt_format, short_answer=config.short_answer,
-                    max_new_tokens=config.max_new_tokens, seed=config.seed, source=Path(config.exam).name)
+                    max_new_tokens=config.max_new_tokens, seed=config.seed, source=Path(config.exam).name,
+                    digest=sha256_file(config.exam)[:16])
     exam_loader = _ExamLoader(loader or default_loader, gold, config.rag_top_k, config.max_context_chars)
     try:
         summary = run_eval(task, rows, config.out, batch_size=config.batch_size, loader=exam_loader,
