@@ -376,6 +376,10 @@ def test_cli_eval_exam(small_exam, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Opción múltiple" in result.output and "solo opciones" in result.output
     assert json.loads((out / "summary.json").read_text())["task"] == "exam"
+    from amauta.evaluate.report import ReportConfig, build
+
+    markdown, _ = build(ReportConfig(run_dirs=[str(out)], out=str(tmp_path / "rep")))
+    assert "### Opción múltiple (log-verosimilitud)" in markdown and "| base+options | solo opciones |" in markdown
     result = CliRunner().invoke(app, ["eval", "exam", "--exam", str(small_exam), "--export-lm-eval",
                                       str(tmp_path / "lm")])
     assert result.exit_code == 0 and "--include_path" in result.output
@@ -389,7 +393,7 @@ def test_smollm2_takes_ten_items_closed_book_and_with_the_source(smollm2, tmp_pa
     chosen = [i for i in items if i.answerable][:7] + [i for i in items if not i.answerable][:3]
     exam = write_exam(tmp_path / "exam.jsonl", chosen)
     out = tmp_path / "ev"
-    summary = run(config(exam, out, model="smollm2-135m-instruct", gold_passage=True, max_new_tokens=48),
+    summary = run(config(exam, out, model="smollm2-135m-instruct", gold_passage=True, max_new_tokens=32),
                   loader=lambda spec, **kwargs: smollm2, show_progress=False)
     assert [m["mode"] for m in summary["models"]] == ["closed", "gold", "options"]
     closed, gold, _ = (m["metrics"] for m in summary["models"])
