@@ -352,13 +352,13 @@ def test_export_lm_eval_writes_a_multiple_choice_task(small_exam, tmp_path, tiny
 
 def test_export_lm_eval_loads_in_the_harness(small_exam, tmp_path):
     pytest.importorskip("lm_eval")
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager, get_task_dict
 
     folder = tmp_path / "lm"
     export_lm_eval(config(small_exam, tmp_path / "ev", export_lm_eval=str(folder)))
     manager = TaskManager(include_path=str(folder))
     assert "amauta_exam_exam_test_closed" in manager.all_tasks
-    task = manager.load_task_or_group(["amauta_exam_exam_test_closed"])["amauta_exam_exam_test_closed"]
+    task = get_task_dict(["amauta_exam_exam_test_closed"], task_manager=manager)["amauta_exam_exam_test_closed"]
     doc = next(iter(task.test_docs()))
     assert task.doc_to_choice(doc) == doc["options"] and task.doc_to_target(doc) == doc["gold"]
 
