@@ -186,25 +186,31 @@ def test_clustered_bootstrap_resamples_facts():
     assert np.isnan(low) and np.isnan(high)
 
 
-def test_summary_intervals_and_paired_deltas_are_over_facts(tiny, tmp_path):
-    exam = write_exam(tmp_path / "exam.jsonl", [i for i in read_exam(LEYES, "test") if i.answerable][:30])
-    out = tmp_path / "ev"
-    summary = run(config(exam, out, short_answer=False, seed=3), loader=tiny_loader(tiny), show_progress=False)
-    rows = rows_of(out, "base")
-    facts = [r["fact_id"] for r in rows]
-    assert len(set(facts)) == 10
-    m = summary["models"][0]["metrics"]
-    assert m["acc_ci"] == pytest.approx(list(stats.clustered_bootstrap_ci([r["correct"] for r in rows], facts, seed=3)))
-    assert m["acc_qa_ci"] is None  # fewer than 10 QA facts among these
-    options = {r["item_id"]: r for r in rows_of(out, "base+options")}
-    diffs = [float(options[r["item_id"]]["correct"]) - float(r["correct"]) for r in rows]
-    from amauta.evaluate.exam import paired_comparisons
+def _rows(correct: list[bool], facts: list[str], **extra) -> list[dict]:
+    return [{"item_id": f"i{k}", "fact_id": f, "answerable": True, "kind": "fact", "group": "qa", "correct": c,
+             "correct_norm": c, "pred": 0 if c else 1, "gold": 0, "abstain_option": 4, **extra}
+            for k, (c, f) in enumerate(zip(correct, facts, strict=True))]
 
-    comparison, = paired_comparisons({"base": rows, "base+options": list(options.values())}, "base",
-                                     ["base+options"], seed=3)
+
+def test_summary_intervals_and_paired_deltas_are_over_facts():
+    from amauta.evaluate.exam import exam_metrics, paired_comparisons
+
+    rng = np.random.default_rng(1)
+    facts = [f"f{i // 3}" for i in range(36)]  # 12 facts, 3 phrasings each
+    base = _rows([bool(rng.random() < 0.4) for _ in facts], facts)
+    other = _rows([bool(rng.random() < 0.7) for _ in facts], facts)
+    m = exam_metrics(base, seed=3)
+    values = [float(r["correct"]) for r in base]
+    assert m["acc"] == pytest.approx(np.mean(values)) and m["facts"] == 12
+    assert m["acc_ci"] == pytest.approx(list(stats.clustered_bootstrap_ci(values, facts, seed=3)))
+    assert m["acc_qa_ci"] == m["acc_ci"] and m["acc_document_only"] is None
+    assert exam_metrics(base[:27], seed=3)["acc_ci"] is None  # 9 facts: no interval
+    comparison, = paired_comparisons({"a": base, "b": other}, "a", ["b"], seed=3)
+    diffs = [float(o["correct"]) - float(b["correct"]) for b, o in zip(base, other, strict=True)]
     assert comparison["delta"] == pytest.approx(np.mean(diffs))
     assert comparison["delta_ci"] == pytest.approx(list(stats.clustered_bootstrap_ci(diffs, facts, seed=3)))
     assert comparison["lost"] == sum(1 for d in diffs if d < 0) and comparison["gained"] == sum(1 for d in diffs if d > 0)
+    assert "delta_sa_correct" not in comparison  # no short answers in these rows
 
 
 # ---------------------------------------------------------------- resume
@@ -393,10 +399,10 @@ def test_smollm2_takes_ten_items_closed_book_and_with_the_source(smollm2, tmp_pa
     chosen = [i for i in items if i.answerable][:7] + [i for i in items if not i.answerable][:3]
     exam = write_exam(tmp_path / "exam.jsonl", chosen)
     out = tmp_path / "ev"
-    summary = run(config(exam, out, model="smollm2-135m-instruct", gold_passage=True, max_new_tokens=32),
-                  loader=lambda spec, **kwargs: smollm2, show_progress=False)
-    assert [m["mode"] for m in summary["models"]] == ["closed", "gold", "options"]
-    closed, gold, _ = (m["metrics"] for m in summary["models"])
+    summary = run(config(exam, out, model="smollm2-135m-instruct", gold_passage=True, options_only=False,
+                         max_new_tokens=16, batch_size=10), loader=lambda spec, **kwargs: smollm2, show_progress=False)
+    assert [m["mode"] for m in summary["models"]] == ["closed", "gold"]
+    closed, gold = (m["metrics"] for m in summary["models"])
     assert closed["n"] == gold["n"] == 10
     assert all(r["output"].strip() for r in rows_of(out, "base") + rows_of(out, "base+gold"))
     assert gold["gold_retrieved"] == 1.0

@@ -46,6 +46,7 @@ from amauta.evaluate.exam_items import ExamItem, exam_counts, iter_dataset_texts
 from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import SUMMARY_FILE, ModelSpec, run_eval
 from amauta.rag.answer import NOT_FOUND, RagAnswerer
+from amauta.rag.answer import SYSTEM_PROMPT as RAG_SYSTEM_PROMPT
 from amauta.rag.retrieve import Hit
 
 Mode = Literal["closed", "open", "gold", "options"]
@@ -426,6 +427,7 @@ class ExamTask:
         # edited exam is scored again.
         return {"exam": self.digest, "source": self.source,
                 "prompt_format": self.prompt_format, "closed_book_system": CLOSED_BOOK_SYSTEM,
+                "rag_system": RAG_SYSTEM_PROMPT,
                 "options_only_question": OPTIONS_ONLY_QUESTION, "short_answer": self.short_answer,
                 "max_new_tokens": self.max_new_tokens if self.short_answer else None}
 
