@@ -600,6 +600,10 @@ def _ci(ci: Any) -> str:
     return "–" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+def _pct_ci(value: Any, ci: Any) -> str:
+    return f"{_pct(value)} {_ci(ci)}" if ci else _pct(value)
+
+
 def _with_n(metrics: dict[str, Any], name: str) -> str:
     return "–" if metrics.get(f"acc_{name}") is None else f"{_pct(metrics[f'acc_{name}'])} ({metrics[f'n_{name}']})"
 
@@ -614,9 +618,11 @@ def table_rows(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[
         m, label = model["metrics"], model["label"]
         who = [label, MODE_NAMES.get(model.get("mode", ""), "")]
         c = flips.get(label)
-        delta = f"{100 * c['delta']:+.1f} {_ci(c['delta_ci'])}" if c else (
-            "(ref.)" if label == summary.get("reference") else "")
-        choice.append([*who, str(m["n"]), f"{_pct(m['acc'])} {_ci(m.get('acc_ci'))}", _pct(m.get("acc_norm")),
+        if c:
+            delta = f"{100 * c['delta']:+.1f}" + (f" {_ci(c['delta_ci'])}" if c["delta_ci"] else "")
+        else:
+            delta = "(ref.)" if label == summary.get("reference") else ""
+        choice.append([*who, str(m["n"]), _pct_ci(m["acc"], m.get("acc_ci")), _pct(m.get("acc_norm")),
                        _with_n(m, "qa"), _with_n(m, "document_only"), _with_n(m, "worked_example"), delta,
                        f"{c['lost']}/{c['gained']}" if c else ""])
         row = [*who, _pct(m.get("abstain_unanswerable")), _pct(m.get("abstain_answerable")),
@@ -626,8 +632,8 @@ def table_rows(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[
                     _pct(m.get("sa_wrong_answerable"))]
         errors.append(row)
         if "sa_recall" in m:
-            short.append([*who, f"{_pct(m['sa_recall'])} {_ci(m.get('sa_recall_ci'))}",
-                          f"{_pct(m['sa_precision'])} {_ci(m.get('sa_precision_ci'))}", _pct(m["sa_correct"]),
+            short.append([*who, _pct_ci(m["sa_recall"], m.get("sa_recall_ci")),
+                          _pct_ci(m["sa_precision"], m.get("sa_precision_ci")), _pct(m["sa_correct"]),
                           _pct(m.get("gold_retrieved"))])
     tables = {
         "Opción múltiple (log-verosimilitud)": (
