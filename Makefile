@@ -29,8 +29,10 @@ demo: install
 test: install-dev
 	$(PY) -m pytest -q --timeout 900
 
+# lint-imports checks the rooms' layering ([tool.importlinter] in pyproject.toml; docs/CONTRACTS.md).
 lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

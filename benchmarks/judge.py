@@ -39,8 +39,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from amauta.evaluate.candidates import Answer, load_prompt_set
-    from amauta.evaluate.judge import judge_answers
+    from amauta.judge.candidates import Answer, load_prompt_set
+    from amauta.judge.judge import judge_answers
     from amauta.llm.client import OpenAICompatibleLLM
     from amauta.llm.fake_server import FakeOpenAIServer
 

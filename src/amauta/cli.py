@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from amauta.core.errors import AmautaError
+from amauta.core.threads import apply_threads
 
 app = typer.Typer(
     name="amauta",
@@ -31,13 +32,17 @@ err_console = Console(stderr=True)
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 # The stages that contribute commands, in the order `amauta --help` lists them.
-STAGES = ("models", "chat", "data", "train", "evaluate", "rag", "serve", "pipeline")
+STAGES = ("models", "chat", "data", "train", "evaluate", "judge", "report", "rag", "llm", "serve", "pipeline")
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+          threads: int | None = typer.Option(None, "--threads", help="CPU threads for every model this command "
+                                             "runs (as each command's --threads; env AMAUTA_THREADS).")) -> None:
     if debug:
         os.environ["AMAUTA_DEBUG"] = "1"
+    if threads is not None:  # commands without a model of their own still get it (and torch loads only now)
+        apply_threads(threads)
 
 
 def _register_stages() -> None:
@@ -49,36 +54,70 @@ def _register_stages() -> None:
 _register_stages()
 
 
-def main() -> None:
-    """Entry point of the `amauta` console script."""
-    debug = "--debug" in sys.argv or os.environ.get("AMAUTA_DEBUG") == "1"
+def print_error(message: str) -> None:
+    """Print `error: MESSAGE` on stderr as one line (the message is text, never rich markup)."""
+    from rich.text import Text
+
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print(Text.assemble(("error:", "bold red"), f" {one_line}"), highlight=False, soft_wrap=True)
+
+
+def usage_error_message(exc) -> str:
+    """A click/typer usage error (unknown option, missing argument, bad value) as one line with its help hint."""
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message().strip()
+    return f"{message.rstrip('.')} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, exits, aborts) of typer, which carries its own click since 0.2x, and of click itself."""
+    usage, exits, aborts = [typer.TyperException], [typer.Exit], [typer.Abort]
     try:
-        app(standalone_mode=False)
+        import click
+    except ImportError:  # pragma: no cover - typer no longer needs click
+        pass
+    else:
+        usage.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
+def main() -> None:
+    """Entry point of the `amauta` console script: handled errors print `error: ...` and exit 2."""
+    debug = "--debug" in sys.argv or os.environ.get("AMAUTA_DEBUG") == "1"
+    usage_errors, exits, aborts = _click_exception_types()
+    try:
+        code = app(standalone_mode=False)
     except AmautaError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        code = 130
     except SystemExit:
         raise
-    except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+    except exits as exc:
+        sys.exit(exc.exit_code)
+    except aborts:
+        sys.exit(130)
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `amauta data` alone: the group's help, as click does
             exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+        else:  # click would print "Usage: ... Try ... Error: ..." over four lines
+            print_error(usage_error_message(exc))
+        sys.exit(2)
+    except Exception as exc:  # anything unexpected: a bug, so exit 1 and offer the traceback
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                          highlight=False, soft_wrap=True)
+        print_error(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         sys.exit(1)
+    # Without standalone mode typer returns the code of a `typer.Exit` (and 130 for Ctrl-C) instead of exiting.
+    if code == 130:
+        err_console.print("[yellow]interrupted[/]")
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

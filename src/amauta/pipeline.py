@@ -8,13 +8,15 @@ folder an earlier step wrote.
 
 A finished step is recorded in `<out>/pipeline-state.json` with a hash of its config; rerunning the
 pipeline skips it while its config is unchanged and its output still exists, so a killed demo resumes
-where it stopped.
+where it stopped. A step run again (its config changed, or `--force`) gets `overwrite=True` when its entry
+point takes it: it may replace the folder of its own stage it wrote before, and nothing else (core/outdir.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import re
 import time
@@ -24,13 +26,16 @@ from typing import Any
 
 import typer
 from pydantic import Field
-from rich.console import Console
 
 from amauta.core.config import StageConfig, read_yaml, validate_config
+from amauta.core.console import make_console
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.files import atomic_write_json
+from amauta.core.manifest import write_manifest
+from amauta.core.outdir import claim
+from amauta.core.threads import THREADS_OPTION, apply_threads
 
-console = Console()
+console = make_console()
 
 # Step names a pipeline file may use → "module:function". The function's `config` annotation gives the config class.
 ENTRY_POINTS: dict[str, str] = {
@@ -38,13 +43,13 @@ ENTRY_POINTS: dict[str, str] = {
     "data.build_qa": "amauta.data.build_qa:run",
     "train": "amauta.train.recipe:run",
     "eval.belebele": "amauta.evaluate.belebele:run",
-    "eval.judge": "amauta.evaluate.judge:run",
+    "eval.judge": "amauta.judge.judge:run",
     "eval.perplexity": "amauta.evaluate.perplexity:run",
     "eval.xquad": "amauta.evaluate.xquad:run",
     "eval.mgsm": "amauta.evaluate.mgsm:run",
     "chat.demo": "amauta.chat.demo:run",
     "rag.index": "amauta.rag.index:run",
-    "report": "amauta.evaluate.report:run",
+    "report": "amauta.report.report:run",
 }
 
 
@@ -94,17 +99,6 @@ def _config_hash(uses: str, config: dict) -> str:
     return hashlib.sha256(json.dumps([uses, config], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _output_folder(result: Any, config: Any) -> str:
-    """The folder a step wrote: what it returned when that is a path, else its config's output folder."""
-    if isinstance(result, (str, Path)):
-        return str(result)
-    for name in ("out", "output_dir"):
-        value = getattr(config, name, None)
-        if value:
-            return str(value)
-    return ""
-
-
 def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool = False) -> Path:
     """Run the pipeline file at `path`; return its output folder.
 
@@ -120,7 +114,14 @@ def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool
         if name not in names:
             raise AmautaError(f"{path}: no step named '{name}'{did_you_mean(name, names)}")
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # The pipeline's folder follows the output-folder rule (core/outdir.py) like every step's own folder.
+    with claim(out, "pipeline", legacy=lambda folder: (folder / "pipeline-state.json").is_file()) as folder:
+        folder.start(config)
+        return _run_steps(path, config, out, only=only, force=force)
+
+
+def _run_steps(path: str | Path, config: PipelineConfig, out: Path, *, only: list[str] | None, force: bool) -> Path:
+    """The steps of `run_pipeline`, while it holds `out`."""
     state_path = out / "pipeline-state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     variables = {"out": str(out)}
@@ -141,12 +142,15 @@ def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool
             continue
         console.rule(f"[bold]{header}")
         step_started = time.time()
-        result_path = _output_folder(function(step_config), step_config)
+        # A step this pipeline ran before may replace its own earlier output (its config changed, or --force).
+        options = {"overwrite": True} if (force or done) and "overwrite" in inspect.signature(function).parameters else {}
+        result_path = str(Path(function(step_config, **options)))  # the contract: a stage returns its output folder (or file)
         variables[f"steps.{step.name}"] = result_path
         state[step.name] = {"uses": step.uses, "hash": digest, "out": result_path,
                             "seconds": round(time.time() - step_started, 1)}
         atomic_write_json(state_path, state)
 
+    write_manifest(out, "pipeline", config, complete=True, steps=state)
     console.rule(f"[green]{config.name}: finished in {time.time() - started:.0f} s; outputs in {out}")
     return out
 
@@ -159,6 +163,8 @@ def register(app: typer.Typer) -> None:
         pipeline: Path = typer.Argument(..., help="Pipeline YAML, e.g. examples/quickstart.yaml."),
         only: list[str] = typer.Option(None, "--only", help="Run only this step (repeatable)."),
         force: bool = typer.Option(False, "--force", help="Rerun steps that are already done."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """Run a pipeline of stages (data → train → evaluate → report) from a YAML file."""
+        apply_threads(threads)
         run_pipeline(pipeline, only=only or None, force=force)

@@ -25,6 +25,19 @@ def test_generate_json(strategy):
     assert set(row) >= {"text", "tokens", "seconds", "tokens_per_second", "finish_reason"}
 
 
+def test_generate_json_never_ends_in_half_a_character(monkeypatch):
+    from amauta.chat import generate as gen
+    from amauta.models.load import load_tokenizer
+
+    tokenizer, _ = load_tokenizer("tiny-llama")
+    ids = [tokenizer.convert_tokens_to_ids(p) for p in ["h", "o", "Ã"]]  # "ho" + the first byte of "ñ"
+    monkeypatch.setattr(gen, "token_steps", lambda *a, **k: iter(ids))
+    result = runner.invoke(app, ["generate", "-m", "tiny-llama", "-s", "greedy", "-n", "3", "--json", "--raw", "x"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.strip().splitlines()[-1])
+    assert row["text"] == "ho" and row["tokens"] == 3 and row["finish_reason"] == "length"
+
+
 def test_generate_prints_text_and_reads_stdin():
     result = runner.invoke(app, ["generate", "-m", "tiny-llama", "-s", "greedy", "-n", "4", "--raw", "-"],
                            input="Hola")

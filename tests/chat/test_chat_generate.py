@@ -9,7 +9,7 @@ import pytest
 
 from amauta.chat import generate as gen
 from amauta.chat.decoding import STRATEGIES, GenerationSettings
-from amauta.core.errors import AmautaError
+from amauta.core.errors import ContextTooLongError
 
 MESSAGES = [{"role": "system", "content": "Responde en español."},
             {"role": "user", "content": "¿Cuál es la tarifa del IVA en Ecuador?"}]
@@ -96,6 +96,37 @@ def test_streaming_never_splits_a_multibyte_character(tiny, monkeypatch):
     assert all("\ufffd" not in d for d in deltas) and "ñ" in deltas and "á" in deltas
 
 
+def _half_character_ids(tokenizer) -> list[int]:
+    """ "ho" and the first of the two byte-level tokens of "ñ": an answer cut there ends inside a character."""
+    ids = [tokenizer.convert_tokens_to_ids(p) for p in ["h", "o", "Ã"]]
+    assert tokenizer.decode(ids) == "ho\ufffd"
+    return ids
+
+
+def test_an_answer_cut_inside_a_multibyte_character_drops_the_half(tiny, monkeypatch):
+    loaded = with_profile(tiny("llama"), eos_tokens=[], stop_strings=[])
+    ids = _half_character_ids(loaded.tokenizer)
+    monkeypatch.setattr(gen, "token_steps", lambda *a, **k: iter(ids))
+    run = gen.Generation(loaded, "x", settings("greedy", max_new_tokens=len(ids)))
+    deltas = list(run)
+    assert "".join(deltas) == run.result.text == "ho"
+    assert run.result.finish_reason == "length" and run.result.token_ids == ids
+
+
+def test_a_batch_answer_cut_inside_a_multibyte_character_drops_the_half(tiny, monkeypatch):
+    import torch
+
+    loaded = with_profile(tiny("llama"), eos_tokens=[], stop_strings=[])
+    ids = _half_character_ids(loaded.tokenizer)
+
+    def fixed_answers(input_ids, **kwargs):  # every row answers the same three tokens
+        return torch.cat([input_ids, torch.tensor([ids] * input_ids.shape[0])], dim=1)
+
+    monkeypatch.setattr(loaded.model, "generate", fixed_answers)
+    results = gen.generate_batch(loaded, ["x", "una pregunta"], settings("greedy", max_new_tokens=3), batch_size=2)
+    assert [r.text for r in results] == ["ho", "ho"]
+
+
 def test_safe_length_holds_back_partial_stops():
     assert gen._safe_length("hola\nUs", ["\nUser:"]) == 4
     assert gen._safe_length("hola \ufffd", []) == 5
@@ -120,8 +151,9 @@ def test_context_window(tiny):
     n = gen.encode_prompt(loaded, short).shape[1]
     result = gen.generate(loaded, short, settings("greedy", max_new_tokens=100))
     assert result.new_tokens == 40 - n and result.finish_reason == "length"
-    with pytest.raises(AmautaError, match="the prompt has .* tokens but the model's context holds 40"):
+    with pytest.raises(ContextTooLongError, match="the prompt has .* tokens but the model's context holds 40") as info:
         gen.generate(loaded, "palabra " * 60, settings("greedy"))
+    assert info.value.context == 40 and info.value.prompt_tokens > 40  # the numbers, for callers (serve: a 400)
 
 
 def test_raw_prompt_skips_the_template(tiny):

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import signal
+import threading
 
 from rich.console import Console
 
@@ -77,6 +78,9 @@ def test_terminal_script_of_commands(tiny, tmp_path):
 
 def test_ctrl_c_stops_the_answer_not_the_chat(tiny):
     session = tiny_chat(tiny, "gemma3", max_new_tokens=40)
+    # Whatever handled SIGINT before the chat (default_int_handler in a terminal, SIG_IGN under nohup or a
+    # background CI job) must handle it again afterwards.
+    before = signal.getsignal(signal.SIGINT)
 
     class InterruptingFile(io.StringIO):
         """Presses Ctrl-C (a real SIGINT) while the first answer is being printed."""
@@ -95,7 +99,25 @@ def test_ctrl_c_stops_the_answer_not_the_chat(tiny):
     assert "stopped" in text
     assert [m["content"] for m in session.history if m["role"] == "user"] == ["Hola", "¿Y ahora?"]
     assert session.last_result.finish_reason == "length"  # the second answer ran to its end
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_sets_restores_the_handler_it_found():
+    def custom(*_):
+        pass
+
+    saved = signal.signal(signal.SIGINT, custom)
+    try:
+        event = threading.Event()
+        with terminal.ctrl_c_sets(event):
+            signal.raise_signal(signal.SIGINT)
+        assert event.is_set() and signal.getsignal(signal.SIGINT) is custom
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+        with terminal.ctrl_c_sets(threading.Event()):
+            assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, saved)
 
 
 def test_too_long_question_is_one_line_and_the_chat_goes_on(tiny):

@@ -31,8 +31,8 @@ CASES = [
     ("UTF-16 with BOM", "a.jsonl", codecs.BOM_UTF16_LE + GOOD.encode("utf-16-le"), {}, "UTF-16 encoded", "a.jsonl:", False),
     ("UTF-16 without BOM", "a.jsonl", GOOD.encode("utf-16-le"), {}, "NUL bytes", "a.jsonl:", False),
     ("mixed encodings (a Latin-1 line)", "a.jsonl", GOOD.encode() + GOOD2.encode()
-     + '{"instruction": "¿Cuál es la tarifa?", "output": "Depende."}\n'.encode("latin-1"), {}, "invalid UTF-8 byte 0xbf",
-     ":3:", False),
+     + '{"instruction": "¿Cuál es la tarifa?", "output": "Depende."}\n'.encode("latin-1"), {},
+     "not UTF-8 text (byte 0xbf at column 18); save the file as UTF-8", ":3:", False),
     ("10 MB single line", "a.jsonl", GOOD.encode() + b'{"instruction": "' + b"a" * 10_000_000 + b'", "output": "y"}\n', {},
      "line is 10.0 MB long", ":2:", False),
     ("JSON array cut short", "a.json", ('[\n' + GOOD.strip() + ',\n' + GOOD2.strip()[:30]).encode(), {}, "cut short",
@@ -66,6 +66,24 @@ CASES = [
         {"id": "q", "question": "¿?", "answers": [{"text": 3}]}]}]}]}).encode(), {"format": "squad"},
      "'text' must be a string", "qas[0] (id q)", False),
     ("binary file", "a.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", {}, "NUL bytes", "a.jsonl:", False),
+    # issue 10, item 9
+    ("null output", "a.jsonl", (GOOD + '{"instruction": "x", "output": null}\n').encode(), {},
+     "Alpaca field 'output' is null; write its text", ":2:", False),
+    ("unterminated string", "a.jsonl", (GOOD + '{"instruction": "sin cerrar}\n').encode(), {},
+     "invalid JSON (Unterminated string starting at column 17)", ":2:", False),
+    ("deeply nested line", "a.jsonl", (GOOD + '{"instruction": "x", "output": "y", "meta": ' + "[" * 100_000
+                                       + "]" * 100_000 + "}\n").encode(), {}, "nested too deeply to read", ":2:", False),
+    ("deeply nested first line", "a.jsonl", ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n" + GOOD).encode(), {},
+     "nested too deeply to read", ":1:", False),
+    ("deeply nested element of an array", "a.json", ("[\n" + GOOD.strip() + ",\n" + "[" * 100_000 + "]" * 100_000
+                                                     + "\n]").encode(), {}, "nested too deeply to read", ":3 (record 2)",
+     False),
+    ("deeply nested SQuAD", "s.json", ('{"version": "1.1",\n"data": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(),
+     {"format": "squad"}, "nested too deeply to read", "s.json:2:", True),
+    ("semicolon CSV", "a.csv", "instruction;output\n¿Qué es el IVA?;Un impuesto.\n".encode(), {},
+     'the header is separated by \';\': set delimiter: ";" in the source', "a.csv:1:", True),
+    ("semicolon CSV with mapped columns", "a.csv", "pregunta;respuesta\n¿Qué es el IVA?;Un impuesto.\n".encode(),
+     {"columns": {"instruction": "pregunta", "output": "respuesta"}}, 'set delimiter: ";"', "a.csv:1:", True),
 ]
 
 
@@ -169,12 +187,12 @@ def test_killed_run_leaves_no_half_written_folder(tmp_path, monkeypatch):
 def test_bad_bytes_inside_an_array_and_a_csv(tmp_path):
     array = tmp_path / "a.json"
     array.write_bytes(b'[\n' + GOOD.strip().encode() + b',\n{"instruction": "caf\xe9", "output": "x"}\n]')
-    with pytest.raises(AmautaError, match=r"a.json:3 \(record 2\): invalid UTF-8 byte 0xe9 at column 21"):
+    with pytest.raises(AmautaError, match=r"a.json:3 \(record 2\): not UTF-8 text \(byte 0xe9 at column 21\)"):
         read_source(SourceConfig(path=str(array)))
     assert len(read_source(SourceConfig(path=str(array)), skip_invalid=True).records) == 1
     table = tmp_path / "a.csv"
     table.write_bytes(b"instruction,output\nhola,adios\ncaf\xe9,x\n")
-    with pytest.raises(AmautaError, match=r"a.csv:3: invalid UTF-8 byte 0xe9"):
+    with pytest.raises(AmautaError, match=r"a.csv:3: not UTF-8 text \(byte 0xe9"):
         read_source(SourceConfig(path=str(table)))
 
 
@@ -187,3 +205,13 @@ def test_pretty_printed_squad_and_single_object(tmp_path):
     one.write_text(json.dumps({"instruction": "x", "output": "y"}, indent=2), encoding="utf-8")
     with pytest.raises(AmautaError, match="one JSON object spread over many lines"):
         read_source(SourceConfig(path=str(one)))
+
+
+def test_cli_refuses_a_deeply_nested_line_in_one_line(tmp_path):
+    bad = tmp_path / "deep.jsonl"
+    bad.write_text(GOOD + '{"instruction": "x", "output": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "amauta.cli", "data", "prepare", str(_config(tmp_path, bad)), "--out", str(tmp_path / "out")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
+    assert f"{bad}:2: nested too deeply to read" in run.stderr

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,12 +61,75 @@ def test_prepare_is_deterministic(tmp_path):
         assert (a / name).read_bytes() == (b / name).read_bytes()
 
 
-def test_rerun_replaces_the_folder_atomically(tmp_path):
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rerun_skips_when_unchanged_refuses_when_changed_and_overwrite_replaces_atomically(tmp_path):
     out = run(config(), out=tmp_path / "ds")
-    (out / "stale.txt").write_text("old", encoding="utf-8")
-    run(config(split={"val_fraction": 0.2}), out=out)
-    assert not (out / "stale.txt").exists()
+    before = _snapshot(out)
+    assert run(config(), out=out) == out  # same config and inputs: nothing to do
+    assert _snapshot(out) == before
+    with pytest.raises(AmautaError, match=r"ds: holds a dataset made from other inputs \(split.val_fraction: 0.1 → 0.2\); "
+                                          r"pass --overwrite to replace it, or choose another folder"):
+        run(config(split={"val_fraction": 0.2}), out=out)
+    assert _snapshot(out) == before
+    (out / "notas.txt").write_text("mías", encoding="utf-8")
+    with pytest.raises(AmautaError, match="holds notas.txt, which Amauta did not write there"):
+        run(config(split={"val_fraction": 0.2}), out=out, overwrite=True)
+    assert (out / "notas.txt").read_text(encoding="utf-8") == "mías"
+    (out / "notas.txt").unlink()
+    run(config(split={"val_fraction": 0.2}), out=out, overwrite=True)
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["config"]["split"]["val_fraction"] == 0.2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "amauta.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_prepare_into_a_folder_it_did_not_make_is_refused_and_nothing_is_deleted(tmp_path):
+    """Issue 10, item 1: `out: x` where x holds keep.txt and the very file the config reads."""
+    x = tmp_path / "x"
+    x.mkdir()
+    (x / "keep.txt").write_text("hi\n", encoding="utf-8")
+    shutil.copy(ALPACA, x / "alpaca_es.jsonl")
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"sources:\n  - path: {x / 'alpaca_es.jsonl'}\nout: {x}\nmodel: tiny-llama\n"
+                   "clean:\n  language: null\n", encoding="utf-8")
+    before = _snapshot(x)
+    for extra in ([], ["--overwrite"]):
+        result = _cli("data", "prepare", str(cfg), *extra)
+        assert result.returncode == 2, result.stderr[-2000:]
+        message = " ".join(result.stderr.split())
+        assert f"{x}: exists and is not an Amauta dataset folder" in message and "choose a new or empty folder" in message
+        assert _snapshot(x) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "x"]
+
+
+def test_overwrite_never_replaces_a_dataset_folder_holding_a_source(tmp_path):
+    ds = run(config(), out=tmp_path / "ds")
+    source = ds / "alpaca_es.jsonl"
+    shutil.copy(ALPACA, source)
+    inside = config(sources=[{"path": str(source), "name": "alpaca_es", "cap": 120}])
+    with pytest.raises(AmautaError, match=r"alpaca_es.jsonl is a new input.*pass --overwrite"):
+        run(inside, out=ds)
+    with pytest.raises(AmautaError, match=rf"{ds}: holds {source}, an input of this run, so it cannot be replaced"):
+        run(inside, out=ds, overwrite=True)
+    assert source.read_bytes() == ALPACA.read_bytes() and (ds / "train.jsonl").is_file()
+
+
+def test_a_killed_prepare_leaves_temporaries_that_the_next_run_removes(tmp_path):
+    """Issue 10, item 5: kill -9 during the write leaves `.NAME.XXXXXXXX.tmp` beside the dataset folder."""
+    left = tmp_path / ".ds.k1ll3d00.tmp"
+    left.mkdir()
+    (left / "train.jsonl").write_text("{}\n", encoding="utf-8")
+    not_ours = tmp_path / ".other.k1ll3d00.tmp"
+    not_ours.mkdir()
+    run(config(), out=tmp_path / "ds")
+    assert not left.exists() and not_ours.is_dir()
 
 
 def test_config_errors_are_one_line(tmp_path):

@@ -181,3 +181,35 @@ def test_smollm2_cloze_matches_plain_scoring(smollm2, shared_data):
     assert [r["pred"] for r in fast["items"]] == [r["pred"] for r in slow["items"]]
     for a, b in zip(fast["items"], slow["items"], strict=True):
         assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("latin1.jsonl", json.dumps({"passage": "¿Qué?", "question": "q", "options": ["a", "b", "c", "d"], "gold": "A"},
+                                ensure_ascii=False).encode("latin-1"), ":1: not UTF-8 text (byte 0xbf at column 14)"),
+    ("binary.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8", ":1: not UTF-8 text (byte 0x89 at column 1)"),
+    ("latin1.json", '[{"passage": "ñ"}]'.encode("latin-1"), ":1: not UTF-8 text (byte 0xf1 at column 15)"),
+    ("deep.jsonl", b'{"passage": "p"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", ":2: nested too deeply to read"),
+])
+def test_files_that_are_not_utf8_json_name_file_line_and_byte(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(AmautaError) as err:
+        load_items(path)
+    assert str(err.value).startswith(f"{path}{message}") and "\n" not in str(err.value)
+
+
+def test_other_eval_readers_name_the_byte_too(tmp_path):
+    from amauta.evaluate.mgsm import load_problems
+    from amauta.evaluate.perplexity import load_texts
+    from amauta.evaluate.xquad import load_questions
+
+    latin1 = "Juan tiene 3 manzanas y compra 2 más. ¿Cuántas tiene?\t5\n".encode("latin-1")
+    (tmp_path / "m.tsv").write_bytes(latin1)
+    (tmp_path / "x.json").write_bytes('{"data": [{"title": "Año"}]}'.encode("latin-1"))
+    (tmp_path / "p.jsonl").write_bytes(b'{"text": "ok"}\n' + '{"text": "ñ"}\n'.encode("latin-1"))
+    for path, read, where in [("m.tsv", load_problems, ":1: not UTF-8 text (byte 0xe1 at column 35)"),
+                              ("x.json", load_questions, ":1: not UTF-8 text (byte 0xf1 at column 23)"),
+                              ("p.jsonl", load_texts, ":2: not UTF-8 text (byte 0xf1 at column 11)")]:
+        with pytest.raises(AmautaError) as err:
+            read(tmp_path / path)
+        assert str(err.value).startswith(f"{tmp_path / path}{where}"), str(err.value)

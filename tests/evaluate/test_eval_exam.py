@@ -28,6 +28,7 @@ from amauta.evaluate.exam import (
     training_dataset,
 )
 from amauta.evaluate.exam_items import read_exam, write_exam
+from amauta.evaluate.runner import load_summary
 
 REPO = Path(__file__).resolve().parents[2]
 LEYES = REPO / "examples" / "exams" / "leyes.jsonl"
@@ -60,6 +61,13 @@ def tiny_loader(tiny, calls: list | None = None):
     return load
 
 
+def take(cfg: ExamConfig, **kwargs) -> dict:
+    """Run the exam and read the summary.json of the folder it returns."""
+    folder = run(cfg, **kwargs)
+    assert folder == Path(cfg.out)
+    return load_summary(folder)
+
+
 def config(exam: Path, out: Path, **kwargs) -> ExamConfig:
     defaults = {"model": "tiny-llama", "exam": str(exam), "out": str(out), "docs": str(DOCS), "max_new_tokens": 4}
     return ExamConfig(**{**defaults, **kwargs})
@@ -73,7 +81,7 @@ def rows_of(out: Path, label: str) -> list[dict]:
 
 def test_closed_book_rows_and_summary(tiny, small_exam, tmp_path):
     out = tmp_path / "ev"
-    summary = run(config(small_exam, out, options_only=False), loader=tiny_loader(tiny), show_progress=False)
+    summary = take(config(small_exam, out, options_only=False), loader=tiny_loader(tiny), show_progress=False)
     items = read_exam(small_exam, "test")
     assert [m["label"] for m in summary["models"]] == ["base"] and summary["models"][0]["mode"] == "closed"
     rows = rows_of(out, "base")
@@ -90,7 +98,7 @@ def test_closed_book_rows_and_summary(tiny, small_exam, tmp_path):
     answerable = [r for r in rows if r["answerable"]]
     assert m["abstain_answerable"] + m["wrong_answerable"] + m["acc_answerable"] == pytest.approx(1.0)
     assert {"acc_norm", "sa_recall", "sa_precision", "sa_abstain_unanswerable", "sa_wrong_answerable"} <= set(m)
-    assert m["facts"] == 5 and m["acc_ci"] is None  # 5 facts: too few for an interval
+    assert m["facts"] == 5 and m["acc_ci"] is not None and m["acc_qa_ci"] is None  # 1 QA fact: no interval
     assert len(answerable) == 6
     assert summary["exam"]["split"] == "test" and summary["reference"] == "base"
     assert json.loads((out / "summary.json").read_text())["reference"] == "base"
@@ -128,7 +136,7 @@ def test_options_only_withholds_the_question(tiny, small_exam, tmp_path):
     assert first["logprobs"] == second["logprobs"]  # the question cannot change the choice
     assert "output" not in first  # nothing to answer in words without a question
     out = tmp_path / "ev"
-    summary = run(config(small_exam, out, short_answer=False), loader=tiny_loader(tiny), show_progress=False)
+    summary = take(config(small_exam, out, short_answer=False), loader=tiny_loader(tiny), show_progress=False)
     assert [(m["label"], m["mode"]) for m in summary["models"]] == [("base", "closed"), ("base+options", "options")]
     assert [c["other"] for c in summary["comparisons"]] == []  # the baseline is not a candidate to compare
     assert len({r["context_tokens"] for r in rows_of(out, "base+options")}) == 1
@@ -157,7 +165,7 @@ def test_short_answers_are_scored_by_key_facts(tiny, small_exam, tmp_path, monke
 
     monkeypatch.setattr(generation, "generate_texts", answers)
     out = tmp_path / "ev"
-    summary = run(config(small_exam, out, options_only=False), loader=tiny_loader(tiny), show_progress=False)
+    summary = take(config(small_exam, out, options_only=False), loader=tiny_loader(tiny), show_progress=False)
     m = summary["models"][0]["metrics"]
     assert m["sa_recall"] == 1.0 and m["sa_precision"] == 1.0 and m["sa_correct"] == 1.0
     assert m["sa_abstain_unanswerable"] == 0.5 and m["sa_abstain_answerable"] == 0.0
@@ -182,7 +190,7 @@ def test_clustered_bootstrap_resamples_facts():
     assert shuffled == pytest.approx(clustered)
     assert stats.clustered_bootstrap_ci(values, facts, seed=7) == clustered
     assert stats.clustered_bootstrap_ci(values, facts, seed=8) != clustered
-    low, high = stats.clustered_bootstrap_ci(values[:27], facts[:27])  # 9 facts
+    low, high = stats.clustered_bootstrap_ci(values[:12], facts[:12])  # 4 facts, under stats.MIN_CI_N
     assert np.isnan(low) and np.isnan(high)
 
 
@@ -204,7 +212,7 @@ def test_summary_intervals_and_paired_deltas_are_over_facts():
     assert m["acc"] == pytest.approx(np.mean(values)) and m["facts"] == 12
     assert m["acc_ci"] == pytest.approx(list(stats.clustered_bootstrap_ci(values, facts, seed=3)))
     assert m["acc_qa_ci"] == m["acc_ci"] and m["acc_document_only"] is None
-    assert exam_metrics(base[:27], seed=3)["acc_ci"] is None  # 9 facts: no interval
+    assert exam_metrics(base[:12], seed=3)["acc_ci"] is None  # 4 facts: no interval (stats.MIN_CI_N)
     comparison, = paired_comparisons({"a": base, "b": other}, "a", ["b"], seed=3)
     diffs = [float(o["correct"]) - float(b["correct"]) for b, o in zip(base, other, strict=True)]
     assert comparison["delta"] == pytest.approx(np.mean(diffs))
@@ -217,13 +225,13 @@ def test_summary_intervals_and_paired_deltas_are_over_facts():
 
 def test_resume_scores_only_what_is_missing(tiny, small_exam, tmp_path):
     out, calls = tmp_path / "ev", []
-    first = run(config(small_exam, out, limit=4, short_answer=False), loader=tiny_loader(tiny, calls),
+    first = take(config(small_exam, out, limit=4, short_answer=False), loader=tiny_loader(tiny, calls),
                 show_progress=False)
     assert calls == ["base"] and [m["computed"] for m in first["models"]] == [4, 4]
-    second = run(config(small_exam, out, short_answer=False), loader=tiny_loader(tiny, calls), show_progress=False)
+    second = take(config(small_exam, out, short_answer=False), loader=tiny_loader(tiny, calls), show_progress=False)
     assert [m["computed"] for m in second["models"]] == [4, 4] and second["n_items"] == 8
     calls.clear()
-    third = run(config(small_exam, out, short_answer=False), loader=tiny_loader(tiny, calls), show_progress=False)
+    third = take(config(small_exam, out, short_answer=False), loader=tiny_loader(tiny, calls), show_progress=False)
     assert calls == [] and [m["computed"] for m in third["models"]] == [0, 0]
     assert third["models"][0]["metrics"] == second["models"][0]["metrics"]
     assert len(list(read_jsonl(out / "items.jsonl"))) == 16
@@ -261,7 +269,7 @@ def test_a_clean_adapter_is_scored_and_the_check_is_recorded(tiny, small_exam, t
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "adapter_config.json").write_text("{}")
-    summary = run(config(small_exam, tmp_path / "ev", limit=2, candidates=f"base,{run_dir},{bare}",
+    summary = take(config(small_exam, tmp_path / "ev", limit=2, candidates=f"base,{run_dir},{bare}",
                          short_answer=False, options_only=False), loader=tiny_loader(tiny), show_progress=False)
     assert summary["leak_check"][str(run_dir)] == f"checked: {tmp_path / 'data'}"
     assert summary["leak_check"][str(bare)].startswith("not checked")
@@ -288,7 +296,7 @@ def test_gold_passage_finds_each_items_source_chunk(tiny, small_exam, tmp_path):
     assert prompt.passages == ["examples/docs/iva.md, Art. 2".replace("examples/docs", str(DOCS))]
     assert prompt.gold_retrieved and "Fragmentos de los documentos:\n\n[1] (iva.md, Art. 2)" in prompt.messages[-1]["content"]
     out = tmp_path / "ev"
-    summary = run(config(small_exam, out, limit=3, gold_passage=True, options_only=False, short_answer=False),
+    summary = take(config(small_exam, out, limit=3, gold_passage=True, options_only=False, short_answer=False),
                   loader=tiny_loader(tiny), show_progress=False)
     assert [(m["label"], m["mode"]) for m in summary["models"]] == [("base", "closed"), ("base+gold", "gold")]
     assert all(r["gold_retrieved"] and len(r["passages"]) == 1 for r in rows_of(out, "base+gold"))
@@ -309,7 +317,7 @@ def test_gold_passage_names_the_exam_line_of_a_missing_article(small_exam, tmp_p
 
 def test_open_book_with_a_rag_index(tiny, small_exam, tmp_path, law_index):
     out = tmp_path / "ev"
-    summary = run(config(small_exam, out, limit=4, candidates=f"base,rag:{law_index}", options_only=False),
+    summary = take(config(small_exam, out, limit=4, candidates=f"base,rag:{law_index}", options_only=False),
                   loader=tiny_loader(tiny), show_progress=False)
     assert [(m["label"], m["mode"]) for m in summary["models"]] == [("base", "closed"), (f"rag:{law_index}", "open")]
     rows = rows_of(out, f"rag:{law_index}")
@@ -382,7 +390,7 @@ def test_cli_eval_exam(small_exam, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Opción múltiple" in result.output and "solo opciones" in result.output
     assert json.loads((out / "summary.json").read_text())["task"] == "exam"
-    from amauta.evaluate.report import ReportConfig, build
+    from amauta.report.report import ReportConfig, build
 
     markdown, _ = build(ReportConfig(run_dirs=[str(out)], out=str(tmp_path / "rep")))
     assert "### Opción múltiple (log-verosimilitud)" in markdown and "| base+options | solo opciones |" in markdown
@@ -399,7 +407,7 @@ def test_smollm2_takes_ten_items_closed_book_and_with_the_source(smollm2, tmp_pa
     chosen = [i for i in items if i.answerable][:7] + [i for i in items if not i.answerable][:3]
     exam = write_exam(tmp_path / "exam.jsonl", chosen)
     out = tmp_path / "ev"
-    summary = run(config(exam, out, model="smollm2-135m-instruct", gold_passage=True, options_only=False,
+    summary = take(config(exam, out, model="smollm2-135m-instruct", gold_passage=True, options_only=False,
                          max_new_tokens=16, batch_size=10), loader=lambda spec, **kwargs: smollm2, show_progress=False)
     assert [m["mode"] for m in summary["models"]] == ["closed", "gold"]
     closed, gold = (m["metrics"] for m in summary["models"])

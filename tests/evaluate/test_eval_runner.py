@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from amauta.core.errors import AmautaError
 from amauta.evaluate.belebele import BelebeleConfig, run
-from amauta.evaluate.runner import ModelSpec, parse_models, repair_torn_tail
+from amauta.evaluate.runner import ModelSpec, load_summary, parse_models, repair_torn_tail
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"
@@ -35,7 +36,9 @@ def _rows(out: Path) -> list[dict]:
 def test_run_writes_items_summary_manifest_and_resumes(tiny, tmp_path):
     calls: list[str] = []
     cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=6, batch_size=4, out=str(tmp_path / "ev"))
-    summary = run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    folder = run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    assert folder == tmp_path / "ev"  # the stage contract: run returns its output folder
+    summary = load_summary(folder)
     assert calls == ["base"] and summary["models"][0]["computed"] == 6
     assert len(_rows(tmp_path / "ev")) == 6
     saved = json.loads((tmp_path / "ev" / "summary.json").read_text())
@@ -43,14 +46,15 @@ def test_run_writes_items_summary_manifest_and_resumes(tiny, tmp_path):
     manifest = json.loads((tmp_path / "ev" / "manifest.json").read_text())
     assert manifest["stage"] == "evaluate.belebele" and manifest["config"]["formulation"] == "cloze"
     # The same command again: everything cached, the model is not even loaded.
-    again = run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    again = load_summary(run(cfg, loader=_counting_loader(tiny, calls), show_progress=False))
     assert calls == ["base"] and again["models"][0]["computed"] == 0
     assert again["models"][0]["metrics"]["acc"] == summary["models"][0]["metrics"]["acc"]
     # More items: only the new ones are computed; another formulation is a different cache key.
-    more = run(cfg.model_copy(update={"limit": 8}), loader=_counting_loader(tiny, calls), show_progress=False)
+    more = load_summary(run(cfg.model_copy(update={"limit": 8}), loader=_counting_loader(tiny, calls),
+                            show_progress=False))
     assert more["models"][0]["computed"] == 2
-    letter = run(cfg.model_copy(update={"formulation": "letter"}), loader=_counting_loader(tiny, calls),
-                 show_progress=False)
+    letter = load_summary(run(cfg.model_copy(update={"formulation": "letter"}), loader=_counting_loader(tiny, calls),
+                              show_progress=False))
     assert letter["models"][0]["computed"] == 6 and len(_rows(tmp_path / "ev")) == 14
 
 
@@ -94,7 +98,7 @@ def test_killed_run_resumes_without_recomputing(tiny, tmp_path):
     assert 3 <= done < 20 and not (out / "summary.json").exists()
     calls: list[str] = []
     cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=20, batch_size=4, out=str(out))
-    summary = run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    summary = load_summary(run(cfg, loader=_counting_loader(tiny, calls), show_progress=False))
     assert summary["models"][0]["computed"] == 20 - done
     ids = [r["item_id"] for r in _rows(out)]
     assert len(ids) == len(set(ids)) == 20
@@ -134,7 +138,7 @@ def test_compare_base_and_adapter_gives_flips(tiny, tmp_path):
     run_dir = _make_adapter(tiny, tmp_path / "runs" / "es-lora")
     cfg = BelebeleConfig(model="tiny-llama", compare=f"base,{run_dir}", data=str(SAMPLE), limit=12,
                          out=str(tmp_path / "cmp"))
-    summary = run(cfg, show_progress=False)
+    summary = load_summary(run(cfg, show_progress=False))
     assert [m["label"] for m in summary["models"]] == ["base", "es-lora"]
     (comparison,) = summary["comparisons"]
     assert comparison["n"] == 12
@@ -151,3 +155,39 @@ def test_compare_base_and_adapter_gives_flips(tiny, tmp_path):
     headers, table = table_rows(summary)
     assert "lost" in headers and table[0][0] == "base" and table[1][0] == "es-lora"
     assert "| base |" in markdown_table(headers, table)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_eval_into_a_folder_another_stage_made_is_refused_untouched(tiny, tmp_path):
+    """Issue 10, item 3: `amauta eval ... --out <a training run>` overwrote its summary.json and manifest.json."""
+    from amauta.core.manifest import write_manifest
+
+    run_dir = tmp_path / "runs" / "sri"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "log.jsonl").write_text('{"step": 1, "loss": 2.5}\n')
+    (run_dir / "summary.json").write_text('{"steps": 1, "completed": true}\n')
+    write_manifest(run_dir, "train", {"model": "tiny-llama"}, complete=True)
+    before = _files(run_dir)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "amauta.cli", "eval", "belebele", "--model", "tiny-llama",
+                             "--data", str(SAMPLE), "--limit", "2", "--out", str(run_dir), "--no-progress"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{run_dir}: is an Amauta run folder (stage 'train'), not an eval folder" in " ".join(result.stderr.split())
+    assert _files(run_dir) == before
+
+    calls: list[str] = []
+    ppl = tmp_path / "ppl"
+    ppl.mkdir()
+    write_manifest(ppl, "evaluate.perplexity", {})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.md").write_text("mis notas")
+    for folder, message in ((ppl, "stage 'evaluate.perplexity'"), (mine, "is not an Amauta eval folder")):
+        cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=2, out=str(folder))
+        with pytest.raises(AmautaError, match=re.escape(message)):
+            run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
+    assert calls == [] and (mine / "notes.md").read_text() == "mis notas" and not (mine / "items.jsonl").exists()

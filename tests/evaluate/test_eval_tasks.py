@@ -13,6 +13,7 @@ from amauta.core.errors import AmautaError
 from amauta.evaluate import generation
 from amauta.evaluate.mgsm import MgsmConfig, extract_answer, load_problems, parse_number
 from amauta.evaluate.perplexity import PerplexityConfig, load_texts, text_nll
+from amauta.evaluate.runner import load_summary
 from amauta.evaluate.xquad import XquadConfig, clean_prediction, f1_score, load_questions, normalize_answer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,8 +58,8 @@ def test_load_texts_formats(tmp_path, shared_data):
 def test_perplexity_run(tiny, tmp_path):
     from amauta.evaluate.perplexity import run
 
-    summary = run(PerplexityConfig(model="tiny-llama", data=str(SAMPLE), limit=5, out=str(tmp_path / "ppl")),
-                  loader=_tiny_loader(tiny), show_progress=False)
+    summary = load_summary(run(PerplexityConfig(model="tiny-llama", data=str(SAMPLE), limit=5, out=str(tmp_path / "ppl")),
+                               loader=_tiny_loader(tiny), show_progress=False))
     metrics = summary["models"][0]["metrics"]
     rows = [json.loads(line) for line in (tmp_path / "ppl" / "items.jsonl").read_text().splitlines()]
     assert metrics["ppl"] == pytest.approx(math.exp(sum(r["nll"] for r in rows) / sum(r["tokens"] for r in rows)))
@@ -100,8 +101,8 @@ def test_xquad_run_scores_generations(tiny, tmp_path, monkeypatch):
     from amauta.evaluate.xquad import run
 
     monkeypatch.setattr(generation, "generate_texts", lambda loaded, convs, n: ["Quito.", "a 2850 metros de altura"][: len(convs)])
-    summary = run(XquadConfig(model="tiny-llama", data=str(_squad(tmp_path)), out=str(tmp_path / "xq")),
-                  loader=_tiny_loader(tiny), show_progress=False)
+    summary = load_summary(run(XquadConfig(model="tiny-llama", data=str(_squad(tmp_path)), out=str(tmp_path / "xq")),
+                               loader=_tiny_loader(tiny), show_progress=False))
     metrics = summary["models"][0]["metrics"]
     assert metrics["n"] == 2 and metrics["em"] == 0.5
     assert metrics["f1"] == pytest.approx((1 + 2 * (2 / 5) * 1 / (2 / 5 + 1)) / 2, abs=1e-3)  # 5 words, 2 right
@@ -110,8 +111,8 @@ def test_xquad_run_scores_generations(tiny, tmp_path, monkeypatch):
 def test_xquad_with_real_generation(tiny, tmp_path):
     from amauta.evaluate.xquad import run
 
-    summary = run(XquadConfig(model="tiny-llama", data=str(_squad(tmp_path)), max_new_tokens=4, out=str(tmp_path / "xq")),
-                  loader=_tiny_loader(tiny), show_progress=False)
+    summary = load_summary(run(XquadConfig(model="tiny-llama", data=str(_squad(tmp_path)), max_new_tokens=4,
+                                           out=str(tmp_path / "xq")), loader=_tiny_loader(tiny), show_progress=False))
     assert summary["models"][0]["n"] == 2
 
 
@@ -139,6 +140,6 @@ def test_mgsm_loader_and_run(tiny, tmp_path, monkeypatch, shared_data):
         load_problems(tmp_path / "bad.tsv")
     (tmp_path / "m.tsv").write_text("Ana tiene 2 y compra 3. ¿Cuántas tiene?\t5\nSuma 10 y 10.\t20\n", encoding="utf-8")
     monkeypatch.setattr(generation, "generate_texts", lambda loaded, convs, n: ["2 + 3 = 5\nRespuesta: 5", "Son 30."])
-    summary = run(MgsmConfig(model="tiny-llama", data=str(tmp_path / "m.tsv"), out=str(tmp_path / "mg")),
-                  loader=_tiny_loader(tiny), show_progress=False)
+    summary = load_summary(run(MgsmConfig(model="tiny-llama", data=str(tmp_path / "m.tsv"), out=str(tmp_path / "mg")),
+                               loader=_tiny_loader(tiny), show_progress=False))
     assert summary["models"][0]["metrics"]["acc"] == 0.5

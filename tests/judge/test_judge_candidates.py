@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amauta.core.errors import AmautaError
-from amauta.evaluate.candidates import (
+from amauta.judge.candidates import (
     CandidateSpec,
     PromptItem,
     PromptSet,

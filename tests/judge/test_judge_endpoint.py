@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, EndpointError
 from amauta.core.files import read_jsonl
-from amauta.evaluate.candidates import Answer
-from amauta.evaluate.judge import judge_answers, read_judgments, summarize_run
+from amauta.judge.candidates import Answer
+from amauta.judge.judge import judge_answers, read_judgments, summarize_run
 from amauta.llm.client import OpenAICompatibleLLM
-from amauta.llm.fake_server import FakeOpenAIServer, unused_url
+from amauta.llm.fake_server import FakeHTTPError, FakeOpenAIServer, unused_url
 
 
 def _answers() -> list[Answer]:
@@ -106,6 +106,47 @@ def test_endpoint_down_retries_then_one_line_and_keeps_results(tmp_path):
     assert "no answer after 3 tries" in message and "3 verdicts so far are kept" in message
     assert "rerun the same command" in message and "\n" not in message
     assert len(read_judgments(cache)) == 3
+
+
+def test_a_refused_request_is_one_failed_verdict_and_the_run_goes_on(tmp_path):
+    answers = _answers()[:3]
+
+    def reply(messages):
+        if "intento 1" in json.dumps(messages, ensure_ascii=False):
+            raise FakeHTTPError(400, "demasiado largo para el juez")
+        return _verdict(messages)
+
+    with FakeOpenAIServer(reply) as url:
+        verdicts = judge_answers(OpenAICompatibleLLM(url, "juez"), answers, tmp_path / "j.jsonl", show_progress=False)
+    refused = verdicts[answers[1].key]
+    assert refused["scores"] is None and "demasiado largo para el juez" in refused["error"]
+    assert verdicts[answers[0].key]["scores"] and verdicts[answers[2].key]["scores"]
+
+
+class _Failing:
+    """A judge whose every request fails with the given endpoint error (what the client raises)."""
+
+    name = "juez"
+
+    def __init__(self, error: EndpointError) -> None:
+        self.error = error
+
+    def complete(self, messages, **_) -> str:
+        raise self.error
+
+
+def test_the_judge_goes_on_or_stops_by_the_error_status_not_its_wording(tmp_path):
+    answers = _answers()[:1]
+    refused = EndpointError("http://juez/v1: rechazada", endpoint="http://juez/v1", status=400)
+    verdict = judge_answers(_Failing(refused), answers, tmp_path / "a.jsonl", show_progress=False)[answers[0].key]
+    assert verdict["scores"] is None and verdict["error"] == "http://juez/v1: rechazada"
+    # Down, with "(400" in its words (a timeout in ms): the run stops, the verdicts so far are kept.
+    down = EndpointError("http://juez/v1: no answer (400 ms timeout)", endpoint="http://juez/v1", status=None)
+    with pytest.raises(AmautaError, match=r"judge failed: .*400 ms timeout.*0 verdicts so far are kept"):
+        judge_answers(_Failing(down), answers, tmp_path / "b.jsonl", show_progress=False)
+    wrong_key = EndpointError("http://juez/v1: the API key was refused (401)", endpoint="http://juez/v1", status=401)
+    with pytest.raises(AmautaError, match="judge failed: .*401"):
+        judge_answers(_Failing(wrong_key), answers, tmp_path / "c.jsonl", show_progress=False)
 
 
 def test_transient_5xx_is_retried_by_the_client(tmp_path):

@@ -10,9 +10,10 @@ from rich.console import Console
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_jsonl, read_jsonl
-from amauta.evaluate.candidates import Answer
-from amauta.evaluate.grade import blind_id, grade, grading_order, load_grades
-from amauta.evaluate.judge import CRITERIA, summarize_run
+from amauta.judge.candidates import Answer
+from amauta.judge.grade import blind_id, grade, grading_order, load_grades
+from amauta.judge.judge import summarize_run
+from amauta.judge.rubric import CRITERIA
 
 
 def _run(tmp_path):
@@ -94,7 +95,7 @@ def test_people_tables_and_agreement_in_the_summary(tmp_path):
     assert agreement["all"]["n"] == 2 * len(answers) * 4
     assert 0.5 < agreement["accuracy"]["kappa"] < 1 and agreement["accuracy"]["spearman"] > 0.9
     assert summary["between_people"]["n"] == len(answers) * 4
-    from amauta.evaluate.judge import print_summary
+    from amauta.judge.tables import print_summary
 
     console, out = _console()
     print_summary(json.loads((tmp_path / "summary.json").read_text()), console)
@@ -112,7 +113,7 @@ def test_missing_answers_and_bad_grader_name(tmp_path):
 
 
 def test_report_markdown_has_both_sources_and_agreement(tmp_path):
-    from amauta.evaluate.judge import report_markdown
+    from amauta.judge.tables import report_markdown
 
     answers = _run(tmp_path)
     verdicts = {a.key: {"key": f"k{i}", "scores": dict.fromkeys(CRITERIA, 1 + i % 5), "overall": 1 + i % 5}

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from amauta.core.errors import AmautaError
-from amauta.evaluate.candidates import builtin_sets, load_prompt_set
+from amauta.judge.candidates import builtin_sets, load_prompt_set
 
 
 def test_general_es_matches_the_thesis_design():

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from amauta.core.errors import AmautaError
-from amauta.evaluate.judge import JudgeConfig, run
-from amauta.evaluate.judge_commands import register
+from amauta.judge.commands import add_eval_commands
+from amauta.judge.judge import JudgeConfig, run
 from amauta.llm.fake_server import FakeOpenAIServer, unused_url
 
 SET = """name: mini
@@ -85,7 +86,7 @@ def test_cli_judge_summary_and_grade(tmp_path, mini_set):
     app = typer.Typer()
     eval_app = typer.Typer()
     app.add_typer(eval_app, name="eval")
-    register(eval_app)
+    add_eval_commands(eval_app)
     runner = CliRunner()
     out = tmp_path / "cli"
     with FakeOpenAIServer(VERDICT) as url:
@@ -151,7 +152,7 @@ def test_law_ec_four_way_comparison_with_a_real_index_and_adapter(tmp_path, monk
     by = {(r["candidate"], r["item"]): r for r in rows}
     assert by[("rag:leyes", "law-basic-01")]["sources"] and not by[("base", "law-basic-01")]["sources"]
     assert any(by[("ft", i)]["answer"] != by[("base", i)]["answer"] for i in ("law-basic-01", "law-complex-01"))
-    from amauta.evaluate.judge import report_markdown
+    from amauta.judge.tables import report_markdown
 
     assert "| ft+rag |" in report_markdown(summary)
 
@@ -174,3 +175,21 @@ def test_example_config_validates():
     path = Path(__file__).resolve().parents[2] / "examples" / "judge-law-ec.yaml"
     config = load_config(JudgeConfig, path)
     assert config.prompt_set == "law-ec" and len(config.candidates) == 4
+
+
+def test_judge_replies_that_are_never_rubric_json_are_named_in_the_closing_message(tmp_path, mini_set):
+    """Issue 10 item 14: it said "nothing graded yet; judge them with --judge-url" although one was given."""
+    from rich.console import Console
+
+    out = tmp_path / "run"
+    console = Console(record=True, width=400, file=open(os.devnull, "w"))
+    server = FakeOpenAIServer("Excelente respuesta, le doy un cinco.")
+    with server as url:
+        run(_config(mini_set, out, url, judge_retries=0), show_progress=False, console=console)
+    text = " ".join(console.export_text().split())
+    assert "--judge-url" not in text and "nothing graded yet" not in text
+    assert (f"the judge at {url} (juez) answered {server.chat_requests} times but no reply was valid rubric JSON; "
+            "first bad reply: 'Excelente respuesta, le doy un cinco.'") in text
+    assert "--judge-retries" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judged"] == 0 and summary["judge_failures"]["replies"] == server.chat_requests

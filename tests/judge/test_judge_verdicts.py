@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from amauta.evaluate.agreement import agreement, between_people, judge_vs_people, spearman, weighted_kappa
-from amauta.evaluate.judge import CRITERIA, build_judge_messages, parse_verdict, rubric_text
+from amauta.judge.agreement import agreement, between_people, judge_vs_people, spearman, weighted_kappa
+from amauta.judge.judge import build_judge_messages, parse_verdict
+from amauta.judge.rubric import CRITERIA, rubric_text
 
 
 def test_parse_verdict_accepts_spanish_english_accents_text_and_nesting():

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, EndpointError
 from amauta.llm import OpenAICompatibleLLM, ask_json, make_llm
 from amauta.llm.fake_server import FakeHTTPError, FakeOpenAIServer, unused_url
 
@@ -66,6 +66,9 @@ def test_down_endpoint_gives_one_line_naming_it():
     with pytest.raises(AmautaError, match=r"no answer after 3 tries \(cannot connect\)") as err:
         llm.complete(HELLO)
     assert url in str(err.value) and "\n" not in str(err.value)
+    # Typed for callers that branch on it: no answer came, so no status and not a refused request.
+    assert isinstance(err.value, EndpointError) and err.value.status is None and not err.value.bad_request
+    assert err.value.endpoint == url
 
 
 def test_server_that_stops_mid_run():
@@ -88,12 +91,15 @@ def test_timeouts_are_retried_then_reported():
 def test_auth_and_not_found_are_not_retried():
     server = FakeOpenAIServer("ok", api_key="clave")
     with server as url:
-        with pytest.raises(AmautaError, match="API key was refused"):
+        with pytest.raises(AmautaError, match="API key was refused") as refused:
             OpenAICompatibleLLM(url, "m", api_key="otra", backoff=0.01).complete(HELLO)
+        assert isinstance(refused.value, EndpointError) and refused.value.status == 401
+        assert not refused.value.bad_request  # a wrong key fails every request, not just this one
         assert server.chat_requests == 0  # refused before a reply was produced
         assert OpenAICompatibleLLM(url, "m", api_key="clave").complete(HELLO) == "ok"
-        with pytest.raises(AmautaError, match=r"not found \(404.*--base-url"):
+        with pytest.raises(AmautaError, match=r"not found \(404.*--base-url") as missing:
             OpenAICompatibleLLM(url.removesuffix("/v1"), "m", api_key="clave", backoff=0.01).complete(HELLO)
+        assert isinstance(missing.value, EndpointError) and missing.value.status == 404
 
 
 def test_reply_function_can_fail_on_purpose():
@@ -101,8 +107,19 @@ def test_reply_function_can_fail_on_purpose():
         raise FakeHTTPError(400, "contexto demasiado largo")
 
     with FakeOpenAIServer(reply) as url:
-        with pytest.raises(AmautaError, match=r"refused \(400: contexto demasiado largo\)"):
+        with pytest.raises(AmautaError, match=r"refused \(400: contexto demasiado largo\)") as refused:
             OpenAICompatibleLLM(url, "m").complete(HELLO)
+    assert isinstance(refused.value, EndpointError) and refused.value.status == 400 and refused.value.bad_request
+
+
+def test_other_client_errors_carry_their_status():
+    def reply(messages):
+        raise FakeHTTPError(422, "max_tokens (4000) is too large")
+
+    with FakeOpenAIServer(reply) as url:
+        with pytest.raises(EndpointError, match=r"HTTP 422 \(max_tokens") as refused:
+            OpenAICompatibleLLM(url, "m").complete(HELLO)
+    assert refused.value.status == 422 and not refused.value.bad_request
 
 
 def test_ask_json_through_the_endpoint():

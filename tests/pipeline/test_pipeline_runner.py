@@ -26,6 +26,10 @@ def run(config: EchoConfig) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "echo.txt").write_text(config.text)
     return path
+
+def run_replacing(config: EchoConfig, *, overwrite: bool = False) -> Path:
+    CALLS.append((config.text, overwrite))
+    return Path(config.out)
 '''
 
 
@@ -34,6 +38,7 @@ def echo_stage(tmp_path, monkeypatch):
     (tmp_path / "echo_stage.py").write_text(STAGE_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(pipeline.ENTRY_POINTS, "test.echo", "echo_stage:run")
+    monkeypatch.setitem(pipeline.ENTRY_POINTS, "test.replacing", "echo_stage:run_replacing")
     import echo_stage
 
     echo_stage.CALLS.clear()
@@ -80,6 +85,27 @@ def test_changed_config_reruns_only_that_step(tmp_path, echo_stage):
     pipeline.run_pipeline(write(tmp_path, body.format(out=tmp_path / "o", text="uno")))
     pipeline.run_pipeline(write(tmp_path, body.format(out=tmp_path / "o", text="dos")))
     assert echo_stage.CALLS == ["uno", "dos"]
+
+
+def test_pipeline_folder_follows_the_output_folder_rule(tmp_path, echo_stage):
+    body = """
+        out: {out}
+        steps:
+          - name: first
+            uses: test.replacing
+            with: {{out: "${{out}}/a", text: {text}}}
+    """
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "tesis.tex").write_text("capítulo 1")
+    with pytest.raises(AmautaError, match=r"mine: exists and is not an Amauta pipeline folder"):
+        pipeline.run_pipeline(write(tmp_path, body.format(out=mine, text="uno")))
+    assert echo_stage.CALLS == [] and [p.name for p in mine.iterdir()] == ["tesis.tex"]
+    # A step the pipeline ran before may replace its own output when its config changed; the first time, not.
+    pipeline.run_pipeline(write(tmp_path, body.format(out=tmp_path / "o", text="uno")))
+    pipeline.run_pipeline(write(tmp_path, body.format(out=tmp_path / "o", text="dos")))
+    assert echo_stage.CALLS == [("uno", False), ("dos", True)]
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["stage"] == "pipeline"
 
 
 @pytest.mark.parametrize(

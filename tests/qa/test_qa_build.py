@@ -105,7 +105,8 @@ def test_a_crashed_run_resumes_where_it_stopped(tmp_path):
     assert not (tmp_path / "qa.jsonl").exists()  # nothing half-written
     cache = tmp_path / "home" / "build-qa" / "cache.jsonl"
     assert len(cache.read_text().splitlines()) == 3
-    server = FakeOpenAIServer(good_reply)
+    # The server comes back at the same address (the endpoint is part of the cache key).
+    server = FakeOpenAIServer(good_reply, port=int(url.rsplit(":", 1)[1].split("/")[0]))
     with server as url:
         run(config(tmp_path, url))
     total = len(read(tmp_path / "qa.jsonl")) - 1
@@ -191,3 +192,45 @@ def test_workers_keep_the_output_order(tmp_path):
         run(config(tmp_path, url, workers=6, cache=str(tmp_path / "c2.jsonl")))
         many = read(tmp_path / "qa.jsonl")
     assert one == many
+
+
+def test_two_servers_reporting_the_same_model_name_are_two_cache_entries(tmp_path):
+    """Issue 10 item 12: the cache was keyed by the model's name, so a second server got the first one's pairs."""
+    def pairs_from(server: str):
+        return lambda messages: json.dumps([{"instruction": f"¿Qué dice {where(messages)} según {server}?",
+                                             "output": f"Lo que responde {server}."}], ensure_ascii=False)
+
+    first, second = FakeOpenAIServer(pairs_from("A")), FakeOpenAIServer(pairs_from("B"))
+    with first as url_a, second as url_b:
+        run(config(tmp_path, url_a, docs=[DOCS / "rimpe.md"], model=None))  # both list "fake-model"
+        assert {r["output"] for r in read(tmp_path / "qa.jsonl")} == {"Lo que responde A."}
+        run(config(tmp_path, url_b, docs=[DOCS / "rimpe.md"], model=None))
+        assert second.chat_requests == first.chat_requests == 5
+        rows = read(tmp_path / "qa.jsonl")
+        assert {r["output"] for r in rows} == {"Lo que responde B."} and rows[0]["model"] == "fake-model"
+        assert json.loads((tmp_path / "qa.manifest.json").read_text())["endpoint"] == url_b
+        run(config(tmp_path, url_a, docs=[DOCS / "rimpe.md"], model=None))  # each server keeps its own entries
+        assert first.chat_requests == 5 and {r["output"] for r in read(tmp_path / "qa.jsonl")} == {"Lo que responde A."}
+
+
+def test_local_models_are_keyed_by_their_location_not_their_name(tmp_path):
+    from types import SimpleNamespace
+
+    from amauta.data.build_qa import cache_key, model_identity
+    from amauta.llm.client import LocalLLM
+
+    def local(source, adapter=None):
+        loaded = SimpleNamespace(profile=SimpleNamespace(name="mi-modelo"), source=source,
+                                 extra={"adapter": adapter} if adapter else {})
+        return LocalLLM(loaded)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cfg = BuildQAConfig(docs=["x"])
+    messages = [{"role": "user", "content": "hola"}]
+    keys = {cache_key(messages, llm, cfg) for llm in (local(str(tmp_path / "a")), local(str(tmp_path / "b")),
+                                                      local(str(tmp_path / "a"), adapter=str(tmp_path / "b")))}
+    assert len(keys) == 3  # same profile name, three different models
+    assert model_identity(local(str(tmp_path / "a")))["local"] == str((tmp_path / "a").resolve())
+    assert cache_key(messages, local(str(tmp_path / "a")), cfg) != cache_key(
+        messages, local(str(tmp_path / "a")), BuildQAConfig(docs=["x"], temperature=0.7))

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from amauta.core.errors import AmautaError
-from amauta.data.review import decisions_path, review
+from amauta.data.review import bookkeeping_path, decisions_path, review
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,3 +157,77 @@ def test_cli_build_qa_then_review(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert down.returncode == 2 and "no answer after" in down.stderr and "Traceback" not in down.stderr
     assert not (tmp_path / "b.jsonl").exists()
+
+
+def write_rows(path, rows) -> None:
+    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_hand_edits_to_the_accepted_file_survive_the_next_session(tmp_path):
+    """Issue 10 item 4: a line added or edited by hand between sessions was dropped, even on a bare `q`."""
+    qa = make_qa(tmp_path)
+    accepted = tmp_path / "qa.accepted.jsonl"
+    review(qa, ask=scripted("a", "a", "r", "q"), console=quiet())
+    rows = read(accepted)
+    rows[1]["output"] = "Respuesta 1, corregida a mano."  # edited in an editor
+    mine = {"instruction": "¿Pregunta mía?", "input": "", "output": "Escrita a mano."}
+    write_rows(accepted, [*rows, mine])
+    summary = review(qa, ask=scripted("q"), console=quiet())
+    assert read(accepted) == [*rows, mine]
+    assert (summary.hand_kept, summary.hand_replaced) == (2, 0)
+    # The next decision adds its row in input order; the user's lines stay, the added one last.
+    review(qa, ask=scripted("a"), console=quiet())
+    after = read(accepted)
+    assert [r.get("id") for r in after] == ["p0", "p1", "p3", None]
+    assert after[1]["output"] == "Respuesta 1, corregida a mano." and after[3] == mine
+
+
+def test_a_new_decision_on_a_hand_edited_pair_replaces_it_and_keeps_a_copy(tmp_path):
+    qa = make_qa(tmp_path, n=3)
+    accepted = tmp_path / "qa.accepted.jsonl"
+    review(qa, ask=scripted("a", "a", "q"), console=quiet())
+    rows = read(accepted)
+    rows[1]["output"] = "Editada a mano."
+    write_rows(accepted, rows)
+    # Undoing p1's accept alone takes nothing from the user's line.
+    assert review(qa, ask=scripted("u", "q"), console=quiet()).hand_kept == 1 and read(accepted) == rows
+    out = Console(record=True, width=200, file=open(os.devnull, "w"))
+    summary = review(qa, ask=scripted("r", "q"), console=out)  # p1, pending since the undo, is rejected
+    text = out.export_text()
+    assert "editado a mano en qa.accepted.jsonl (línea 2)" in text  # warned before deciding
+    assert "qa.accepted.jsonl:2 (p1)" in text and summary.hand_replaced == 1
+    assert [r["id"] for r in read(accepted)] == ["p0"]
+    assert [d["decision"] for d in read(decisions_path(qa))] == ["accept", "accept", "undone", "reject"]
+    copies = [d for d in read(bookkeeping_path(qa)) if "replaced_hand_row" in d]
+    assert copies == [{**copies[0], "pair_id": "p1", "line": 2, "replaced_hand_row": rows[1]}]
+
+
+def test_rows_review_wrote_are_still_review_s_after_a_killed_session(tmp_path):
+    """A session killed after its decisions but before writing leaves review's old rows: not the user's."""
+    qa = make_qa(tmp_path, n=3)
+    accepted = tmp_path / "qa.accepted.jsonl"
+    review(qa, ask=scripted("a", "a", "q"), console=quiet())
+    queue = ["u", "r"]
+
+    def killed_after_two(prompt):
+        if not queue:
+            raise SystemExit(1)  # the terminal is closed hard: the accepted file is not rewritten
+        return queue.pop(0)
+
+    with pytest.raises(SystemExit):
+        review(qa, ask=killed_after_two, console=quiet())
+    assert [r["id"] for r in read(accepted)] == ["p0", "p1"]  # stale: p1 is rejected in the log
+    summary = review(qa, ask=scripted("q"), console=quiet())
+    assert [r["id"] for r in read(accepted)] == ["p0"] and summary.hand_kept == 0
+
+
+def test_a_broken_hand_edit_is_refused_in_one_line_and_nothing_changes(tmp_path):
+    qa = make_qa(tmp_path, n=2)
+    accepted = tmp_path / "qa.accepted.jsonl"
+    review(qa, ask=scripted("a", "q"), console=quiet())
+    broken = accepted.read_text(encoding="utf-8") + '{"instruction": "a medias\n'
+    accepted.write_text(broken, encoding="utf-8")
+    with pytest.raises(AmautaError, match=r"qa\.accepted\.jsonl:2: invalid JSON .*fix it, then rerun review"):
+        review(qa, ask=scripted("a"), console=quiet())
+    assert accepted.read_text(encoding="utf-8") == broken
+    assert [d["pair_id"] for d in read(decisions_path(qa))] == ["p0"]

@@ -65,6 +65,23 @@ def test_stream_is_openai_chunks_ending_with_done(client, url):
     assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
 
 
+def test_an_answer_cut_inside_a_multibyte_character_never_ends_in_half_of_it(client, tiny, monkeypatch):
+    from amauta.chat import generate as gen
+
+    tokenizer = tiny("llama").tokenizer
+    ids = [tokenizer.convert_tokens_to_ids(p) for p in ["h", "o", "Ã"]]  # "ho" + the first byte of "ñ"
+    monkeypatch.setattr(gen, "token_steps", lambda *a, **k: iter(ids))
+    whole = client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=3, temperature=0)
+    assert whole.choices[0].message.content == "ho" and whole.choices[0].finish_reason == "length"
+    chunks = list(client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=3,
+                                                  temperature=0, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ho"
+    text = client.completions.create(model="tiny-llama", prompt="x", max_tokens=3, temperature=0)
+    assert text.choices[0].text == "ho"
+    streamed = client.completions.create(model="tiny-llama", prompt="x", max_tokens=3, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == "ho"
+
+
 def test_sampling_seed_n_and_stop(client):
     def ask(**kw):
         return client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=8, **kw)
@@ -141,6 +158,14 @@ def test_invalid_json_and_oversized_bodies(url):
     assert r.status_code == 413
 
 
+def test_invalid_json_names_line_and_column_not_a_param(url):
+    body = b'{\n  "model": "tiny-llama",\n  "messages": [}\n'
+    r = httpx.post(url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "json_invalid" and error["param"] is None
+    assert error["message"] == "the request body is not valid JSON (line 3, column 16: Expecting value)"
+
+
 def test_openai_client_raises_on_errors(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=MESSAGES)
@@ -158,6 +183,47 @@ def test_api_key_required_when_set(serve, tiny_backend):
     good = OpenAI(base_url=url + "/v1", api_key="s3creto", max_retries=0)
     assert good.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=2).choices
     assert httpx.get(url + "/health").status_code == 200 and httpx.get(url + "/").status_code == 200
+
+
+def test_health_without_the_key_says_only_ok(serve, tiny_backend):
+    url = serve(tiny_backend, api_key="s3creto")
+    assert httpx.get(url + "/health").json() == {"status": "ok"}
+    assert httpx.get(url + "/health", headers={"Authorization": "Bearer otro"}).json() == {"status": "ok"}
+    full = httpx.get(url + "/health", headers={"Authorization": "Bearer s3creto"}).json()
+    assert full["models"] == ["tiny-llama"] and full["auth"] is True and set(full["queue"]) == {"tiny-llama"}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": "tiny-llama", "messages": MESSAGES, "temperatura": 0.2}),
+    ("/v1/chat/completions", {"model": "tiny-llama", "messages": []}),
+    ("/v1/chat/completions", {"model": "gpt-5", "messages": MESSAGES}),
+    ("/v1/chat/completions", {}),
+    ("/v1/chat/completions", b"{not json"),
+    ("/v1/completions", {"model": "tiny-llama", "prompt": 3}),
+    ("/v1/models/gpt-5", None),
+])
+def test_the_key_is_checked_before_the_request(serve, tiny_backend, path, body):
+    url = serve(tiny_backend, api_key="s3creto")
+
+    def send(headers):
+        if body is None:
+            return httpx.get(url + path, headers=headers)
+        if isinstance(body, bytes):
+            return httpx.post(url + path, content=body, headers={"content-type": "application/json", **headers})
+        return httpx.post(url + path, json=body, headers=headers)
+
+    for headers in ({}, {"Authorization": "Bearer otro"}):
+        r = send(headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
+    assert send({"Authorization": "Bearer s3creto"}).status_code in (400, 404)  # with the key: what is wrong
+
+
+def test_the_page_keeps_the_key_for_this_tab_only():
+    from amauta.serve.app import PAGE_DIR
+
+    script = (PAGE_DIR / "app.js").read_text(encoding="utf-8")
+    assert "localStorage" not in script  # it would outlive the browser session, readable by any later visitor
+    assert 'sessionStorage.setItem("amauta-key"' in script and 'sessionStorage.getItem("amauta-key")' in script
 
 
 def test_client_disconnect_stops_the_generation(serve, tiny_backend):

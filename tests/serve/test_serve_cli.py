@@ -30,7 +30,8 @@ def test_amauta_serve_process_answers_and_stops_cleanly():
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        health = httpx.get(url + "/health").json()
+        assert httpx.get(url + "/health").json() == {"status": "ok"}  # without the key: nothing about the models
+        health = httpx.get(url + "/health", headers={"Authorization": "Bearer clave-de-prueba"}).json()
         assert health["auth"] and health["max_tokens_limit"] == 64 and health["models"] == ["tiny-llama"]
         assert httpx.get(url + "/v1/models").status_code == 401
         client = OpenAI(base_url=url + "/v1", api_key="clave-de-prueba", max_retries=0)

@@ -62,8 +62,23 @@ def test_f16_gguf_and_adapter_only_export(trained, tmp_path):
 
     adapter_only = export_run(trained, tmp_path / "adapter", merge=False)
     assert (adapter_only / "adapter_model.safetensors").is_file() and "LoRA adapter" in (adapter_only / "README.md").read_text()
-    with pytest.raises(AmautaError, match="already exists"):
-        export_run(trained, tmp_path / "adapter", merge=False)
+    card = (adapter_only / "README.md").stat().st_mtime_ns
+    assert export_run(trained, tmp_path / "adapter", merge=False) == adapter_only  # the same export: nothing to do
+    assert (adapter_only / "README.md").stat().st_mtime_ns == card
+    with pytest.raises(AmautaError, match=r"adapter: holds an export made from other inputs \(dtype: 'float16' → "
+                                          r"'float32'\); pass --overwrite"):
+        export_run(trained, tmp_path / "adapter", merge=False, dtype="float32")
+    export_run(trained, tmp_path / "adapter", merge=False, dtype="float32", overwrite=True)
+    assert json.loads((adapter_only / "manifest.json").read_text())["config"]["dtype"] == "float32"
+
+
+def test_export_never_replaces_the_run_or_a_folder_it_did_not_make(trained, tmp_path):
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    with pytest.raises(AmautaError, match=r"is an Amauta run folder \(stage 'train'\), not an export folder"):
+        export_run(trained, trained, merge=False, overwrite=True)
+    with pytest.raises(AmautaError, match="is not an Amauta export folder"):
+        export_run(trained, tmp_path, merge=False, overwrite=True)  # holds the run, the dataset, the configs
+    assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
 
 
 def test_quantized_base_is_dequantized_before_merging(run_config, tmp_path):

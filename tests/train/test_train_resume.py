@@ -128,3 +128,74 @@ def test_changed_dataset_is_refused(run_config, tmp_path, dataset):
     with pytest.raises(AmautaError, match="changed since this run started"):
         run(cfg, progress=False)
     assert yaml.safe_load((cfg.output_dir / "config.yaml").read_text())["max_steps"] == 2
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_finished_run_without_checkpoints_refuses_a_changed_dataset_and_keeps_everything(run_config, tmp_path, dataset):
+    """Issue 10, item 2: with checkpoints/ gone, the dataset hash was compared with itself and the run
+    retrained silently, deleting log.jsonl. The hash the run recorded is what counts."""
+    import shutil
+
+    cfg = _train([str(run_config(max_steps=2, checkpoint_every=2))])
+    assert cfg.returncode == 0, cfg.stderr[-2000:]
+    run = tmp_path / "run"
+    shutil.rmtree(run / "checkpoints")
+    before = _files(run)
+    data = (dataset / "train.jsonl").read_text()
+    (dataset / "train.jsonl").write_text("\n".join(data.splitlines()[:-1]) + "\n")  # same path, other data
+    refused = _train([str(tmp_path / "run.yaml")])
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "train.jsonl changed since this run started" in " ".join(refused.stderr.split())
+    assert _files(run) == before and (run / "log.jsonl").is_file()
+    (dataset / "train.jsonl").write_text(data)
+    rerun = _train([str(tmp_path / "run.yaml")])  # same config, same data, finished: nothing to do
+    assert rerun.returncode == 0 and "already trained with this config" in " ".join(rerun.stderr.split()), rerun.stderr
+    assert _files(run) == before
+
+
+def test_overwrite_starts_afresh_only_in_an_own_folder_without_the_dataset(run_config, tmp_path, dataset):
+    from amauta.train.config import build_config
+    from amauta.train.recipe import run
+
+    cfg = build_config(run_config(max_steps=2, checkpoint_every=2), {})
+    run(cfg, progress=False)
+    other = build_config(run_config("other.yaml", max_steps=3, checkpoint_every=3), {})
+    with pytest.raises(AmautaError, match="written by another config .*pass --overwrite"):
+        run(other, progress=False)
+    (cfg.output_dir / "notas.txt").write_text("mías")
+    with pytest.raises(AmautaError, match="holds notas.txt, which Amauta did not write there"):
+        run(other, progress=False, overwrite=True)
+    (cfg.output_dir / "notas.txt").unlink()
+    run(other, progress=False, overwrite=True)
+    assert json.loads((cfg.output_dir / "summary.json").read_text())["steps"] == 3
+    assert [p.name for p in (cfg.output_dir / "checkpoints").iterdir()] == ["step-3"]
+
+    import shutil
+
+    kept = shutil.copytree(dataset, cfg.output_dir / "data")  # the dataset the run reads lives inside it
+    inside = build_config(run_config("inside.yaml", dataset=str(kept), max_steps=2), {})
+    with pytest.raises(AmautaError, match=r"run: holds .*run/data, an input of this run, so it cannot be replaced"):
+        run(inside, progress=False, overwrite=True)
+    assert (kept / "train.jsonl").read_bytes() == (dataset / "train.jsonl").read_bytes()
+    with pytest.raises(AmautaError, match="is not an Amauta run folder"):
+        run(build_config(run_config("parent.yaml", output_dir=str(tmp_path)), {}), progress=False, overwrite=True)
+
+
+def test_temporaries_of_a_killed_run_are_removed_at_start(run_config, tmp_path):
+    """Issue 10, item 5: kill -9 while a checkpoint or a file is written leaves `.NAME.XXXXXXXX.tmp`."""
+    from amauta.train.config import build_config
+    from amauta.train.recipe import run
+
+    cfg = build_config(run_config(max_steps=4, checkpoint_every=2), {})
+    run(cfg, progress=False)
+    half_checkpoint = cfg.output_dir / "checkpoints" / ".step-6.k1ll3d00.tmp"
+    (half_checkpoint / "adapter").mkdir(parents=True)
+    (half_checkpoint / "optimizer.pt").write_bytes(b"\0" * 1024)
+    half_file = cfg.output_dir / ".log.jsonl.k1ll3d00.tmp"
+    half_file.write_text('{"step": 1')
+    run(cfg, progress=False)
+    assert not half_checkpoint.exists() and not half_file.exists()
+    assert sorted(p.name for p in (cfg.output_dir / "checkpoints").iterdir()) == ["step-2", "step-4"]

@@ -10,16 +10,16 @@ from pathlib import Path
 import typer
 
 from amauta.core.errors import AmautaError
+from amauta.core.threads import THREADS_OPTION, apply_threads
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def _load(model: str, adapter: Path | None, dtype: str, quantization: str, quiet: bool = False):
-    from rich.console import Console
-
+    from amauta.core.console import make_console
     from amauta.models.load import load_model
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with nullcontext() if quiet else console.status(f"loading {model}…", spinner="dots"):
         return load_model(model, adapter=adapter, dtype=dtype, quantization=quantization)
 
@@ -48,12 +48,13 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, "--seed", help="Seed for sampling."),
         dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """Answer one prompt and print the answer (streamed), or JSON with --json."""
-        from rich.console import Console
-
+        apply_threads(threads)
         from amauta.chat.decoding import GenerationSettings, check_strategy
         from amauta.chat.generate import Generation
+        from amauta.core.console import make_console
 
         if prompt == "-":
             prompt = sys.stdin.read()
@@ -82,12 +83,12 @@ def register(app: typer.Typer) -> None:
                               "seconds": round(result.seconds, 3), "tokens_per_second": round(result.tokens_per_second, 2),
                               "finish_reason": result.finish_reason}, ensure_ascii=False))
             return
-        out = Console(highlight=False)
+        out = make_console(highlight=False)
         for delta in run:
             out.print(delta, end="", markup=False, soft_wrap=True)
         out.print()
         result = run.result
-        Console(stderr=True).print(f"[dim]{result.new_tokens} tokens · {result.seconds:.2f} s · "
+        make_console(stderr=True).print(f"[dim]{result.new_tokens} tokens · {result.seconds:.2f} s · "
                                    f"{result.tokens_per_second:.1f} tok/s · {settings.strategy} · "
                                    f"{result.finish_reason}[/]")
 
@@ -103,8 +104,10 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens per answer."),
         dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """A multi-turn chat in the terminal (/help inside lists the commands; Ctrl-C stops an answer)."""
+        apply_threads(threads)
         from amauta.chat.decoding import GenerationSettings, check_strategy
         from amauta.chat.session import ChatSession
         from amauta.chat.terminal import run_chat

@@ -57,15 +57,26 @@ def _summary(rows: list[dict], strategies: list[str]) -> dict:
 
 
 def run(config: DemoConfig) -> Path:
-    """Answer every prompt with every strategy; write the folder `config.out`; return it."""
-    from rich.console import Console
+    """Answer every prompt with every strategy; write the folder `config.out`; return it.
+
+    The folder must be new, empty, or a chat demo folder (core/outdir.py); a rerun reuses its answers.
+    """
+    from amauta.core.outdir import claim
+
+    with claim(config.out, "chat.demo") as folder:
+        folder.start(config)
+        return _run(config)
+
+
+def _run(config: DemoConfig) -> Path:
     from rich.progress import Progress
     from rich.table import Table
 
     from amauta.chat.generate import generate
+    from amauta.core.console import make_console
     from amauta.models.load import load_model
 
-    console = Console()
+    console = make_console()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "generations.jsonl"

@@ -20,7 +20,7 @@ import torch
 
 from amauta.chat.contrastive import contrastive_steps
 from amauta.chat.decoding import GenerationSettings, logits_processors
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, ContextTooLongError
 
 FinishReason = Literal["stop", "length", "cancelled"]
 Prompt = str | Sequence[dict[str, str]]
@@ -99,8 +99,9 @@ def budget(loaded, prompt_tokens: int, settings: GenerationSettings, context_len
     context = context_length or int(getattr(loaded.profile, "context_length", 0) or 0) or int(
         getattr(loaded.model.config, "max_position_embeddings", 0) or 1 << 30)
     if prompt_tokens >= context:
-        raise AmautaError(f"{loaded.profile.name}: the prompt has {prompt_tokens} tokens but the model's context "
-                          f"holds {context}; shorten the prompt (or /reset the chat history)")
+        raise ContextTooLongError(f"{loaded.profile.name}: the prompt has {prompt_tokens} tokens but the model's "
+                                  f"context holds {context}; shorten the prompt (or /reset the chat history)",
+                                  prompt_tokens=prompt_tokens, context=context)
     return min(settings.max_new_tokens, context - prompt_tokens)
 
 
@@ -110,11 +111,19 @@ def _find_stop(text: str, stops: list[str]) -> int | None:
     return min(found) if found else None
 
 
+def complete_characters(text: str) -> str:
+    """`text` without a trailing unfinished UTF-8 character.
+
+    A byte-level tokenizer spells a multi-byte character (ñ, an emoji) with several tokens; decoding only some
+    of them gives U+FFFD. While streaming the rest may still come; once the answer has ended (max_new_tokens,
+    a full context, a cancel) it never will, so the half character is dropped instead of shown as "\ufffd".
+    """
+    return text.rstrip("\ufffd")
+
+
 def _safe_length(text: str, stops: list[str]) -> int:
     """How much of `text` can be shown now: not an unfinished UTF-8 character, not the start of a stop string."""
-    end = len(text)
-    while end and text[end - 1] == "\ufffd":  # the byte-level decoder's mark for a character still incomplete
-        end -= 1
+    end = len(complete_characters(text))
     for stop in stops:
         for n in range(min(len(stop) - 1, end), 0, -1):
             if text[:end].endswith(stop[:n]):
@@ -275,7 +284,7 @@ class Generation:
             if close:
                 close()
         body = [t for t in new if t not in eos]
-        text = self._decode(body)
+        text = complete_characters(self._decode(body))
         stop_at = _find_stop(text, stops)
         if stop_at is not None:
             text, finish = text[:stop_at], "stop"
@@ -343,7 +352,8 @@ def generate_batch(loaded, prompts: Sequence[Prompt], settings: GenerationSettin
                     new, finish = new[:i + 1], "stop"
                     break
             body = [t for t in new if t not in ending]
-            text = tokenizer.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            text = complete_characters(tokenizer.decode(body, skip_special_tokens=True,
+                                                        clean_up_tokenization_spaces=False))
             stop_at = _find_stop(text, stops)
             if stop_at is not None:
                 text, finish = text[:stop_at], "stop"

@@ -6,13 +6,16 @@ file, the key and the closest valid name, instead of being silently ignored.
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.errors import AmautaError
+from amauta.core.files import nesting_line, read_text, too_deep_message
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -20,20 +23,30 @@ C = TypeVar("C", bound=BaseModel)
 class StageConfig(BaseModel):
     """Base for stage configs: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # Attribute docstrings become field descriptions: did-you-mean reads them ("learning_rate" → optimizer.lr).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              use_attribute_docstrings=True)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, naming the file and line when it is malformed."""
+    """Read a YAML mapping, naming the file and line when it is malformed, not UTF-8 or nested too deeply."""
     path = Path(path)
     if not path.is_file():
         raise AmautaError(f"{path}: config file not found")
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # a control character: a binary file, or text that is not YAML
+        line = text.count("\n", 0, exc.position) + 1
+        raise AmautaError(f"{path}:{line}: not a YAML text file (character #x{exc.character:02x}: {exc.reason}); "
+                          "pass a YAML config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise AmautaError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AmautaError(f"{path}{where}: invalid YAML ({problem})") from None
+    except RecursionError:
+        raise AmautaError(too_deep_message(f"{path}:{nesting_line(text)}")) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -68,6 +81,55 @@ def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(fields) if fields else []
 
 
+def _dotted_fields(model: type[BaseModel], prefix: str = "", depth: int = 3) -> dict[str, Any]:
+    """Every key of `model` and of the models nested in it (to `depth` levels), as dotted path → FieldInfo."""
+    found: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        found[prefix + name] = info
+        inner = _model_class(info.annotation)
+        if inner is not None and depth > 1:
+            found.update(_dotted_fields(inner, f"{prefix}{name}.", depth - 1))
+    return found
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _unknown_key_hint(model: type[BaseModel], loc: tuple) -> str:
+    """' (did you mean: …?)' for an unknown key: a key of that name elsewhere, a close name at its level,
+    a close name elsewhere, a field whose description holds the key's words, a looser name at its level.
+
+    A key written at the wrong level (`lr:` at the top of a train config, `learning_rate:` under `lora:`) is
+    looked up in the whole config and suggested by its dotted path: `optimizer.lr` ("Peak learning rate").
+    """
+    key = str(loc[-1])
+    here = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+    siblings = _field_names(model, loc)
+    elsewhere = {path: info for path, info in _dotted_fields(model).items() if path.rpartition(".")[0] != here}
+    by_name: dict[str, list[str]] = {}
+    for path in elsewhere:
+        by_name.setdefault(path.rpartition(".")[2], []).append(path)
+    paths = (by_name.get(key)
+             or difflib.get_close_matches(key, siblings, n=3, cutoff=0.75)
+             or [path for name in difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.75) for path in by_name[name]]
+             or _described_by(key, elsewhere)
+             or difflib.get_close_matches(key, siblings, n=3, cutoff=0.5))
+    return f" (did you mean: {', '.join(paths[:3])}?)" if paths else ""
+
+
+def _described_by(key: str, fields: dict[str, Any]) -> list[str]:
+    """The dotted paths whose description holds every word of `key`, the most specific ones first."""
+    wanted = _words(key)
+    scored = []
+    for path, info in fields.items():
+        described = _words(info.description or "")
+        if wanted and all(word in described for word in wanted):
+            scored.append((len(wanted) / len(described), path))
+    best = max((score for score, _ in scored), default=0)
+    return [path for score, path in scored if score == best]
+
+
 def validate_config(model: type[C], data: dict[str, Any], source: str = "config") -> C:
     """Validate `data` as `model`, turning the first pydantic error into one clear line."""
     try:
@@ -77,7 +139,7 @@ def validate_config(model: type[C], data: dict[str, Any], source: str = "config"
         loc = tuple(err.get("loc", ()))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err.get("type") == "extra_forbidden":
-            hint = did_you_mean(str(loc[-1]), _field_names(model, loc))
+            hint = _unknown_key_hint(model, loc)
             raise AmautaError(f"{source}: unknown key '{key}'{hint}") from None
         raise AmautaError(f"{source}: '{key}': {err.get('msg')} (got {err.get('input')!r})") from None
 

@@ -84,27 +84,120 @@ def append_jsonl(path: str | Path, row: Any) -> None:
         os.fsync(handle.fileno())
 
 
+def not_utf8_message(where: str, byte: int, column: int, encoding: str | None = None) -> str:
+    """The one message for text that is not UTF-8: `FILE:LINE: not UTF-8 text (byte 0x.. at column N); ...`.
+
+    encoding: what the file seems to be instead (default: Latin-1/Windows-1252 for bytes 0xA0–0xFF).
+    """
+    if encoding is None and 0xA0 <= byte <= 0xFF:
+        encoding = "WINDOWS-1252"
+    shown = {"WINDOWS-1252": "Latin-1/Windows-1252"}.get(encoding, encoding)
+    hint = f" (it looks {shown} encoded: iconv -f {encoding} -t UTF-8)" if encoding else ""
+    return f"{where}: not UTF-8 text (byte 0x{byte:02x} at column {column}); save the file as UTF-8{hint}"
+
+
+def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
+    """`data` (a file or one line of it) as text; a UTF-8 BOM is dropped, other bytes raise `AmautaError`.
+
+    The error names the line and the column (in characters) of the first byte that is not UTF-8.
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = first_line + data.count(b"\n", 0, exc.start)
+        column = len(data[line_start:exc.start].decode("utf-8", errors="replace")) + 1
+        utf16 = "UTF-16" if first_line == 1 and data[:2] in (b"\xff\xfe", b"\xfe\xff") else None
+        raise AmautaError(not_utf8_message(f"{path}:{line}", data[exc.start], column, utf16)) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's content (BOM accepted); a file in another encoding or binary raises one clear line."""
+    return decode_utf8(Path(path).read_bytes(), path)
+
+
+def json_error_detail(exc: json.JSONDecodeError) -> str:
+    """json's message with the column, reading naturally ("Unterminated string starting at column 9")."""
+    joiner = " " if exc.msg.endswith(" at") else " at "
+    return f"{exc.msg}{joiner}column {exc.colno}"
+
+
+def nesting_line(text: str) -> int:
+    """The line where the brackets of a JSON (or YAML flow) text first reach their deepest level.
+
+    Text without brackets (YAML's block style nests by indentation): the first most indented line.
+    """
+    depth = deepest = 0
+    line = where = 1
+    in_string = escaped = False
+    for char in text:
+        if char == "\n":
+            line += 1
+        elif in_string:  # brackets inside strings do not count
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, line
+        elif char in "]}":
+            depth -= 1
+    if deepest == 0:
+        indents = [len(row) - len(row.lstrip(" ")) for row in text.split("\n")]
+        return indents.index(max(indents)) + 1 if indents else 1
+    return where
+
+
+def too_deep_message(where: str) -> str:
+    """The one message for a JSON/YAML value nested deeper than Python's parsers can follow."""
+    return f"{where}: nested too deeply to read (hundreds of levels of brackets); flatten this record or remove it"
+
+
+def parse_json(text: str, path: str | Path, first_line: int = 1, fix: str = "fix or remove the line") -> Any:
+    """`json.loads(text)`, whose errors become one line naming the file and line.
+
+    text: a whole JSON file, or one line of a JSONL file (then `first_line` is its number).
+    fix: what the message tells the user to do about invalid JSON.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{path}:{first_line + exc.lineno - 1}"
+        raise AmautaError(f"{where}: invalid JSON ({json_error_detail(exc)}); {fix}") from None
+    except RecursionError:
+        raise AmautaError(too_deep_message(f"{path}:{first_line + nesting_line(text) - 1}")) from None
+
+
 def read_jsonl(path: str | Path, *, skip_invalid: bool = False, tolerate_torn_tail: bool = False) -> Iterator[dict]:
     """Yield the JSON objects of a JSONL file.
 
-    A malformed line raises `AmautaError` naming the file and line, unless `skip_invalid` is set.
+    A malformed line (invalid JSON, not UTF-8, nested too deeply, not an object) raises `AmautaError`
+    naming the file and line, unless `skip_invalid` is set.
     `tolerate_torn_tail` drops a last line cut short by a killed writer (for append-only caches).
     """
     path = Path(path)
     if not path.is_file():
         raise AmautaError(f"{path}: file not found")
-    with open(path, encoding="utf-8-sig") as handle:
-        lines = handle.readlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    lines = path.read_bytes().splitlines(keepends=True)
+    for number, raw in enumerate(lines, start=1):
+        torn = tolerate_torn_tail and number == len(lines) and not raw.endswith(b"\n")
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            last = number == len(lines)
-            if skip_invalid or (tolerate_torn_tail and last and not line.endswith("\n")):
+            line = decode_utf8(raw, path, first_line=number)
+            if not line.strip():
                 continue
-            raise AmautaError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
+            obj = parse_json(line.rstrip("\r\n"), path, first_line=number)
+        except AmautaError:  # not UTF-8, invalid JSON or nested too deeply
+            if skip_invalid or torn:
+                continue
+            raise
         if not isinstance(obj, dict):
             if skip_invalid:
                 continue
@@ -113,14 +206,16 @@ def read_jsonl(path: str | Path, *, skip_invalid: bool = False, tolerate_torn_ta
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it into place when the block succeeds.
 
     Nothing half-built is ever visible at `path`; on error the temporary folder is removed.
+    overwrite: replace (and delete) an existing non-empty folder at `path`. Pass it only for a folder the
+        caller made itself: a stage's output folder goes through `amauta.core.outdir.claim`, which checks that.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
         raise AmautaError(f"{path}: already exists; choose another output folder or pass --overwrite")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, _DIR_MODE)

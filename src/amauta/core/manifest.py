@@ -26,7 +26,8 @@ def package_versions() -> dict[str, str]:
 
 
 def write_manifest(out_dir: str | Path, stage: str, config: Any, inputs: list[str | Path] = (), **extra: Any) -> Path:
-    """Write `out_dir/manifest.json` with the stage, its config, package versions and input hashes."""
+    """Write `out_dir/manifest.json` with the stage, its config, package versions, input hashes and the
+    names at the top of `out_dir` (its `files`: what a later --overwrite may replace, see core/outdir.py)."""
     hashes = {}
     for item in inputs:
         p = Path(item)
@@ -40,6 +41,8 @@ def write_manifest(out_dir: str | Path, stage: str, config: Any, inputs: list[st
         "config": config,
         "inputs": hashes,
         "versions": package_versions(),
+        "files": sorted({p.name for p in Path(out_dir).iterdir() if not p.name.startswith(".")} | {"manifest.json"})
+        if Path(out_dir).is_dir() else ["manifest.json"],
         **extra,
     }
     return atomic_write_json(Path(out_dir) / "manifest.json", manifest)

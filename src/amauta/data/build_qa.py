@@ -10,9 +10,11 @@ and checking the answers by hand. This stage does the same, repeatably:
 3. keep provenance on every pair (source, page, article, chunk id, model), drop duplicate questions,
    and write `qa.jsonl` atomically, plus `qa.failures.jsonl` and `qa.manifest.json` beside it.
 
-Every answered chunk is appended to a cache keyed by the chunk text, the prompt and the model, so a rerun
-after a crash resumes, and a chunk that did not change is never asked twice. Failed chunks are asked
-again on the next run (their failure is often transient). Then `amauta data review qa.jsonl`.
+Every answered chunk is appended to a cache keyed by the chunk text, the prompt (system prompt included),
+the generation settings and the model that answers: an endpoint by its URL and served model name (two
+servers may report the same name), a local model by its resolved location, adapter and dtype. So a rerun
+after a crash resumes, and a chunk that did not change is never asked twice of the same model. Failed
+chunks are asked again on the next run (their failure is often transient). Then `amauta data review qa.jsonl`.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class BuildQAConfig(StageConfig):
                               "(default smollm2-135m-instruct).")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
                                  "unset = a local model.")
-    api_key: str | None = Field(None, description="Endpoint API key (default: $OPENAI_API_KEY); never written to files.")
+    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
+                                                  "$OPENAI_API_KEY: docs/llm.md); never written to files.")
     adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
     pairs_per_chunk: int = Field(3, ge=1, le=20, description="Pairs asked for each chunk.")
     retries: int = Field(3, ge=0, le=10, description="Extra tries with a corrective message when the JSON is bad.")
@@ -100,9 +103,40 @@ def build_messages(chunk, pairs_per_chunk: int) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def cache_key(messages: list[dict], model: str, config: BuildQAConfig) -> str:
-    """Hash of what decides the answer: the prompt (which holds the chunk text), the model and its settings."""
-    payload = [PROMPT_VERSION, model, messages, config.max_tokens, config.temperature]
+def model_identity(llm: LLM) -> dict[str, Any]:
+    """What names the model that answers, for the cache key (never a secret: no API key).
+
+    An endpoint is its base URL plus the served model name: two servers that report the same name are two
+    models. A local model is its resolved location (folder, GGUF, hub id), adapter, dtype, quantization and
+    decoding settings, not its profile name. Any other LLM object (tests, notebooks) is its name.
+    """
+    base_url = getattr(llm, "base_url", None)
+    if base_url:
+        return {"endpoint": str(base_url).rstrip("/"), "model": getattr(llm, "model", None) or llm.name}
+    loaded = getattr(llm, "loaded", None)
+    if loaded is None:
+        return {"name": llm.name}
+    extra = getattr(loaded, "extra", None) or {}
+    settings = getattr(llm, "settings", None)
+    return {"local": _resolved(getattr(loaded, "source", "")), "name": llm.name,
+            "adapter": _resolved(extra["adapter"]) if extra.get("adapter") else None,
+            "converted_from": _resolved(extra["converted_from"]) if extra.get("converted_from") else None,
+            "dtype": str(extra.get("dtype")) if extra.get("dtype") else None,
+            "quantization": extra.get("quantization"),
+            "settings": settings.model_dump(mode="json") if hasattr(settings, "model_dump") else None}
+
+
+def _resolved(where: Any) -> str:
+    """An absolute path for a file or folder that exists (a relative path names different models from
+    different folders); anything else (a hub id, "tiny") as it is."""
+    path = Path(str(where)).expanduser()
+    return str(path.resolve()) if str(where) and path.exists() else str(where)
+
+
+def cache_key(messages: list[dict], llm: LLM, config: BuildQAConfig) -> str:
+    """Hash of what decides the answer: the prompt (system prompt and chunk text), the model that answers
+    (`model_identity`: endpoint and name, or a local model's location) and the generation settings."""
+    payload = [PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature]
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -208,10 +242,11 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
     cache_path = Path(config.cache) if config.cache else amauta_home() / "build-qa" / "cache.jsonl"
     cache = _read_cache(cache_path)
     jobs = [(chunk, build_messages(chunk, config.pairs_per_chunk)) for chunk in chunks]
-    keys = [cache_key(messages, llm.name, config) for _, messages in jobs]
+    keys = [cache_key(messages, llm, config) for _, messages in jobs]
     results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
     from_cache = len(results)
     todo = [i for i in range(len(jobs)) if i not in results]
+    endpoint = model_identity(llm).get("endpoint")  # recorded beside the answers (as base_url in the config)
 
     def ask(i: int) -> dict:
         chunk, messages = jobs[i]
@@ -219,7 +254,8 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
                          temperature=config.temperature,
                          validate=lambda value: validate_pairs(value, config.pairs_per_chunk))
         return {"key": keys[i], "chunk_id": chunk.id, "source": chunk.source, "article": chunk.article,
-                "model": llm.name, "prompt_version": PROMPT_VERSION, "status": "ok" if reply.ok else "failed",
+                "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION,
+                "status": "ok" if reply.ok else "failed",
                 "pairs": reply.value if reply.ok else None, "error": reply.error,
                 "raw_replies": reply.raw_replies, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
@@ -268,7 +304,7 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
     safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
     atomic_write_json(_sidecar(out, "manifest.json"), {
         "stage": "data.build_qa", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config,
-        "model": llm.name, "prompt_version": PROMPT_VERSION, "cache": str(cache_path),
+        "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "cache": str(cache_path),
         "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
         "summary": summary, "versions": package_versions()})
     console.print(f"build-qa: {summary['pairs']} pairs from {summary['chunks']} chunks of {summary['documents']} "

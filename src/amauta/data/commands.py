@@ -14,10 +14,10 @@ def _print_stats(folder: Path) -> None:
     """The per-source/per-rule table and the token-length percentiles of a dataset folder."""
     import json
 
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from amauta.core.console import make_console
     from amauta.data.stats import PERCENTILES
 
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
@@ -35,7 +35,7 @@ def _print_stats(folder: Path) -> None:
         table.add_row(f"- {rule.replace('_', ' ')}", *(str(s["removed"][rule]) for s in sources.values()), str(total))
     for row in ("kept", "train", "val"):
         table.add_row(row, *(str(s[row]) for s in sources.values()), str(t[row]))
-    console = Console()
+    console = make_console()
     console.print(table)
     for template, s in stats["token_lengths"].items():
         pct = ", ".join(f"p{p} {s[f'p{p}']}" for p in PERCENTILES)
@@ -49,20 +49,21 @@ def prepare_command(
     skip_invalid: bool = typer.Option(None, "--skip-invalid/--no-skip-invalid",
                                       help="Skip and count malformed rows instead of stopping at the first."),
     model: str = typer.Option(None, "--model", help="Target model whose tokenizer and template measure lengths."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a dataset folder prepared from other inputs (never any other folder)."),
 ) -> None:
     """Read the config's sources, clean them, mix and split, and write a dataset folder."""
     import json
 
-    from rich.console import Console
-
     from amauta.core.config import load_config
+    from amauta.core.console import make_console
     from amauta.data.prepare import PrepareConfig, run
 
     cfg = load_config(PrepareConfig, config, {"model": model})
-    folder = run(cfg, out=out, skip_invalid=skip_invalid)
+    folder = run(cfg, out=out, skip_invalid=skip_invalid, overwrite=overwrite)
     _print_stats(folder)
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
-    Console().print(f"{stats['totals']['read']} records in {stats['seconds']['total']:.1f} s; wrote {folder}/"
+    make_console().print(f"{stats['totals']['read']} records in {stats['seconds']['total']:.1f} s; wrote {folder}/"
                     "{train,val}.jsonl, stats.json, lengths.png, manifest.json", highlight=False, markup=False)
 
 
@@ -74,14 +75,14 @@ def show_command(
     model: str = typer.Option(None, "--model", help="Model whose tokenizer and template to use (default: the dataset's)."),
 ) -> None:
     """Print a dataset's stats, a few records and (with --mask) the training mask token by token."""
-    from rich.console import Console
     from rich.markup import escape
 
+    from amauta.core.console import make_console
     from amauta.data.dataset import read_dataset_dir
 
     ds = read_dataset_dir(folder)
     _print_stats(folder)
-    console = Console()
+    console = make_console()
     for record in ds.train[:n]:
         console.rule(escape(f"{record.id}  {record.source}  {record.category}"))
         for m in record.messages:

@@ -20,8 +20,9 @@ from pydantic import Field, model_validator
 
 from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_dir, atomic_write_json, atomic_write_jsonl
+from amauta.core.files import atomic_write_json, atomic_write_jsonl
 from amauta.core.manifest import write_manifest
+from amauta.core.outdir import OutputFolder, claim
 from amauta.data.clean import RULES, CleanConfig, Cleaner
 from amauta.data.mix import SplitConfig, mix
 from amauta.data.readers import SourceConfig, read_source
@@ -60,21 +61,31 @@ class PrepareConfig(StageConfig):
 
 
 def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: bool | None = None,
-        quiet: bool = False) -> Path:
+        quiet: bool = False, overwrite: bool = False) -> Path:
     """Prepare the dataset folder described by `config`; return its path.
 
     out: overrides `config.out`.
     skip_invalid: overrides `config.skip_invalid`.
     quiet: print no progress (progress goes to stderr, so stdout stays clean either way).
+    overwrite: replace `out` when it is a dataset folder prepared from other inputs (see core/outdir.py:
+        a folder `data prepare` did not make, or one holding a source, is never replaced).
     """
+    out = Path(out or config.out or "")
+    if not str(out) or str(out) == ".":
+        raise AmautaError("no output folder: set 'out:' in the prepare config or pass --out DIR")
+    if skip_invalid is not None:
+        config = config.model_copy(update={"skip_invalid": skip_invalid})  # the manifest records what ran
+    with claim(out, "data.prepare", overwrite=overwrite, quiet=quiet) as folder:
+        return _prepare(config, out, folder, quiet)
+
+
+def _prepare(config: PrepareConfig, out: Path, folder: OutputFolder, quiet: bool) -> Path:
+    """The body of `run`, while it holds `out`."""
     from rich.console import Console
     from rich.markup import escape
 
     console = Console(stderr=True, quiet=quiet, highlight=False)
-    out = Path(out or config.out or "")
-    if not str(out) or str(out) == ".":
-        raise AmautaError("no output folder: set 'out:' in the prepare config or pass --out DIR")
-    skip = config.skip_invalid if skip_invalid is None else skip_invalid
+    skip = config.skip_invalid
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -100,6 +111,10 @@ def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: b
         console.print(f"[yellow]skipped:[/] {escape(message)}", soft_wrap=True)
     if not records:
         raise AmautaError("no valid records in any source; check the sources' paths and formats")
+    if folder.up_to_date(config, inputs):
+        console.print(escape(f"{out}: already prepared from this config and these inputs; nothing to do"))
+        return out
+    folder.check_replace(config, inputs)
 
     # 2. Clean. The target tokenizer measures lengths; the same numbers feed the stats.
     t = time.perf_counter()
@@ -161,7 +176,7 @@ def run(config: PrepareConfig, *, out: str | Path | None = None, skip_invalid: b
 
     # 6. Write everything into a temporary folder renamed into place at the end.
     t = time.perf_counter()
-    with atomic_dir(out) as tmp:
+    with folder.replace() as tmp:
         atomic_write_jsonl(tmp / "train.jsonl", (r.to_json() for r in train))
         atomic_write_jsonl(tmp / "val.jsonl", (r.to_json() for r in val))
         plot_lengths(lengths, tmp / "lengths.png", max_tokens=config.clean.max_tokens,

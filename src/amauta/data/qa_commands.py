@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
+
 
 def register(data_app: typer.Typer) -> None:
     """Add `build-qa` and `review` to the `data` command group."""
@@ -18,8 +20,8 @@ def register(data_app: typer.Typer) -> None:
         model: str = typer.Option(None, "--model", "-m", help="Endpoint model name, or a local profile/folder/GGUF "
                                   "(default: smollm2-135m-instruct)."),
         base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
-        api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", show_envvar=True,
-                                    help="Endpoint API key (never written to disk)."),
+        api_key: str = typer.Option(None, "--api-key", help="Endpoint API key (never written to disk; default: "
+                                    "$AMAUTA_LLM_API_KEY, then $AMAUTA_API_KEY, then $OPENAI_API_KEY)."),
         adapter: str = typer.Option(None, "--adapter", help="LoRA adapter or run folder for a local model."),
         pairs_per_chunk: int = typer.Option(None, "--pairs-per-chunk", "-n", help="Pairs asked per chunk (default: 3)."),
         retries: int = typer.Option(None, "--retries", help="Extra tries when a reply is not valid JSON (default: 3)."),
@@ -30,8 +32,10 @@ def register(data_app: typer.Typer) -> None:
         workers: int = typer.Option(None, "--workers", help="Parallel requests to an endpoint (default: 1)."),
         temperature: float = typer.Option(None, "--temperature", help="Sampling temperature; 0 = greedy (default: 0)."),
         cache: Path = typer.Option(None, "--cache", help="Cache JSONL (default: $AMAUTA_HOME/build-qa/cache.jsonl)."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """Ask a model for Spanish question–answer pairs about each article of DOCS (cached, resumable)."""
+        apply_threads(threads)
         from amauta.core.config import load_config, validate_config
         from amauta.core.errors import AmautaError
         from amauta.data.build_qa import BuildQAConfig, run

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 
 from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.files import json_error_detail, nesting_line, not_utf8_message, too_deep_message
 from amauta.data.records import Record, check_messages
 
 Format = Literal["auto", "alpaca", "dolly", "chat", "sharegpt", "squad", "csv", "columns"]
@@ -151,10 +152,7 @@ def _bad_utf8(text: str, where: str) -> str | None:
 
 
 def _utf8_message(where: str, char: str, column: int) -> str:
-    byte = ord(char) - 0xDC00
-    hint = "it looks Latin-1/Windows-1252 encoded" if 0xA0 <= byte <= 0xFF else "mixed or broken encoding"
-    return (f"{where}: invalid UTF-8 byte 0x{byte:02x} at column {column} ({hint}); "
-            "re-save the file as UTF-8 (iconv -f WINDOWS-1252 -t UTF-8)")
+    return not_utf8_message(where, ord(char) - 0xDC00, column)
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -203,11 +201,13 @@ def iter_json_rows(path: Path, text: str, rows: _Rows, max_record_chars: int) ->
                 return
             try:
                 obj, end = decoder.raw_decode(text, pos)
+            except RecursionError:
+                rows.fail(too_deep_message(where))
+                return  # as below: no safe place to go on from
             except json.JSONDecodeError as exc:
-                eline, ecol = _line_col(text, exc.pos)
                 cut = not text.rstrip().endswith("]")  # a whole array ends with its bracket
                 why = ("the JSON array is cut short (the file ends inside this record); the file is probably "
-                       "truncated: export it again") if cut else f"invalid JSON ({exc.msg} at line {eline} column {ecol})"
+                       "truncated: export it again") if cut else f"invalid JSON at line {exc.lineno} ({json_error_detail(exc)})"
                 rows.fail(f"{where}: {why}")
                 return  # an array cannot be resynchronised safely after a broken element
             bad = _BAD_BYTES.search(text, pos, end)
@@ -253,7 +253,10 @@ def iter_json_rows(path: Path, text: str, rows: _Rows, max_record_chars: int) ->
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             hint = "; is the file JSONL (one object per line)?" if number == 1 else "; fix or remove the line"
-            rows.fail(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}){hint}")
+            rows.fail(f"{where}: invalid JSON ({json_error_detail(exc)}){hint}")
+            continue
+        except RecursionError:
+            rows.fail(too_deep_message(where))
             continue
         yield where, obj
 
@@ -266,6 +269,8 @@ def _text(obj: dict, key: str, where: str, kind: str, *, required: bool = True) 
     if key not in obj or obj[key] is None:
         if not required:
             return ""
+        if key in obj:  # present but null: saying it is missing would send the user looking for a typo
+            raise AmautaError(f"{where}: {kind} field '{key}' is null; write its text, or remove the record")
         keys = ", ".join(map(repr, obj)) or "none"
         raise AmautaError(f"{where}: {kind} record lacks '{key}'{did_you_mean(key, [str(k) for k in obj])} (has: {keys})")
     value = obj[key]
@@ -394,10 +399,11 @@ def read_squad(path: Path, text: str, spec: SourceConfig, rows: _Rows, result: R
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        line, col = _line_col(text, exc.pos)
         cut = not text.rstrip().endswith("}")  # a whole document ends with its brace
-        why = "the file is cut short; export it again" if cut else f"{exc.msg} at column {col}"
-        raise AmautaError(f"{path}:{line}: invalid SQuAD JSON ({why})") from None
+        why = "the file is cut short; export it again" if cut else json_error_detail(exc)
+        raise AmautaError(f"{path}:{exc.lineno}: invalid SQuAD JSON ({why})") from None
+    except RecursionError:
+        raise AmautaError(too_deep_message(f"{path}:{nesting_line(text)}")) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise AmautaError(f"{path}: SQuAD JSON needs a top-level object with a 'data' list of articles")
     seen: dict[str, str] = {}
@@ -442,6 +448,23 @@ def read_squad(path: Path, text: str, spec: SourceConfig, rows: _Rows, result: R
                     rows.fail(str(exc))
 
 
+def _delimiter_hint(text: str, delimiter: str) -> str:
+    """'; the header is separated by ';': set delimiter: ";" in the source' when the header says so, else ''.
+
+    csv.Sniffer guesses the separator from the first lines; a spreadsheet saved with a Spanish locale
+    writes ';' (the ',' is the decimal mark there), which the default ',' reads as one column.
+    """
+    sample = "\n".join(text.splitlines()[:20])
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters=";\t|,").delimiter
+    except csv.Error:
+        return ""
+    header = text.split("\n", 1)[0]
+    if found == delimiter or header.count(found) <= header.count(delimiter):
+        return ""
+    return f"; the header is separated by {found!r}: set delimiter: {json.dumps(found)} in the source"
+
+
 def iter_csv_rows(path: Path, text: str, spec: SourceConfig, rows: _Rows) -> Iterator[tuple[str, dict]]:
     """Yield (where, row dict) for a CSV file with a header line."""
     reader = csv.reader(text.splitlines(keepends=True), delimiter=spec.delimiter)
@@ -454,10 +477,10 @@ def iter_csv_rows(path: Path, text: str, spec: SourceConfig, rows: _Rows) -> Ite
     for ours, theirs in wanted.items():
         if theirs not in header:
             raise AmautaError(f"{path}:1: CSV has no column '{theirs}' (mapped to {ours}){did_you_mean(theirs, header)}; "
-                              f"the header has: {', '.join(header)}")
+                              f"the header has: {', '.join(header)}{_delimiter_hint(text, spec.delimiter)}")
     if not wanted and not ({"instruction", "output"} <= set(header) or {"instruction", "response"} <= set(header)):
         raise AmautaError(f"{path}:1: CSV columns {header} are not Alpaca/Dolly names; map them with 'columns: "
-                          "{instruction: ..., output: ...}' in the source")
+                          "{instruction: ..., output: ...}' in the source" + _delimiter_hint(text, spec.delimiter))
     try:
         for values in reader:
             where = f"{path}:{reader.line_num}"
@@ -465,7 +488,7 @@ def iter_csv_rows(path: Path, text: str, spec: SourceConfig, rows: _Rows) -> Ite
                 continue
             if len(values) != len(header):
                 rows.fail(f"{where}: row has {len(values)} fields but the header has {len(header)}; check quoting and "
-                          f"the delimiter ({spec.delimiter!r})")
+                          f"the delimiter ({spec.delimiter!r}){_delimiter_hint(text, spec.delimiter)}")
                 continue
             bad = _bad_utf8(spec.delimiter.join(values), where)
             if bad:
@@ -552,10 +575,12 @@ def _is_one_document(path: Path, text: str) -> bool:
     first, _, rest = body.partition("\n")
     try:
         obj = json.loads(first)
+    except RecursionError:
+        return False  # a record nested too deeply: the line reader names its line
     except json.JSONDecodeError:
         try:
             obj = json.loads(body)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return False  # broken JSONL or a broken document: the line reader names the line
         if isinstance(obj, dict) and "data" not in obj:
             raise AmautaError(f"{path}: one JSON object spread over many lines, not records; write one record per "

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from amauta.core.errors import AmautaError
+from amauta.core.files import parse_json, read_text
 from amauta.evaluate import stats
 from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
@@ -116,19 +117,14 @@ def _read_file(path: Path):
         for n, row in enumerate(pq.read_table(path).to_pylist(), start=1):
             yield f"row {n}", row
         return
-    with open(path, encoding="utf-8-sig") as handle:
-        text = handle.read()
+    text = read_text(path)  # Latin-1 or binary: one line naming the file, line and byte
     if path.suffix == ".json" and text.lstrip().startswith("["):
-        for n, row in enumerate(json.loads(text), start=1):
+        for n, row in enumerate(parse_json(text, path, fix="fix the file"), start=1):
             yield f"record {n}", row
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield str(number), json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AmautaError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove the line") from None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            yield str(number), parse_json(line, path, first_line=number)
 
 
 def _read_hub(dataset_id: str, language: str, split: str) -> list[tuple[str, dict]]:
@@ -412,9 +408,9 @@ def build_task(config: BelebeleConfig) -> tuple[BelebeleTask, list[str]]:
     return task, inputs
 
 
-def run(config: BelebeleConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: evaluate the model (or the `compare` list) into `config.out`; returns summary.json."""
+def run(config: BelebeleConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: evaluate the model (or the `compare` list) into `config.out`; return it."""
     task, inputs = build_task(config)
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=inputs, show_progress=show_progress)
+                    config=config, inputs=inputs, show_progress=show_progress).folder

@@ -1,9 +1,9 @@
-"""`amauta eval belebele|perplexity|xquad|mgsm` and `amauta report`.
+"""`amauta eval belebele|perplexity|xquad|mgsm`.
 
 Every eval command takes the same model options (`--model`, `--adapter`, `--compare base,RUN1,...`),
 an optional YAML config whose keys are the config class's fields (flags override it), and writes an
-eval folder that `amauta report` renders. The judge engineer's `judge` and `grade` commands join the
-same sub-app through `amauta.evaluate.judge_commands.register(eval_app)`.
+eval folder that `amauta report` renders. The judge room, above this one, adds `judge` and `grade` to
+the same `eval_app` (`amauta.judge.commands`); the report room adds `amauta report`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
+from amauta.core.threads import THREADS_OPTION, apply_threads
 
 eval_app = typer.Typer(help="Evaluate models: Belebele, perplexity, XQuAD, MGSM (and the judge); compare adapters.",
                        no_args_is_help=True)
@@ -24,7 +26,7 @@ COMPARE = typer.Option(None, "--compare", help="Evaluate together: base,RUN_OR_A
 LIMIT = typer.Option(None, "--limit", help="Only the first N items.")
 BATCH = typer.Option(None, "--batch-size", help="Items per forward pass / generation batch.")
 OUT = typer.Option(None, "--out", "-o", help="Eval folder; rerunning the same command resumes it.")
-DTYPE = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16.")
+DTYPE = typer.Option(None, "--dtype", help="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
 DEVICE = typer.Option(None, "--device", help="auto, cpu or cuda.")
 QUANT = typer.Option(None, "--quantization", help="none, 8bit or 4bit (GPU).")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
@@ -44,11 +46,13 @@ def _run(cls: type, run: Any, options: dict[str, Any]) -> None:
     options: the command's parameters, `config` and `progress` among them (the command's `locals()`).
     """
     from amauta.evaluate.compare import print_summary
+    from amauta.evaluate.runner import load_summary
 
     options = dict(options)
     path, progress = options.pop("config"), options.pop("progress")
+    apply_threads(options.pop("threads"))
     cfg = _config(cls, path, options)
-    print_summary(run(cfg, show_progress=progress), cfg.out)
+    print_summary(load_summary(run(cfg, show_progress=progress)), cfg.out)
 
 
 @eval_app.command("belebele")
@@ -63,7 +67,7 @@ def belebele_command(
     shots_from: str = typer.Option(None, "--shots-from", help="File the shots come from (else the first items)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="generate only: tokens to write."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """Belebele reading comprehension (Table 5 of the thesis): accuracy, 95% CI and flips vs base."""
     options = dict(locals())  # a copy taken before the import below adds names
@@ -78,7 +82,7 @@ def perplexity_command(
     data: str = typer.Option(None, "--data", help="XQuAD/SQuAD JSON, JSONL with text/passage, or a .txt file."),
     max_length: int = typer.Option(None, "--max-length", help="Window length in tokens for long texts."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """Perplexity per token on held-out Spanish text: the first sign of forgetting Spanish."""
     options = dict(locals())  # a copy taken before the import below adds names
@@ -93,7 +97,7 @@ def xquad_command(
     data: str = typer.Option(None, "--data", help="SQuAD-style JSON (default ../shared/data/xquad/xquad.es.json)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens per answer."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """XQuAD-es extractive QA by generation: exact match and F1 (Spanish normalisation)."""
     options = dict(locals())  # a copy taken before the import below adds names
@@ -108,7 +112,7 @@ def mgsm_command(
     data: str = typer.Option(None, "--data", help="MGSM TSV (default ../shared/data/mgsm/mgsm_es.tsv)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens for the reasoning and answer."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """MGSM maths word problems in Spanish: accuracy of the final number."""
     options = dict(locals())  # a copy taken before the import below adds names
@@ -139,46 +143,28 @@ def exam_command(
     export_lm_eval: str = typer.Option(None, "--export-lm-eval",
                                        help="Write the exam as an lm-evaluation-harness task in DIR; scores nothing."),
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
-    quantization: str = QUANT, progress: bool = PROGRESS,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
     """A document exam, closed-book and open-book: multiple choice and short answers, no judge."""
     options = dict(locals())  # a copy taken before the import below adds names
-    from rich.console import Console
-
+    from amauta.core.console import make_console
     from amauta.evaluate.exam import ExamConfig, export_lm_eval, print_exam_summary, run
+    from amauta.evaluate.runner import load_summary
 
     path, show_progress = options.pop("config"), options.pop("progress")
+    apply_threads(options.pop("threads"))
     cfg = _config(ExamConfig, path, options)
     if cfg.export_lm_eval:
         files = export_lm_eval(cfg)
-        console = Console()
+        console = make_console()
         for file in files:
             console.print(f"wrote {file}", highlight=False)
         console.print(f"run it: lm_eval --model hf --model_args pretrained=MODEL --include_path {cfg.export_lm_eval} "
                       f"--tasks {','.join(f.stem for f in files if f.suffix == '.yaml')}", highlight=False)
         return
-    print_exam_summary(run(cfg, show_progress=show_progress), cfg.out)
-
-
-def report_command(
-    run_dirs: list[Path] = typer.Argument(..., help="Eval folders (summary.json) and training run folders (log.jsonl)."),
-    out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for report.md and report.html."),
-    title: str = typer.Option(None, "--title", help="Report title."),
-) -> None:
-    """One Markdown and one self-contained HTML report over eval and training runs."""
-    from rich.console import Console
-
-    from amauta.evaluate.report import ReportConfig, run
-
-    cfg = ReportConfig(run_dirs=[str(p) for p in run_dirs], out=str(out), **({"title": title} if title else {}))
-    paths = run(cfg)
-    Console().print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False)
+    print_exam_summary(load_summary(run(cfg, show_progress=show_progress)), cfg.out)
 
 
 def register(app: typer.Typer) -> None:
-    """Add `amauta eval ...` and `amauta report` to the app."""
-    from amauta.evaluate import judge_commands  # `eval judge` and `eval grade`
-
-    judge_commands.register(eval_app)
+    """Add `amauta eval ...` to the app."""
     app.add_typer(eval_app, name="eval")
-    app.command("report")(report_command)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from amauta.evaluate.stats import has_interval, interval_note
+
 # Per task: the metric columns (key in `metrics`, header, whether it is a proportion shown as %).
 COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
     "belebele": [("acc", "Accuracy", True), ("acc_norm", "Acc. (norm)", True)],
@@ -24,7 +26,10 @@ def _fmt(value: Any, percent: bool) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def _fmt_ci(ci: Any, percent: bool) -> str:
+def _fmt_ci(ci: Any, percent: bool, n: Any = None) -> str:
+    """"[low, high]"; over fewer than MIN_CI_N units "(n=2, sin intervalo)", whatever the summary holds."""
+    if isinstance(n, int) and not has_interval(n):
+        return interval_note(n)
     if not ci or any(v is None or v != v for v in ci):
         return "–"
     return f"[{_fmt(ci[0], percent)}, {_fmt(ci[1], percent)}]"
@@ -43,14 +48,15 @@ def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for model in summary["models"]:
         metrics = model["metrics"]
-        row = [model["label"], _short(model.get("adapter")) or "—", str(model.get("n", metrics.get("n", "")))]
+        n = model.get("n", metrics.get("n"))
+        row = [model["label"], _short(model.get("adapter")) or "—", str(n if n is not None else "")]
         for key, _, percent in columns:
             row.append(_fmt(metrics.get(key), percent))
             if any(f"{key}_ci" in m["metrics"] for m in summary["models"]):
-                row.append(_fmt_ci(metrics.get(f"{key}_ci"), percent))
+                row.append(_fmt_ci(metrics.get(f"{key}_ci"), percent, n))
         if flips:
             c = flips.get(model["label"])
-            row += ([f"{100 * c['delta']:+.1f} {_fmt_ci(c['delta_ci'], True)}", str(c["lost"]), str(c["gained"]),
+            row += ([f"{100 * c['delta']:+.1f} {_fmt_ci(c['delta_ci'], True, c.get('n'))}", str(c["lost"]), str(c["gained"]),
                      f"{c['p_mcnemar']:.3f}"] if c else ["(reference)", "", "", ""])
         rows.append(row)
     return headers, rows
@@ -80,10 +86,11 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def print_summary(summary: dict[str, Any], out_dir: str = "", console: Any = None) -> None:
     """Print the comparison table (rich) and where the per-item results are."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from amauta.core.console import make_console
+
+    console = console or make_console()
     headers, rows = table_rows(summary)
     config = summary.get("task_config", {})
     detail = ", ".join(f"{k}={v}" for k, v in config.items()

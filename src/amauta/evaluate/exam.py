@@ -39,12 +39,13 @@ from pydantic import Field
 
 from amauta.core.config import StageConfig, read_yaml
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_write_json, atomic_write_text, sha256_file
+from amauta.core.files import atomic_write_text, sha256_file
+from amauta.core.summaries import Chart, ReportSection, register_section
 from amauta.evaluate import stats
 from amauta.evaluate.candidate_spec import CandidateSpec, parse_candidates, rag_index_fingerprint
 from amauta.evaluate.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
 from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
-from amauta.evaluate.runner import SUMMARY_FILE, ModelSpec, run_eval
+from amauta.evaluate.runner import ModelSpec, run_eval
 from amauta.rag.answer import NOT_FOUND, RagAnswerer
 from amauta.rag.answer import SYSTEM_PROMPT as RAG_SYSTEM_PROMPT
 from amauta.rag.retrieve import Hit
@@ -533,7 +534,7 @@ def exam_metrics(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """One row's metrics: multiple-choice accuracy overall and by slice (QA facts, document-only facts,
     worked examples, unanswerable items), abstention and wrong answers, short-answer recall and precision.
 
-    Every `_ci` is a 95% bootstrap over facts (None with fewer than `stats.MIN_CLUSTERS` facts).
+    Every `_ci` is a 95% bootstrap over facts (None with fewer than `stats.MIN_CI_N` facts).
     """
     answerable = [r for r in rows if r["answerable"]]
     unanswerable = [r for r in rows if not r["answerable"]]
@@ -581,7 +582,8 @@ def paired_comparisons(rows_by_label: dict[str, list[dict[str, Any]]], reference
                                    {i: bool(other[i]["correct"]) for i in shared})
         facts = [base[i]["fact_id"] for i in shared]
         diffs = [float(other[i]["correct"]) - float(base[i]["correct"]) for i in shared]
-        comparison = {"base": reference, "other": label, **flips, "delta_ci": _interval(diffs, facts, seed)}
+        comparison = {"base": reference, "other": label, **flips, "facts": len(set(facts)),
+                      "delta_ci": _interval(diffs, facts, seed)}
         if all("sa_correct" in base[i] and "sa_correct" in other[i] for i in shared) and shared:
             sa = [float(other[i]["sa_correct"]) - float(base[i]["sa_correct"]) for i in shared]
             comparison["delta_sa_correct"] = sum(sa) / len(sa)
@@ -600,8 +602,12 @@ def _ci(ci: Any) -> str:
     return "–" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
-def _pct_ci(value: Any, ci: Any) -> str:
-    return f"{_pct(value)} {_ci(ci)}" if ci else _pct(value)
+def _pct_ci(value: Any, ci: Any, facts: int | None, signed: bool = False) -> str:
+    """'45.0 [37.5, 52.5]', or '45.0 (n=4, sin intervalo)' over too few facts ('+5.0 ...' when signed)."""
+    if value is None:
+        return "–"
+    shown = f"{100 * value:+.1f}" if signed else _pct(value)
+    return f"{shown} {_ci(ci)}" if ci else f"{shown} {stats.interval_note(facts)}"
 
 
 def _with_n(metrics: dict[str, Any], name: str) -> str:
@@ -619,10 +625,10 @@ def table_rows(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[
         who = [label, MODE_NAMES.get(model.get("mode", ""), "")]
         c = flips.get(label)
         if c:
-            delta = f"{100 * c['delta']:+.1f}" + (f" {_ci(c['delta_ci'])}" if c["delta_ci"] else "")
+            delta = _pct_ci(c["delta"], c["delta_ci"], c.get("facts"), signed=True)
         else:
             delta = "(ref.)" if label == summary.get("reference") else ""
-        choice.append([*who, str(m["n"]), _pct_ci(m["acc"], m.get("acc_ci")), _pct(m.get("acc_norm")),
+        choice.append([*who, str(m["n"]), _pct_ci(m["acc"], m.get("acc_ci"), m.get("facts")), _pct(m.get("acc_norm")),
                        _with_n(m, "qa"), _with_n(m, "document_only"), _with_n(m, "worked_example"), delta,
                        f"{c['lost']}/{c['gained']}" if c else ""])
         row = [*who, _pct(m.get("abstain_unanswerable")), _pct(m.get("abstain_answerable")),
@@ -632,8 +638,8 @@ def table_rows(summary: dict[str, Any]) -> dict[str, tuple[list[str], list[list[
                     _pct(m.get("sa_wrong_answerable"))]
         errors.append(row)
         if "sa_recall" in m:
-            short.append([*who, _pct_ci(m["sa_recall"], m.get("sa_recall_ci")),
-                          _pct_ci(m["sa_precision"], m.get("sa_precision_ci")), _pct(m["sa_correct"]),
+            short.append([*who, _pct_ci(m["sa_recall"], m.get("sa_recall_ci"), m.get("facts_answerable")),
+                          _pct_ci(m["sa_precision"], m.get("sa_precision_ci"), m.get("facts_answerable")), _pct(m["sa_correct"]),
                           _pct(m.get("gold_retrieved"))])
     tables = {
         "Opción múltiple (log-verosimilitud)": (
@@ -656,8 +662,8 @@ def _notes(summary: dict[str, Any]) -> list[str]:
     notes = [f"Examen {exam.get('path', '')}, parte {exam.get('split', '')}: {summary['n_items']} ítems, "
              f"{exam.get('counts', {}).get('facts', '?')} hechos con respuesta y "
              f"{exam.get('counts', {}).get('unanswerable_items', '?')} ítems sin respuesta en los documentos. "
-             "Intervalos del 95 % por bootstrap sobre hechos (– con menos de "
-             f"{stats.MIN_CLUSTERS} hechos); Δ y pierde/gana contra {summary.get('reference', '')}. "
+             "Intervalos del 95 % por bootstrap sobre hechos (n = hechos; sin intervalo con menos de "
+             f"{stats.MIN_CI_N}); Δ y pierde/gana contra {summary.get('reference', '')}. "
              "OM: opción múltiple; RC: respuesta corta; sin/con resp.: ítems sin/con respuesta en los documentos."]
     for adapter, state in summary.get("leak_check", {}).items():
         if state.startswith("not checked"):
@@ -667,10 +673,11 @@ def _notes(summary: dict[str, Any]) -> list[str]:
 
 def print_exam_summary(summary: dict[str, Any], out_dir: str = "", console: Any = None) -> None:
     """Print the exam's tables (rich) and where the per-item results are."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from amauta.core.console import make_console
+
+    console = console or make_console()
     for title, (headers, rows) in table_rows(summary).items():
         table = Table(title=title)
         for header in headers:
@@ -694,6 +701,24 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
         parts += [f"{hashes} {title}", markdown_table(headers, rows)]
     parts += _notes(summary)
     return "\n\n".join(parts)
+
+
+def mode_charts(summary: dict[str, Any]) -> list[Chart]:
+    """Multiple-choice accuracy of each candidate in each mode (closed book, RAG, with the source, options
+    only), as grouped bars for `amauta report`."""
+    candidates = list(dict.fromkeys(m.get("candidate", m["label"]) for m in summary.get("models", [])))
+    modes = [mode for mode in MODE_NAMES if any(m.get("mode") == mode for m in summary.get("models", []))]
+    if not candidates or not modes:
+        return []
+    acc = {(m.get("candidate", m["label"]), m.get("mode")): 100 * (m["metrics"].get("acc") or 0.0)
+           for m in summary["models"]}
+    series = {MODE_NAMES[mode]: [acc.get((c, mode), 0.0) for c in candidates] for mode in modes}
+    return [Chart("modes", candidates, series, "Acierto de opción múltiple por modo", "%",
+                  "Multiple-choice accuracy of each candidate, closed book and open book")]
+
+
+register_section("exam", ReportSection(title="Examen sobre los documentos", markdown=report_markdown,
+                                       charts=mode_charts))
 
 
 # --- lm-evaluation-harness export -----------------------------------------------------------------------------
@@ -754,8 +779,8 @@ def _exam_items(config: ExamConfig) -> list[ExamItem]:
     return items[: config.limit] if config.limit else items
 
 
-def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: every candidate takes the exam into `config.out`; returns summary.json.
+def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: every candidate takes the exam into `config.out`; returns that folder.
 
     loader: `loader(spec, **load_kwargs) -> LoadedModel` in place of `load_model` (tests).
     """
@@ -777,40 +802,29 @@ def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_pr
                     max_new_tokens=config.max_new_tokens, seed=config.seed, source=Path(config.exam).name,
                     digest=sha256_file(config.exam)[:16])
     exam_loader = _ExamLoader(loader or default_loader, gold, config.rag_top_k, config.max_context_chars)
+
+    def complete(summary: dict[str, Any], rows_by_model: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        return complete_summary(summary, rows_by_model, config=config, rows=rows, items=items, leak_check=leak_check)
+
     try:
-        summary = run_eval(task, rows, config.out, batch_size=config.batch_size, loader=exam_loader,
-                           load_kwargs=config.load_kwargs(), config=config, inputs=[config.exam],
-                           show_progress=show_progress)
+        return run_eval(task, rows, config.out, batch_size=config.batch_size, loader=exam_loader,
+                        load_kwargs=config.load_kwargs(), config=config, inputs=[config.exam],
+                        show_progress=show_progress, complete_summary=complete).folder
     finally:
         exam_loader.release()
-    return _finish(summary, config, rows, items, leak_check)
 
 
-def _finish(summary: dict[str, Any], config: ExamConfig, rows: list[ExamineeSpec], items: list[ExamItem],
-            leak_check: dict[str, str]) -> dict[str, Any]:
-    """Add the exam's own parts to the runner's summary (modes, fact-clustered comparisons, the exam) and
-    write it again."""
-    from amauta.core.files import read_jsonl
-    from amauta.evaluate.runner import ITEMS_FILE
-
+def complete_summary(summary: dict[str, Any], rows_by_model: dict[str, list[dict[str, Any]]], *, config: ExamConfig,
+                     rows: list[ExamineeSpec], items: list[ExamItem], leak_check: dict[str, str]) -> dict[str, Any]:
+    """The runner's summary with the exam's own parts: each row's candidate and mode, the reference, the
+    comparisons with intervals over facts (options-only rows left out), the exam's counts, the leak check."""
     by_label = {row.label: row for row in rows}
-    keys = {model["key"]: model["label"] for model in summary["models"]}
-    ids = {item.id for item in items}
-    rows_by_label: dict[str, dict[str, dict]] = {label: {} for label in keys.values()}
-    for row in read_jsonl(Path(config.out) / ITEMS_FILE, tolerate_torn_tail=True):
-        if row.get("key") in keys and row.get("item_id") in ids:
-            rows_by_label[keys[row["key"]]][row["item_id"]] = row
     for model in summary["models"]:
         spec = by_label[model["label"]]
         model.update(candidate=spec.candidate, mode=spec.mode, rag_index=spec.rag_index)
     reference = rows[0].label
     compared = [row.label for row in rows[1:] if row.mode != "options"]
-    summary.update(
-        reference=reference,
-        comparisons=paired_comparisons({k: list(v.values()) for k, v in rows_by_label.items()}, reference, compared,
-                                       seed=config.seed),
-        exam={"path": str(config.exam), "split": config.split, "counts": exam_counts(items)},
-        leak_check=leak_check,
-    )
-    atomic_write_json(Path(config.out) / SUMMARY_FILE, summary)
-    return summary
+    return {**summary, "reference": reference,
+            "comparisons": paired_comparisons(rows_by_model, reference, compared, seed=config.seed),
+            "exam": {"path": str(config.exam), "split": config.split, "counts": exam_counts(items)},
+            "leak_check": leak_check}

@@ -51,6 +51,10 @@ class GenerativeTask:
     def items(self) -> list[dict]:
         return self._items
 
+    def length(self, item: dict) -> int:
+        """The same for every item: replies are generated in file order, each batch the same items."""
+        return 0
+
     def messages(self, item: dict) -> list[dict[str, str]]:
         """The chat messages the model answers for `item`."""
         raise NotImplementedError

@@ -8,6 +8,7 @@ numbers as "80 000", "80.000" or "1,5": the parser understands all three.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from amauta.core.errors import AmautaError
+from amauta.core.files import read_text
 from amauta.evaluate import stats
 from amauta.evaluate.generation import GenerativeTask
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
@@ -39,16 +41,16 @@ def load_problems(source: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise AmautaError(f"{source}: file not found; pass MGSM's mgsm_es.tsv")
     items = []
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 2:
-                raise AmautaError(f"{path}:{number}: expected 2 tab-separated columns (question, answer), found {len(row)}")
-            value = parse_number(row[1])
-            if value is None:
-                raise AmautaError(f"{path}:{number}: answer {row[1]!r} is not a number")
-            items.append({"id": str(number), "question": row[0].strip(), "answer": value})
+    text = io.StringIO(read_text(path), newline="")  # Latin-1 or binary: one line naming the byte
+    for number, row in enumerate(csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2:
+            raise AmautaError(f"{path}:{number}: expected 2 tab-separated columns (question, answer), found {len(row)}")
+        value = parse_number(row[1])
+        if value is None:
+            raise AmautaError(f"{path}:{number}: answer {row[1]!r} is not a number")
+        items.append({"id": str(number), "question": row[0].strip(), "answer": value})
     if not items:
         raise AmautaError(f"{path}: no problems; the file is empty")
     return items
@@ -108,10 +110,10 @@ class MgsmTask(GenerativeTask):
                 "no_number": sum(1 for r in rows if r["prediction"] is None)}
 
 
-def run(config: MgsmConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: MGSM accuracy of the model (or the `compare` list) into `config.out`."""
+def run(config: MgsmConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: MGSM accuracy of the model (or the `compare` list) in `config.out`; return it."""
     items = load_problems(config.data)
     task = MgsmTask(items[: config.limit] if config.limit else items, config.max_new_tokens, Path(config.data).name)
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=[config.data], show_progress=show_progress)
+                    config=config, inputs=[config.data], show_progress=show_progress).folder

@@ -8,7 +8,6 @@ perplexity exp(Σ nll / Σ tokens) and bits per byte (comparable across tokenize
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from pydantic import Field
 
 from amauta.core.errors import AmautaError
+from amauta.core.files import parse_json, read_text
 from amauta.evaluate import stats
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
 
@@ -47,19 +47,16 @@ def load_texts(source: str | Path) -> list[dict[str, str]]:
 
         texts = [p["context"] for article in read_squad_articles(path) for p in article.get("paragraphs", [])]
     elif path.suffix == ".jsonl":
-        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        for number, line in enumerate(read_text(path).split("\n"), start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AmautaError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove the line") from None
+            row = parse_json(line, path, first_line=number)
             text = next((row[k] for k in ("text", "passage", "context") if isinstance(row, dict) and row.get(k)), None)
             if text is None:
                 raise AmautaError(f"{path}:{number}: no 'text', 'passage' or 'context' field")
             texts.append(text)
     else:
-        texts = [block for block in path.read_text(encoding="utf-8-sig").split("\n\n")]
+        texts = [block for block in read_text(path).split("\n\n")]
     unique = list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
     if not unique:
         raise AmautaError(f"{path}: no text found; the file is empty")
@@ -107,6 +104,10 @@ class PerplexityTask:
     def items(self) -> list[dict[str, str]]:
         return self.texts
 
+    def length(self, item: dict[str, str]) -> int:
+        """The same for every text: they are scored in file order, so each batch holds the same texts."""
+        return 0
+
     def evaluate(self, loaded: Any, batch: list[dict]) -> list[dict]:
         results = text_nll(loaded.model, loaded.tokenizer, [t["text"] for t in batch], self.max_length)
         return [{"nll": round(nll, 4), "tokens": tokens, "bytes": len(t["text"].encode("utf-8")),
@@ -128,11 +129,11 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run(config: PerplexityConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: perplexity of the model (or the `compare` list) into `config.out`."""
+def run(config: PerplexityConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: perplexity of the model (or the `compare` list) into `config.out`; return it."""
     texts = load_texts(config.data)
     task = PerplexityTask(texts[: config.limit] if config.limit else texts, config.max_length,
                           source=f"{Path(config.data).name}:{_short_hash(''.join(t['text'] for t in texts))}")
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=[config.data], show_progress=show_progress)
+                    config=config, inputs=[config.data], show_progress=show_progress).folder

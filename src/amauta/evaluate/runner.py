@@ -6,8 +6,11 @@ rows and how to summarise rows into metrics. The runner does the rest, the same 
 - each model to evaluate is a `ModelSpec` (the base, or the base plus a LoRA adapter); `--compare`
   evaluates several in one folder so their per-item results can be paired;
 - every result row is appended to `OUT/items.jsonl` the moment its batch finishes, tagged with a cache
-  key (model, adapter, task config) and the item id: a killed run started again with the same command
-  skips what is already there and never loads a model whose items are all cached;
+  key (model, adapter, task config, numerics) and the item id: a killed run started again with the same
+  command skips what is already there and never loads a model whose items are all cached;
+- the numerics are chosen so that a result does not depend on how it was computed: on a CPU `dtype:
+  auto` means float32, where a score does not depend on the other items of its batch; in bf16, fp16 or
+  quantized, where it does, the batch size (and device) join the cache key (`eval_numerics`);
 - at the end `summary.json` and `manifest.json` are written atomically.
 """
 
@@ -33,6 +36,9 @@ from amauta.evaluate import stats
 
 ITEMS_FILE = "items.jsonl"
 SUMMARY_FILE = "summary.json"
+# Bumped whenever the cache key gains a part, so that rows written under an older key are refused, not
+# silently mixed in. 2: the numerics (dtype; batch size, device and quantization when not exact fp32).
+CACHE_KEY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ class EvalModelsConfig(StageConfig):
     compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
     batch_size: int = Field(8, ge=1, description="Items per forward pass or generation batch.")
     out: str = Field("runs/eval", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    dtype: str = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
     device: str = Field("auto", description="auto, cpu or cuda.")
     quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
 
@@ -120,7 +126,7 @@ def _label_for(path: str) -> str:
 
 
 class Task(Protocol):
-    """What the runner needs from a task."""
+    """What the runner calls on a task: exactly these, nothing found by `hasattr`."""
 
     name: str  # "belebele", "perplexity", "xquad", "mgsm": the `task` field of summary.json
 
@@ -130,6 +136,10 @@ class Task(Protocol):
     def items(self) -> list[dict[str, Any]]:
         """The items to score, each with a unique string `id`."""
 
+    def length(self, item: dict[str, Any]) -> int:
+        """A rough size of the item: the runner scores longer items first, so one batch holds similar
+        lengths and wastes less on padding (as lm-eval sorts). Equal lengths keep the items' order."""
+
     def evaluate(self, loaded: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Score a batch; one result row per item, in order (the runner adds key, model and item id)."""
 
@@ -137,10 +147,63 @@ class Task(Protocol):
         """Metrics over a model's result rows (with intervals)."""
 
 
-def cache_key(spec: ModelSpec, task_key: dict[str, Any]) -> str:
-    """A short stable hash of the model's fingerprint and the task's config."""
-    blob = json.dumps({"weights": spec.fingerprint(), "task": task_key}, sort_keys=True, default=str)
+def cache_key(spec: ModelSpec, task_key: dict[str, Any], numerics: dict[str, Any]) -> str:
+    """A short stable hash of everything a per-item result depends on (the one place the key is built).
+
+    spec: the weights (model, adapter and the adapter file's hash).
+    task_key: the task's config (prompt, formulation, shots, decoding, data).
+    numerics: how the numbers were computed, from `eval_numerics`.
+    """
+    blob = json.dumps({"version": CACHE_KEY_VERSION, "weights": spec.fingerprint(), "task": task_key,
+                       "numerics": numerics}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def eval_numerics(spec: ModelSpec, load_kwargs: dict[str, Any] | None, batch_size: int
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the loader's kwargs with `dtype` made explicit, the numerics that go into the cache key).
+
+    `dtype: auto` is float32 on a CPU, also on one with native bf16: in bf16 an item's log-probability
+    moves by up to ~1 nat with the other items of its batch (padding changes the kernels' blocking),
+    in float32 by ~1e-5, so only float32 makes a resumed run equal an uninterrupted one. On a GPU it
+    stays `load_model`'s choice (bf16, or fp16 on old cards; the tiny test models fp32). When the result
+    is not exact float32 (bf16, fp16, 8/4-bit), the batch size and the device join the key, so that a
+    rerun with another --batch-size recomputes instead of mixing numbers of two groupings.
+    """
+    from amauta.models.load import resolve_device, resolve_dtype
+
+    kwargs = dict(load_kwargs or {})
+    device = resolve_device(kwargs.get("device", "auto"))
+    dtype = kwargs.get("dtype", "auto")
+    if dtype == "auto":
+        dtype = "float32" if device == "cpu" or _is_tiny(spec.model) else resolve_dtype("auto", device)
+    dtype = resolve_dtype(dtype, device)  # an unknown name fails here, in one line
+    quantization = kwargs.get("quantization", "none")
+    numerics: dict[str, Any] = {"dtype": dtype}
+    if dtype != "float32" or quantization != "none":
+        numerics.update(quantization=quantization, batch_size=batch_size, device=device)
+    return {**kwargs, "dtype": dtype}, numerics
+
+
+def _is_tiny(model: str) -> bool:
+    """A registry tiny test model, which `load_model` keeps in float32 under `auto` everywhere."""
+    from amauta.models.registry import get_profile, profile_names
+
+    return model in profile_names() and get_profile(model).kind == "tiny"
+
+
+def read_cache(items_path: Path) -> dict[tuple[str, str], dict]:
+    """The cached rows of `items.jsonl` by (key, item id); refuses rows written under an older key."""
+    cached: dict[tuple[str, str], dict] = {}
+    if not items_path.is_file():
+        return cached
+    for row in read_jsonl(items_path, tolerate_torn_tail=True):
+        if row.get("key_version") != CACHE_KEY_VERSION:
+            raise AmautaError(f"{items_path}: made by an older Amauta whose cache key left out the dtype and "
+                              "batch size (bf16 scores change with the batch), so its rows cannot be resumed; "
+                              "evaluate into a new --out folder (or move items.jsonl away to recompute)")
+        cached[(row.get("key", ""), str(row.get("item_id")))] = row
+    return cached
 
 
 def repair_torn_tail(path: Path) -> None:
@@ -167,9 +230,46 @@ def default_loader(spec: ModelSpec, **load_kwargs: Any) -> Any:
     return load_model(spec.model, adapter=spec.adapter, **load_kwargs)
 
 
-def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_size: int = 8,
-             loader: Callable[..., Any] | None = None, load_kwargs: dict[str, Any] | None = None,
-             config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EvalResult:
+    """What `run_eval` wrote and scored.
+
+    folder: the eval folder (items.jsonl, summary.json, manifest.json).
+    summary: the content of summary.json.
+    rows: model label → that model's result rows (as in items.jsonl), in the task's item order.
+    """
+
+    folder: Path
+    summary: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]]
+
+
+def _is_legacy_eval(folder: Path) -> bool:
+    """An eval folder killed before eval folders got a manifest at start: only items.jsonl (and a summary)."""
+    names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    return ITEMS_FILE in names and names <= {ITEMS_FILE, SUMMARY_FILE}
+
+
+def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, **options: Any) -> EvalResult:
+    """Evaluate into `out_dir` while holding it (see `_run_eval` for the options).
+
+    The folder must be new, empty, or an eval folder of the same task (core/outdir.py): a training run,
+    a dataset or any folder Amauta did not make is refused, untouched.
+    """
+    from amauta.core.outdir import claim
+
+    stage = f"evaluate.{task.name}"
+    with claim(out_dir, stage, legacy=_is_legacy_eval) as folder:
+        folder.start(options.get("config") if options.get("config") is not None else task.config_key(),
+                     list(options.get("inputs", ())))
+        return _run_eval(task, specs, out_dir, **options)
+
+
+def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_size: int = 8,
+              loader: Callable[..., Any] | None = None, load_kwargs: dict[str, Any] | None = None,
+              config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True,
+              complete_summary: Callable[[dict[str, Any], dict[str, list[dict[str, Any]]]], dict[str, Any]] | None = None,
+              ) -> EvalResult:
     """Evaluate every model of `specs` on `task` into `out_dir`, resuming from its `items.jsonl`.
 
     task: the task (items, scoring, summary).
@@ -177,10 +277,13 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_s
     out_dir: the eval folder (items.jsonl, summary.json, manifest.json).
     batch_size: items per forward pass or generation batch.
     loader: `loader(spec, **load_kwargs) -> LoadedModel`; the models room's `load_model` by default.
-    load_kwargs: dtype, device, quantization passed to the loader.
+    load_kwargs: dtype, device, quantization passed to the loader (`dtype: auto` resolved by `eval_numerics`).
     config: the stage config recorded in the manifest.
     inputs: data files whose hashes the manifest records.
     show_progress: draw a rich progress bar per model.
+    complete_summary: `(summary, rows by model) -> summary`, for what needs every model's rows (the exam's
+        comparisons over facts); applied before summary.json is written.
+    Returns the folder, its summary and every model's rows (`EvalResult`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,34 +296,33 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_s
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise AmautaError(f"{task.name}: item id '{dup}' appears twice; ids must be unique")
-    cached: dict[tuple[str, str], dict] = {}
-    if items_path.is_file():
-        for row in read_jsonl(items_path, tolerate_torn_tail=True):
-            cached[(row.get("key", ""), str(row.get("item_id")))] = row
+    cached = read_cache(items_path)
     loader = loader or default_loader
     task_key = task.config_key()
     results: list[dict[str, Any]] = []
+    rows_by_model: dict[str, list[dict[str, Any]]] = {}
     for spec in specs:
-        key = cache_key(spec, task_key)
+        spec_load_kwargs, numerics = eval_numerics(spec, load_kwargs, batch_size)
+        key = cache_key(spec, task_key, numerics)
         todo = [item for item in items if (key, str(item["id"])) not in cached]
-        if hasattr(task, "length"):  # similar lengths in one batch waste less on padding (as lm-eval sorts)
-            todo.sort(key=task.length, reverse=True)
+        todo.sort(key=task.length, reverse=True)  # a stable sort: equal lengths keep the items' order
         started = time.perf_counter()
         if todo:
-            loaded = loader(spec, **(load_kwargs or {}))
+            loaded = loader(spec, **spec_load_kwargs)
             with _progress(show_progress, f"{task.name} · {spec.label}", len(items), len(items) - len(todo)) as advance:
                 for batch in batched(todo, batch_size):
                     for item, row in zip(batch, task.evaluate(loaded, batch), strict=True):
-                        row = {"key": key, "model": spec.label, "item_id": str(item["id"]), **row}
+                        row = {"key": key, "key_version": CACHE_KEY_VERSION, "model": spec.label,
+                               "item_id": str(item["id"]), **row}
                         append_jsonl(items_path, row)
                         cached[(key, row["item_id"])] = row
                     advance(len(batch))
             del loaded
             gc.collect()
-        rows = [cached[(key, i)] for i in ids]
+        rows = rows_by_model[spec.label] = [cached[(key, i)] for i in ids]
         metrics = task.summarize(rows)
         results.append({"label": spec.label, "model": spec.model, "adapter": spec.adapter, "key": key,
-                        "n": len(rows), "computed": len(todo), "seconds": round(time.perf_counter() - started, 2),
+                        "numerics": numerics, "n": len(rows), "computed": len(todo), "seconds": round(time.perf_counter() - started, 2),
                         "metrics": metrics})
     comparisons = _compare(task, results, cached, ids)
     summary = {
@@ -232,10 +334,12 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_s
         "comparisons": comparisons,
         "items_file": ITEMS_FILE,
     }
+    if complete_summary is not None:
+        summary = complete_summary(summary, rows_by_model)
     atomic_write_json(out / SUMMARY_FILE, summary)
     write_manifest(out, stage=f"evaluate.{task.name}", config=config if config is not None else task_key,
                    inputs=list(inputs), models=[s.__dict__ for s in specs], load=load_kwargs or {})
-    return summary
+    return EvalResult(out, summary, rows_by_model)
 
 
 def _compare(task: Task, results: list[dict], cached: dict, ids: list[str]) -> list[dict[str, Any]]:

@@ -2,6 +2,11 @@
 
 A 244-item benchmark moves by several points from noise alone, so every accuracy Amauta prints carries
 a 95% interval, and a base-vs-adapter comparison names the items that flipped in each direction.
+
+Below `MIN_CI_N` bootstrap units (items, or prompts for the judge) there is no interval: resampling one
+or two values gives `3.67 [3.67–3.67]`, which reads as certainty, and a delta whose "interval" excludes
+zero, which reads as significant. Such intervals are NaN in summaries and print as
+`3.67 (n=2, sin intervalo)` (`interval_note`).
 """
 
 from __future__ import annotations
@@ -11,9 +16,24 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+MIN_CI_N = 5
+"""The fewest bootstrap units (items, prompts) for which an interval is computed and printed."""
+
+
+def has_interval(n: int | None) -> bool:
+    """Whether `n` units are enough for an interval (`MIN_CI_N`); unknown n counts as enough."""
+    return n is None or n >= MIN_CI_N
+
+
+def interval_note(n: int | None) -> str:
+    """What a table prints instead of an interval over too few units: "(n=2, sin intervalo)"."""
+    return f"(n={n}, sin intervalo)" if n is not None else "(sin intervalo)"
+
+
 
 def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000, level: float = 0.95, seed: int = 0,
-                 statistic: Callable[[np.ndarray], float] | None = None) -> tuple[float, float]:
+                 statistic: Callable[[np.ndarray], float] | None = None,
+                 min_n: int = MIN_CI_N) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (or of `statistic` over resampled rows).
 
     values: per-item scores (0/1 for accuracy, F1 in [0, 1], or rows for a custom statistic).
@@ -21,9 +41,10 @@ def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000, level: float
     level: the coverage of the interval.
     seed: fixed so that the same items always print the same interval.
     statistic: a function of a resampled array; the mean when None.
+    min_n: fewer values than this give (nan, nan): no interval rather than a false one.
     """
     data = np.asarray(values, dtype=float)
-    if len(data) == 0:
+    if len(data) == 0 or len(data) < min_n:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(data), size=(resamples, len(data)))
@@ -77,13 +98,8 @@ def paired_flips(base: dict[str, bool], other: dict[str, bool]) -> dict:
     }
 
 
-# Fewer clusters than this and a cluster bootstrap's percentiles say more about the few clusters drawn than
-# about the model: no interval is given (NaN).
-MIN_CLUSTERS = 10
-
-
 def clustered_bootstrap_ci(values: Sequence[float], clusters: Sequence[str], *, resamples: int = 2000,
-                           level: float = 0.95, seed: int = 0, min_clusters: int = MIN_CLUSTERS) -> tuple[float, float]:
+                           level: float = 0.95, seed: int = 0, min_clusters: int = MIN_CI_N) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values`, resampling whole clusters, not items.
 
     Items of one cluster are not independent (an exam asks each fact in several words, and a model that
@@ -92,7 +108,7 @@ def clustered_bootstrap_ci(values: Sequence[float], clusters: Sequence[str], *, 
     items. With equal cluster sizes and the same seed it equals `bootstrap_ci` over the cluster means.
 
     values: per-item scores. clusters: each item's cluster (its fact id), in the same order.
-    min_clusters: below this many clusters the interval is (NaN, NaN).
+    min_clusters: below this many clusters (the bootstrap's units here) the interval is (NaN, NaN).
     """
     data = np.asarray(values, dtype=float)
     if len(data) != len(clusters):

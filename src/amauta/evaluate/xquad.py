@@ -7,7 +7,6 @@ punctuation including ¿ and ¡, no Spanish articles, accents kept as MLQA does,
 
 from __future__ import annotations
 
-import json
 import re
 import string
 import unicodedata
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from amauta.core.errors import AmautaError
+from amauta.core.files import parse_json, read_text
 from amauta.evaluate import stats
 from amauta.evaluate.generation import GenerativeTask
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
@@ -40,10 +40,7 @@ def read_squad_articles(path: Path) -> list[dict[str, Any]]:
     """The `data` list of articles of a SQuAD-style JSON file (XQuAD, SQuAD-es), with one-line errors."""
     if not path.is_file():
         raise AmautaError(f"{path}: file not found; pass a SQuAD-style JSON such as xquad.es.json")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise AmautaError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    data = parse_json(read_text(path), path, fix="fix the file or download it again")
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise AmautaError(f"{path}: expected SQuAD-style JSON with a top-level 'data' list of articles")
     return data["data"]
@@ -129,10 +126,10 @@ class XquadTask(GenerativeTask):
                 "f1": sum(f1) / len(f1), "f1_ci": list(stats.bootstrap_ci(f1)), "n": len(rows)}
 
 
-def run(config: XquadConfig, *, loader=None, show_progress: bool = True) -> dict[str, Any]:
-    """Pipeline entry point: EM/F1 of the model (or the `compare` list) into `config.out`."""
+def run(config: XquadConfig, *, loader=None, show_progress: bool = True) -> Path:
+    """Pipeline entry point: EM/F1 of the model (or the `compare` list) into `config.out`; return it."""
     items = load_questions(config.data)
     task = XquadTask(items[: config.limit] if config.limit else items, config.max_new_tokens, Path(config.data).name)
     specs, load_kwargs = config.model_specs(), config.load_kwargs()
     return run_eval(task, specs, config.out, batch_size=config.batch_size, loader=loader, load_kwargs=load_kwargs,
-                    config=config, inputs=[config.data], show_progress=show_progress)
+                    config=config, inputs=[config.data], show_progress=show_progress).folder

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, EndpointError
+from amauta.llm.keys import api_key as resolve_api_key
+from amauta.llm.keys import api_key_variables
 
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
 
@@ -65,24 +67,26 @@ class OpenAICompatibleLLM:
 
     base_url: e.g. "http://127.0.0.1:8000/v1" (vLLM, llama.cpp server, Ollama) or a hosted API.
     model: the served model's name; None asks the server's /v1/models and takes the first one.
-    api_key: the key; None reads OPENAI_API_KEY, and local servers accept any placeholder.
+    api_key: the key (a flag's value); None follows the API-key rule for `role` (`amauta.llm.keys`), and local
+        servers accept the placeholder sent when no key is set anywhere.
+    role: what the key is for, "LLM" or "JUDGE": picks AMAUTA_<ROLE>_API_KEY.
     timeout: seconds to wait for one answer.
     max_retries: extra tries after a connection error, timeout, rate limit or 5xx, waiting
-        `backoff * 2**attempt` seconds between them; then an AmautaError names the endpoint.
+        `backoff * 2**attempt` seconds between them; then an `EndpointError` names the endpoint. A
+        refusal (400, 401, 404, other 4xx) is not retried: its `EndpointError` carries the status.
     """
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 60,
-                 max_retries: int = 3, backoff: float = 1.0) -> None:
-        import os
-
+                 max_retries: int = 3, backoff: float = 1.0, role: str = "LLM") -> None:
         import openai
 
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff = backoff
         self.calls = 0
+        self.key_variable = api_key_variables(role)[0]  # named when the key is refused
         # The client's own retries are off: ours below log the endpoint and end in one clear error.
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=resolve_api_key(role, api_key) or "none",
                                     timeout=timeout, max_retries=0)
         self.model = model or self._first_model()
         self.name = self.model
@@ -109,27 +113,31 @@ class OpenAICompatibleLLM:
             try:
                 return request()
             except openai.AuthenticationError:
-                raise AmautaError(f"{self.base_url}: the API key was refused (401); pass the right --api-key "
-                                  "or set OPENAI_API_KEY") from None
+                raise self._error(f"the API key was refused (401); pass the right --api-key or set "
+                                  f"{self.key_variable} (docs/llm.md: API keys)", 401) from None
             except openai.NotFoundError as exc:
-                raise AmautaError(f"{self.base_url}: not found (404: {_message(exc)}); check --base-url "
-                                  f"(it usually ends in /v1) and --model '{getattr(self, 'model', '')}'") from None
+                raise self._error(f"not found (404: {_message(exc)}); check --base-url (it usually ends in /v1) "
+                                  f"and --model '{getattr(self, 'model', '')}'", 404) from None
             except openai.BadRequestError as exc:
-                raise AmautaError(f"{self.base_url}: the request was refused (400: {_message(exc)})") from None
+                raise self._error(f"the request was refused (400: {_message(exc)})", 400) from None
             except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
                     openai.APIStatusError) as exc:
                 status = getattr(exc, "status_code", None)
                 if status is not None and status < 500 and status not in (408, 409, 429):
-                    raise AmautaError(f"{self.base_url}: HTTP {status} ({_message(exc)})") from None
+                    raise self._error(f"HTTP {status} ({_message(exc)})", status) from None
                 if status:
                     reason = f"HTTP {status}"
                 else:
                     reason = "timed out" if isinstance(exc, openai.APITimeoutError) else "cannot connect"
                 if attempt == self.max_retries:
-                    raise AmautaError(f"{self.base_url}: no answer after {attempt + 1} tries ({reason}); check "
-                                      "that the server is running and --base-url is right") from None
+                    raise self._error(f"no answer after {attempt + 1} tries ({reason}); check that the server "
+                                      "is running and --base-url is right", status) from None
                 time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")
+
+    def _error(self, what: str, status: int | None) -> EndpointError:
+        """One line naming this endpoint, typed with the HTTP status (None: no answer came)."""
+        return EndpointError(f"{self.base_url}: {what}", endpoint=self.base_url, status=status)
 
 
 def _message(exc: Exception) -> str:
@@ -142,16 +150,18 @@ def _message(exc: Exception) -> str:
 
 
 def make_llm(model: str | None = None, base_url: str | None = None, api_key: str | None = None, *,
-             adapter: str | None = None, timeout: float = 60, max_retries: int = 3) -> LLM:
+             adapter: str | None = None, timeout: float = 60, max_retries: int = 3, role: str = "LLM") -> LLM:
     """An endpoint model when `base_url` is given, else a local model (a profile name, folder or GGUF).
 
     model: the served model's name (endpoint) or what `load_model` accepts (local; default SmolLM2).
+    api_key: the command's flag; None follows the API-key rule for `role` ("LLM" or "JUDGE", amauta.llm.keys).
     adapter: a LoRA adapter or training run folder for a local model.
     """
     if base_url:
         if adapter:
             raise AmautaError("--adapter works with local models only; load the adapter in the server instead")
-        return OpenAICompatibleLLM(base_url, model, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        return OpenAICompatibleLLM(base_url, model, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                                   role=role)
     from amauta.models.load import load_model
 
     return LocalLLM(load_model(model or DEFAULT_LOCAL_MODEL, adapter=adapter))

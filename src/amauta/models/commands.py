@@ -19,9 +19,9 @@ def list_command(
         return
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
+    from amauta.core.console import make_console
     from amauta.models.embedded import converted_dir, is_converted
     from amauta.models.registry import list_profiles
 
@@ -39,7 +39,7 @@ def list_command(
         params = f"{p.params_billion:g}B" if p.params_billion >= 0.01 else "tiny"
         table.add_row(p.name, source, p.architecture, p.template, ",".join(p.lora_targets["attention"]),
                       f"{p.learning_rate:g}", params, f"{p.context_length:,}")
-    Console().print(table)
+    make_console().print(table)
 
 
 @models_app.command("show")
@@ -61,13 +61,12 @@ def convert_command(
     import time
     from pathlib import Path
 
-    from rich.console import Console
-
+    from amauta.core.console import make_console
     from amauta.core.errors import AmautaError
     from amauta.models import embedded
     from amauta.models.registry import get_profile, list_profiles
 
-    console = Console()
+    console = make_console()
     started = time.perf_counter()
     if name.lower().endswith(".gguf"):
         path = Path(name).expanduser()

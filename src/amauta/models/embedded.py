@@ -149,7 +149,7 @@ def convert_gguf(gguf: Path, name: str, *, force: bool = False, profile: str | N
         console.print(f"[cyan]Converting {gguf.name} once into {target} (later loads take about a second)…[/]")
         started = time.perf_counter()
         model, tokenizer = load_gguf(gguf)
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, overwrite=True) as tmp:  # our own cache folder, under its lock
             tmp.chmod(0o755)  # a shared cache: readable by every user of the machine
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.files import read_text
 from amauta.core.paths import amauta_home
 
 TEMPLATES = ("llama2", "mistral", "falcon", "chatml", "gemma", "llama3", "alpaca", "alpaca-es")
@@ -120,7 +121,7 @@ def _load(user_file: str | None, version: tuple[int, int] | None) -> dict[str, P
     builtin = _parse(files("amauta.models").joinpath("profiles.yaml").read_text(encoding="utf-8"), "profiles.yaml", {})
     if user_file is None:
         return builtin
-    return _parse(Path(user_file).read_text(encoding="utf-8"), user_file, builtin)
+    return _parse(read_text(user_file), user_file, builtin)  # not UTF-8: one line naming the byte
 
 
 def user_profiles_file() -> Path | None:

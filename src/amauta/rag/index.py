@@ -349,7 +349,18 @@ def run(config: IndexConfig) -> Path:
 
 
 def build(config: IndexConfig, progress: bool = True) -> IndexReport:
-    """Index `config.docs` into `config.index` (create, update incrementally, or leave as is)."""
+    """Index `config.docs` into `config.index` (create, update incrementally, or leave as is).
+
+    The index folder is held for the run (core/outdir.py): a second indexer is refused, a killed one's
+    temporaries are removed, and a folder that is not a RAG index is never written into.
+    """
+    from amauta.core.outdir import claim
+
+    with claim(index_path(config.index), STAGE, quiet=not progress):
+        return _build(config, progress)
+
+
+def _build(config: IndexConfig, progress: bool = True) -> IndexReport:
     from qdrant_client import models
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

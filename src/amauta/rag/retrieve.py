@@ -84,7 +84,7 @@ class SpanishBM25:
 
     def save(self, folder: Path) -> None:
         """Write the index to `folder` atomically (bm25s arrays + our ids)."""
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, overwrite=True) as tmp:  # bm25/ inside the index being written
             if self.retriever is not None:
                 self.retriever.save(str(tmp), show_progress=False)
             atomic_write_json(tmp / "ids.json", self.ids)

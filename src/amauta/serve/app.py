@@ -7,6 +7,8 @@ Requests are validated by the pydantic models in `schemas` (unknown fields and w
 OpenAI's error shape), mapped onto `GenerationSettings`, and queued on the model's worker
 (`worker.ModelWorker`). Streams are server-sent events in OpenAI's chunk format ending with `data: [DONE]`;
 a client that disconnects sets the run's stop_event, so its generation ends after the current token.
+Every /v1 route depends on `require_api_key` (401 before any other answer); without the key, /health
+says only that the server is up.
 With a RAG index, chat answers are built by `amauta.rag.answer.RagAnswerer` and carry `sources`.
 """
 
@@ -23,7 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -31,7 +33,7 @@ from pydantic import Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amauta.core.config import StageConfig
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, ContextTooLongError
 from amauta.serve.backends import Backend, RunResult
 from amauta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from amauta.serve.worker import ModelWorker, QueueFull
@@ -44,7 +46,8 @@ class ServeConfig(StageConfig):
 
     host: str = Field("127.0.0.1", description="Address to bind; anything but localhost needs --api-key or --insecure.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
-    api_key: str | None = Field(None, description="Bearer token every /v1 request must carry (env AMAUTA_API_KEY).")
+    api_key: str | None = Field(None, description="Bearer token every /v1 request (and a detailed /health) must "
+                                "carry; set it with env AMAUTA_API_KEY (a --api-key flag shows in `ps`).")
     insecure: bool = Field(False, description="Allow a non-local address without an API key.")
     max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask for.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body, in bytes.")
@@ -70,7 +73,7 @@ class APIError(Exception):
 
 def _amauta_error(exc: Exception) -> APIError:
     text = str(exc)
-    if "context" in text and "tokens" in text:
+    if isinstance(exc, ContextTooLongError):  # OpenAI's code for it, so clients can shorten and retry
         return APIError(400, text, param="messages", code="context_length_exceeded")
     if isinstance(exc, (AmautaError, ValidationError, ValueError)):
         return APIError(400, text.splitlines()[0] if text else type(exc).__name__)
@@ -122,14 +125,42 @@ class BodyLimit:
         await self.app(scope, limited_receive, replacing_send)
 
 
-def _check_key(request: Request, api_key: str | None) -> None:
+def _invalid_json_message(body: Any, error: dict) -> str:
+    """'the request body is not valid JSON (line 1, column 28: Expecting ',' delimiter)'."""
+    offset = error.get("loc", ())[-1]
+    reason = (error.get("ctx") or {}).get("error")
+    if not isinstance(offset, int) or not isinstance(body, str):
+        return "the request body is not valid JSON" + (f" ({reason})" if reason else "")
+    line = body.count("\n", 0, offset) + 1
+    column = offset - (body.rfind("\n", 0, offset) + 1) + 1
+    return f"the request body is not valid JSON (line {line}, column {column}" + (f": {reason})" if reason else ")")
+
+
+def _key_is_valid(request: Request) -> bool:
+    """True when the server has no key, or the request carries it as a bearer token (compared in constant time).
+
+    The key is read from the app's settings (`app.state.config`, the `ServeConfig` the app was made with).
+    """
+    api_key = request.app.state.config.api_key
     if not api_key:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' (the key given to "
-                       "amauta serve --api-key)", code="invalid_api_key")
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+
+def _key_error() -> APIError:
+    return APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' (the key the server was "
+                    "started with: AMAUTA_API_KEY or amauta serve --api-key)", code="invalid_api_key")
+
+
+def require_api_key(request: Request) -> None:
+    """FastAPI dependency of every /v1 route: no valid key (when the server has one) is a 401.
+
+    FastAPI solves a route's dependencies before it validates the body, so a stranger learns nothing
+    about what a valid request looks like: 401 comes before any 400.
+    """
+    if not _key_is_valid(request):
+        raise _key_error()
 
 
 # --- from an OpenAI request to Amauta's settings --------------------------------------------------------
@@ -211,6 +242,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
     app = FastAPI(title="Amauta", version="0.1.0", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.state.workers = workers
+    app.state.config = config
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -218,13 +251,16 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
+        # A body that is not JSON at all fails while FastAPI reads it, before the key dependency runs.
+        if request.url.path.startswith("/v1/") and not _key_is_valid(request):
+            return _key_error().response()
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         param = ".".join(loc) or None
         if first.get("type") == "extra_forbidden":
             message = f"unknown field '{param}': OpenAI's API has no such parameter (check its spelling)"
-        elif first.get("type") == "json_invalid":
-            message = "the request body is not valid JSON"
+        elif first.get("type") == "json_invalid":  # its loc holds the character offset: say line and column
+            message, param = _invalid_json_message(exc.body, first), None
         else:
             message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
         return APIError(400, message, param=param, code=first.get("type")).response()
@@ -234,8 +270,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
         return APIError(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500
                         else "server_error").response()
 
-    def card_for(model: str, request: Request):
-        _check_key(request, config.api_key)
+    def card_for(model: str):
         if model not in cards:
             raise APIError(404, f"the model '{model}' does not exist here; GET /v1/models lists: "
                            f"{', '.join(cards)}", param="model", code="model_not_found")
@@ -305,24 +340,25 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
     # --- routes ---------------------------------------------------------------------------------------
 
     @app.get("/health")
-    async def health():
+    async def health(request: Request):
+        if not _key_is_valid(request):  # strangers learn that it runs, not what it serves
+            return {"status": "ok"}
         return {"status": "ok", "backend": backend.name, "models": list(cards),
                 "rag": getattr(getattr(rag, "index", None), "name", None) if rag is not None else None,
                 "auth": bool(config.api_key), "max_tokens_limit": config.max_tokens_limit,
                 "queue": {key: worker.pending for key, worker in workers.items()}}
 
-    @app.get("/v1/models")
-    async def models(request: Request):
-        _check_key(request, config.api_key)
+    @v1.get("/models")
+    async def models():
         return {"object": "list", "data": [card.to_openai(created) for card in cards.values()]}
 
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str, request: Request):
-        return card_for(model_id, request).to_openai(created)
+    @v1.get("/models/{model_id:path}")
+    async def model(model_id: str):
+        return card_for(model_id).to_openai(created)
 
-    @app.post("/v1/chat/completions")
+    @v1.post("/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request):
-        card = card_for(req.model, request)
+        card = card_for(req.model)
         settings = settings_for(backend, card, req, config.max_tokens_limit, req.max_completion_tokens or req.max_tokens)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
         use_rag = rag is not None and not (req.amauta is not None and req.amauta.rag is False)
@@ -353,9 +389,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
             body["sources"] = sources
         return body
 
-    @app.post("/v1/completions")
+    @v1.post("/completions")
     async def completions(req: CompletionRequest, request: Request):
-        card = card_for(req.model, request)
+        card = card_for(req.model)
         if req.echo or req.suffix or (req.best_of or 1) > 1 or req.logprobs:
             raise APIError(400, "echo, suffix, best_of and logprobs are not supported by Amauta", param="echo")
         settings = settings_for(backend, card, req, config.max_tokens_limit, req.max_tokens)
@@ -446,6 +482,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, rag: Any = N
 
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    app.include_router(v1)
 
     # --- the web page ---------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.errors import AmautaError, ContextTooLongError, did_you_mean
 
 BACKENDS = ("transformers", "llamacpp", "vllm")
 Prompt = str | Sequence[dict[str, str]]
@@ -282,8 +282,9 @@ class _LlamaRun:
         self.prompt_ids = self.llama.tokenize(self.prompt.encode("utf-8"), add_bos=True, special=True)
         context = self.llama.n_ctx()
         if len(self.prompt_ids) >= context:
-            raise AmautaError(f"{model_id}: the prompt has {len(self.prompt_ids)} tokens but the context holds "
-                              f"{context}; shorten the prompt (or restart with a larger --context)")
+            raise ContextTooLongError(f"{model_id}: the prompt has {len(self.prompt_ids)} tokens but the context "
+                                      f"holds {context}; shorten the prompt (or restart with a larger --context)",
+                                      prompt_tokens=len(self.prompt_ids), context=context)
         self.max_tokens = min(settings.max_new_tokens, context - len(self.prompt_ids))
         self.stops = list(dict.fromkeys([*entry.stops, *settings.stop]))
         self.result: RunResult | None = None

@@ -8,6 +8,7 @@ import shlex
 import typer
 
 from amauta.core.errors import AmautaError, did_you_mean
+from amauta.core.threads import apply_threads
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -16,8 +17,23 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
     """Refuse to listen beyond this machine without an API key, unless the user insists."""
     if host not in LOCAL_HOSTS and not api_key and not insecure:
-        raise AmautaError(f"--host {host} exposes the models to the network without an API key; pass --api-key "
-                          "KEY (or set AMAUTA_API_KEY), or --insecure if this network is trusted")
+        raise AmautaError(f"--host {host} exposes the models to the network without an API key; set "
+                          "AMAUTA_API_KEY=KEY (or AMAUTA_SERVER_API_KEY, or pass --api-key KEY, visible in ps), or "
+                          "--insecure if this network is trusted")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse at once when the address is taken: uvicorn would print its own "ERROR: [Errno 98]" and exit 1,
+    after the models were loaded."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is not in use
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise AmautaError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server running "
+                              "there? pick another --port") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +48,9 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("transformers", "--backend", "-b", help="transformers, llamacpp or vllm."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
         port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
-        api_key: str | None = typer.Option(None, "--api-key", envvar="AMAUTA_API_KEY",
-                                              help="Require 'Authorization: Bearer KEY' on /v1 (env AMAUTA_API_KEY)."),
+        api_key: str | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on /v1 "
+                                              "(default: $AMAUTA_SERVER_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY; "
+                                              "prefer the environment: a flag shows in `ps`)."),
         insecure: bool = typer.Option(False, "--insecure", help="Allow a non-local --host without an API key."),
         rag: str | None = typer.Option(None, "--rag", help="RAG index (name or folder): chat answers cite it."),
         rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages per RAG answer."),
@@ -42,7 +59,8 @@ def register(app: typer.Typer) -> None:
         max_queue: int = typer.Option(64, "--max-queue", help="Requests queued per model before answering 503."),
         dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
-        threads: int | None = typer.Option(None, "--threads", help="llamacpp: CPU threads (default: half the cores)."),
+        threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch and llama.cpp (default: "
+                                              "$AMAUTA_THREADS, else torch's choice; llama.cpp: half the cores)."),
         context: int | None = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
         dry_run: bool = typer.Option(False, "--dry-run", help="vllm: print the command instead of running it."),
     ) -> None:
@@ -50,9 +68,12 @@ def register(app: typer.Typer) -> None:
         and a web chat page at /."""
         from rich.console import Console
 
+        from amauta.llm.keys import api_key_with_source
         from amauta.serve.backends import BACKENDS, parse_adapters
 
         console = Console(stderr=True)
+        api_key, key_source = api_key_with_source("SERVER", api_key)
+        threads = apply_threads(threads)
         if backend not in BACKENDS:
             raise AmautaError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; choose "
                               f"{', '.join(BACKENDS)}")
@@ -77,6 +98,7 @@ def register(app: typer.Typer) -> None:
 
         from amauta.serve.app import ServeConfig, create_app
 
+        check_port_free(host, port)
         config = ServeConfig(host=host, port=port, api_key=api_key, insecure=insecure, rag=rag, rag_top_k=rag_top_k,
                              max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes, max_queue=max_queue)
         with console.status(f"loading {', '.join(models)} ({backend})…", spinner="dots"):
@@ -100,6 +122,7 @@ def register(app: typer.Typer) -> None:
         ids = ", ".join(card.id for card in engine.cards())
         shown = f"[{host}]" if ":" in host else host
         console.print(f"serving {ids} on http://{shown}:{port}  (chat page: /, API: /v1, docs: /docs)"
-                      + ("  [API key required]" if api_key else ""), highlight=False)
+                      + (f"  [API key required: {'--api-key' if key_source == 'flag' else '$' + key_source}]"
+                         if api_key else ""), highlight=False)
         uvicorn.run(app_, host=host, port=port, log_level=os.environ.get("AMAUTA_LOG_LEVEL", "warning"),
                     timeout_graceful_shutdown=5)

@@ -74,7 +74,7 @@ def save_checkpoint(run_dir: Path, step: int, *, adapter_model: Any, optimizer: 
     state: JSON-able facts (step, epoch, fingerprint, micro-batch size, guard baseline...).
     """
     target = Path(run_dir) / "checkpoints" / f"step-{step}"
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:  # inside the run folder the run holds
         adapter_model.save_pretrained(tmp / "adapter")
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -107,52 +107,82 @@ def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler
     return state
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} → {b!r}")
-    return out
+# What `amauta train` writes at the top of a run folder (see core/outdir.py: the rest is the user's).
+RUN_FILES = ("adapter", "checkpoints", "log.jsonl", "loss.png", "config.yaml", "summary.json", "manifest.json")
+
+
+def is_legacy_run(run_dir: Path) -> bool:
+    """A run folder from before run folders got a manifest at start: it has a config.yaml."""
+    return (Path(run_dir) / "config.yaml").is_file()
+
+
+def recorded_dataset_hash(manifest: dict[str, Any] | None) -> str | None:
+    """The train.jsonl hash a run's manifest recorded (None when it did not)."""
+    manifest = manifest or {}
+    if manifest.get("dataset_sha256"):
+        return manifest["dataset_sha256"]
+    return next((sha for path, sha in (manifest.get("inputs") or {}).items() if path.endswith("train.jsonl")), None)
+
+
+def _saved_config(run_dir: Path, manifest: dict[str, Any] | None) -> tuple[Path, TrainConfig]:
+    """The config a run folder was started with: its config.yaml, else its manifest's."""
+    from amauta.core.config import read_yaml
+
+    where = run_dir / "config.yaml"
+    try:
+        if where.is_file():
+            return where, TrainConfig.model_validate(read_yaml(where))
+        where = run_dir / "manifest.json"
+        return where, TrainConfig.model_validate((manifest or {})["config"])
+    except Exception:
+        raise AmautaError(f"{where}: unreadable run config; choose a new output_dir") from None
+
+
+def finished_run(config: TrainConfig, dataset_hash: str) -> bool:
+    """True when the output folder holds this very run, finished: same config and data, all steps done."""
+    from amauta.core.outdir import read_manifest
+
+    run_dir = Path(config.output_dir)
+    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
+    if not manifest or manifest.get("stage") != "train" or not manifest.get("complete", True):
+        return False
+    if not (manifest.get("summary") or {}).get("completed"):
+        return False  # stopped early (the forgetting guard): a rerun goes on from its checkpoint
+    _, old = _saved_config(run_dir, manifest)
+    return fingerprint(old) == fingerprint(config) and recorded_dataset_hash(manifest) == dataset_hash
 
 
 def check_run_dir(config: TrainConfig, dataset_hash: str) -> Path | None:
     """Decide what an existing output folder means for this run, before anything is written.
 
     Returns the checkpoint to resume from (None = start fresh). Refuses with one line when the folder
-    belongs to another config or dataset, or is not an Amauta run folder at all.
+    belongs to another config or dataset, or is not an Amauta run folder at all. Without a checkpoint the
+    config and dataset hash come from what the run recorded when it started (manifest.json, config.yaml).
     """
+    from amauta.core.outdir import differences, inspect, summarize
+
     run_dir = Path(config.output_dir)
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    manifest = inspect(run_dir, "train", legacy=is_legacy_run)
+    if manifest is None:
         return None
-    saved_config = run_dir / "config.yaml"
-    if not saved_config.is_file():
-        raise AmautaError(f"{run_dir}: exists and is not an Amauta run folder (no config.yaml); "
-                          "choose an empty or new output_dir")
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
         state = json.loads((checkpoint / "state.json").read_text())
         where = checkpoint
         old_fields, old_print, old_data = state.get("fingerprint_fields", {}), state.get("fingerprint"), state.get("dataset_sha256")
     else:
-        from amauta.core.config import read_yaml
-
-        where = saved_config
-        try:
-            old = TrainConfig.model_validate(read_yaml(saved_config))
-        except Exception:
-            raise AmautaError(f"{saved_config}: unreadable run config; choose a new output_dir") from None
-        old_fields, old_print, old_data = fingerprint_fields(old), fingerprint(old), dataset_hash
+        where, old = _saved_config(run_dir, manifest)
+        old_fields, old_print, old_data = fingerprint_fields(old), fingerprint(old), recorded_dataset_hash(manifest)
     if old_print != fingerprint(config):
-        diff = _differences(old_fields, fingerprint_fields(config))
-        shown = "; ".join(diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
-        raise AmautaError(f"{where}: written by another config ({shown}); use a new output_dir, "
-                          "or restore the old values to resume")
+        diff = differences(old_fields, fingerprint_fields(config))
+        raise AmautaError(f"{where}: written by another config ({summarize(diff)}); use a new output_dir, "
+                          "restore the old values to resume, or pass --overwrite to start this run afresh")
+    if old_data is None:
+        raise AmautaError(f"{run_dir}: this run recorded no dataset hash, so Amauta cannot tell whether "
+                          f"{config.dataset}/train.jsonl changed; use a new output_dir or pass --overwrite")
     if old_data != dataset_hash:
         raise AmautaError(f"{where}: the dataset {config.dataset}/train.jsonl changed since this run started; "
-                          "use a new output_dir to train on the new data")
+                          "use a new output_dir to train on the new data, or pass --overwrite to replace this run")
     return checkpoint
 
 

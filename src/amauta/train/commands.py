@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
+
 
 def train_command(
     config: Path = typer.Argument(None, help="Run config YAML (see examples/train-*.yaml); optional with --preset."),
@@ -22,15 +24,18 @@ def train_command(
     seed: int = typer.Option(None, "--seed", help="Random seed."),
     set_: list[str] = typer.Option(None, "--set", help="Any other key as KEY=VALUE, e.g. --set lora.dropout=0.1 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint (a plain rerun does too)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Start afresh in a run folder of another config or dataset (only a folder `amauta train` made)."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    threads: int | None = THREADS_OPTION,
 ) -> None:
     """Fine-tune a model with LoRA/QLoRA on a prepared dataset; checkpoints let a killed run resume."""
-    from rich.console import Console
-
+    apply_threads(threads)
+    from amauta.core.console import make_console
     from amauta.train.config import build_config, parse_set, preset_names, read_preset
 
-    console = Console()
+    console = make_console()
     if list_presets:
         for name in preset_names():
             data = read_preset(name)
@@ -47,7 +52,7 @@ def train_command(
 
     from amauta.train.recipe import run
 
-    out = run(cfg, resume=resume, progress=progress)
+    out = run(cfg, resume=resume, progress=progress, overwrite=overwrite)
     import json
 
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
@@ -63,16 +68,16 @@ def export_command(
     merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base weights (else export the adapter)."),
     gguf: bool = typer.Option(False, "--gguf", help="Also write a GGUF file for llama.cpp / Ollama (implies --merge)."),
     dtype: str = typer.Option("float16", "--dtype", help="Weights' data type: float16, bfloat16 or float32."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an export made from other inputs (never any other folder)."),
 ) -> None:
     """Export a trained run: merged safetensors + tokenizer + model card, optionally a GGUF file."""
-    from rich.console import Console
-
+    from amauta.core.console import make_console
     from amauta.train.export import export_run
 
     folder = export_run(run_dir, out, merge=merge or gguf, gguf=gguf, dtype=dtype, overwrite=overwrite)
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
-    Console().print(f"wrote {folder}: {files}", highlight=False)
+    make_console().print(f"wrote {folder}: {files}", highlight=False)
 
 
 def plot_loss_command(

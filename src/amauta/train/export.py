@@ -22,8 +22,9 @@ from typing import Any
 
 from amauta.core.config import read_yaml
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_dir, atomic_write_text
+from amauta.core.files import atomic_write_text
 from amauta.core.manifest import write_manifest
+from amauta.core.outdir import OutputFolder, claim
 from amauta.train.config import TrainConfig
 
 GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama"}  # model_type → llama.cpp architecture
@@ -69,17 +70,30 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True, gguf
     merge: merge the adapter into the base weights; otherwise copy the adapter only.
     gguf: also write `model-<f16|f32>.gguf` (needs merge; llama-family architectures).
     dtype: weight type of the merged safetensors: float16, bfloat16 or float32.
-    overwrite: replace an existing `out`.
+    overwrite: replace `out` when it is an export made from other inputs (never a folder `amauta export`
+        did not make, nor one holding the run: see core/outdir.py).
     """
     if dtype not in _DTYPES:
         raise AmautaError(f"--dtype {dtype}: choose one of {', '.join(_DTYPES)}")
     run_dir, config = read_run(run_dir)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise AmautaError(f"{out}: already exists; choose another --out or pass --overwrite")
     if gguf and not merge:
         raise AmautaError("--gguf needs --merge (a GGUF file holds whole weights)")
-    with atomic_dir(out) as tmp:
+    settings = {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype}
+    inputs = [run_dir / "adapter" / "adapter_model.safetensors", run_dir / "config.yaml"]
+    with claim(out, "export", overwrite=overwrite) as folder:
+        if folder.up_to_date(settings, inputs):
+            return out
+        folder.check_replace(settings, [*inputs, run_dir])
+        _export(run_dir, config, folder, settings, inputs)
+    return out
+
+
+def _export(run_dir: Path, config: TrainConfig, folder: OutputFolder, settings: dict[str, Any],
+            inputs: list[Path]) -> None:
+    """Write the export folder (built aside, renamed into place) while `folder` is held."""
+    out, merge, gguf, dtype = folder.path, settings["merge"], settings["gguf"], settings["dtype"]
+    with folder.replace() as tmp:
         if merge:
             model, tokenizer, profile = merged_model(run_dir, config, dtype)
             if gguf:  # check before the slow writes
@@ -96,9 +110,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True, gguf
             shutil.copytree(run_dir / "adapter", tmp, dirs_exist_ok=True)
         atomic_write_text(tmp / "README.md", model_card(run_dir, config, merged=merge, dtype=dtype,
                                                         files=sorted(p.name for p in tmp.iterdir())))
-        write_manifest(tmp, "export", {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype},
-                       inputs=[run_dir / "adapter" / "adapter_model.safetensors", run_dir / "config.yaml"])
-    return out
+        write_manifest(tmp, "export", settings, inputs=inputs)
 
 
 def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, files: list[str]) -> str:

@@ -39,18 +39,26 @@ from amauta.train.config import TrainConfig, fingerprint, fingerprint_fields
 CPU_TOKENS_PER_MICRO_BATCH = 2048
 
 
-def run(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+def run(config: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train one run and return its folder (the pipeline runner's entry point).
 
     config: the validated run config.
     resume: insist on resuming (error when there is no checkpoint); a plain run resumes anyway when the
         output folder holds a checkpoint of the same config.
     progress: show the progress bar.
+    overwrite: start afresh in a run folder of another config or dataset (only a folder `amauta train`
+        made, holding nothing else and not the dataset: see core/outdir.py).
     """
     recipe = LoRARecipe(config, progress=progress)
-    recipe.setup(resume=resume)
-    recipe.fit()
-    return recipe.save()
+    try:
+        recipe.setup(resume=resume, overwrite=overwrite)
+        if recipe.finished_already:
+            recipe.print(f"{recipe.out}: already trained with this config and dataset; nothing to do")
+            return recipe.out
+        recipe.fit()
+        return recipe.save()
+    finally:
+        recipe.release()
 
 
 def linear_module_names(model: Any) -> list[str]:
@@ -202,6 +210,8 @@ class LoRARecipe:
         self.main = self.accelerator.is_main_process
         self.step = 0
         self.log_path = self.out / "log.jsonl"
+        self.finished_already = False
+        self._hold = contextlib.ExitStack()  # the output folder's lock, held by the main process
 
     def print(self, text: str) -> None:
         if self.main:
@@ -210,7 +220,11 @@ class LoRARecipe:
             Console(stderr=True).print(text, highlight=False)
 
     # ------------------------------------------------------------------ setup
-    def setup(self, resume: bool = False) -> None:
+    def release(self) -> None:
+        """Let go of the output folder (its lock); `save()` does it too."""
+        self._hold.close()
+
+    def setup(self, resume: bool = False, overwrite: bool = False) -> None:
         from accelerate.utils import set_seed
 
         from amauta.data.dataset import read_dataset_dir
@@ -225,6 +239,10 @@ class LoRARecipe:
         self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
 
         # 2. The output folder: resume, start fresh, or refuse — decided before anything is written.
+        self._claim_output(overwrite)
+        if ckpt.finished_run(cfg, self.dataset_hash) and not overwrite:
+            self.finished_already = True
+            return
         self.resume_from = ckpt.check_run_dir(cfg, self.dataset_hash)
         if resume and self.resume_from is None:
             raise AmautaError(f"{self.out}: no complete checkpoint to resume from; run without --resume to start")
@@ -264,11 +282,27 @@ class LoRARecipe:
         if self.resume_from is not None:
             self._resume()
         elif self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.log_path.unlink(missing_ok=True)
+            self.folder.start(cfg, dataset_sha256=self.dataset_hash)
+            self.log_path.unlink(missing_ok=True)  # rows of this same run killed before its first checkpoint
         if self.main:
             atomic_write_text(self.out / "config.yaml", ckpt.saved_config_text(cfg))
         self.accelerator.wait_for_everyone()
+
+    def _claim_output(self, overwrite: bool) -> None:
+        """Lock the run folder (main process), tidy a killed run's temporaries, refuse a foreign folder;
+        with --overwrite, empty this stage's own folder (never one holding the dataset)."""
+        from amauta.core.outdir import claim, inspect
+
+        cfg = self.config
+        if self.main:
+            self.folder = self._hold.enter_context(claim(self.out, "train", overwrite=overwrite, legacy=ckpt.is_legacy_run,
+                                                         owned=ckpt.RUN_FILES, subfolders=("checkpoints",)))
+            if overwrite and not self.folder.is_new:
+                self.folder.check_replaceable([cfg.dataset])
+                self.folder.clear()
+        self.accelerator.wait_for_everyone()
+        if not self.main:
+            inspect(self.out, "train", legacy=ckpt.is_legacy_run)
 
     def _records(self, split: str) -> list[list[dict[str, str]]]:
         records = getattr(self.dataset, split)
@@ -578,7 +612,7 @@ class LoRARecipe:
         if not self.main:
             return self.out
         model = self.accelerator.unwrap_model(self.model)
-        with atomic_dir(self.out / "adapter") as tmp:
+        with atomic_dir(self.out / "adapter", overwrite=True) as tmp:
             model.save_pretrained(tmp)
             self.loaded.tokenizer.save_pretrained(tmp)
         rows = list(read_jsonl(self.log_path, tolerate_torn_tail=True)) if self.log_path.is_file() else []
@@ -600,6 +634,8 @@ class LoRARecipe:
         write_manifest(self.out, "train", self.config,
                        inputs=[Path(self.config.dataset) / "train.jsonl", Path(self.config.dataset) / "val.jsonl"],
                        base_model=str(self.loaded.source), profile=self.loaded.profile.name, summary=summary,
-                       dataset_manifest=getattr(self.dataset, "manifest", None))
+                       dataset_manifest=getattr(self.dataset, "manifest", None), dataset_sha256=self.dataset_hash,
+                       complete=True)
+        self.release()
         self.print(f"[green]done:[/] {self.out} (final loss {summary['final_loss']}, val {summary['final_val_loss']})")
         return self.out

@@ -47,11 +47,13 @@ function showSources(sources) {
 }
 
 async function loadModels() {
-  const health = await (await fetch("/health")).json();
-  $("key-row").hidden = !health.auth;
+  // The key lives in sessionStorage: it survives a reload of this tab, not the closing of the browser.
+  $("key-row").querySelector("input").value = sessionStorage.getItem("amauta-key") || "";
+  // Without the key (when the server has one) /health answers only {"status": "ok"}: then ask for the key.
+  const health = await (await fetch("/health", { headers: headers() })).json();
+  $("key-row").hidden = health.auth === false;
   $("rag-row").hidden = !health.rag;
   if (health.rag) $("rag-row").title = "índice: " + health.rag;
-  $("key-row").querySelector("input").value = localStorage.getItem("amauta-key") || "";
   const response = await fetch("/v1/models", { headers: headers() });
   if (!response.ok) {
     $("status").textContent = "escribe la clave de la API y recarga la página";
@@ -182,7 +184,7 @@ $("reset").addEventListener("click", () => {
 });
 $("model").addEventListener("change", onModelChange);
 $("api-key").addEventListener("change", () => {
-  localStorage.setItem("amauta-key", $("api-key").value.trim());
+  sessionStorage.setItem("amauta-key", $("api-key").value.trim());
   loadModels();
 });
 loadModels().catch((error) => { $("status").textContent = "sin conexión: " + error.message; });

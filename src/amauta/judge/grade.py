@@ -20,7 +20,7 @@ from typing import Any
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import append_jsonl, read_jsonl
-from amauta.evaluate.candidates import Answer, conversation_before, read_answers
+from amauta.judge.candidates import Answer, conversation_before, read_answers
 
 GRADES_DIR = "grades"
 
@@ -94,7 +94,7 @@ def grade(run_dir: str | Path, grader: str | None = None, *, ask: Callable[[str]
     from rich.console import Console
     from rich.panel import Panel
 
-    from amauta.evaluate.judge import CRITERIA, NAMES_ES, rubric_text
+    from amauta.judge.rubric import CRITERIA, NAMES_ES, rubric_text
 
     console = console or Console()
     ask = ask or input

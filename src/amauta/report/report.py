@@ -8,9 +8,9 @@ Each folder given is rendered by what it is:
   data files with their hashes, and the per-item file each number comes from (`items.jsonl`, the
   model's cache key);
 - a training run (`log.jsonl`): the loss curves (drawn by the train room's `plot_loss`) and its summary;
-- any other task (e.g. `judge`): the module `amauta.evaluate.<task>` renders its own section through
-  `report_markdown(summary, heading_level=3)`, and optionally `report_figures(summary)` returning
-  `[(caption, png_bytes)]`; the report adds the bar chart of its per-category table when it has one.
+- any other task (e.g. `judge`): the `ReportSection` its room registered in `amauta.core.summaries`
+  for that `task` renders the section (`markdown(summary, heading_level=3)`) and names the charts to
+  draw (`charts(summary)`).
 
 Figures go to `out/figures/` for the Markdown and are inlined as base64 in the HTML, so the HTML file
 can be mailed on its own.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib
 import io
 import json
 import re
@@ -34,10 +33,14 @@ from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from amauta.core.manifest import write_manifest
-from amauta.evaluate.compare import COLUMNS, markdown_table, table_rows
+from amauta.core.summaries import section_for
+from amauta.evaluate import exam as _exam  # noqa: F401  (registers the exam's section)
+from amauta.evaluate.compare import COLUMNS, _fmt_ci, markdown_table, table_rows
+from amauta.evaluate.stats import has_interval
+from amauta.judge import tables as _judge_tables  # noqa: F401  (registers the judge's section)
 
 TASK_TITLES = {"belebele": "Belebele reading comprehension", "perplexity": "Perplexity on held-out Spanish text",
-               "xquad": "XQuAD-es (extractive QA)", "mgsm": "MGSM-es (maths word problems)", "judge": "Rubric grading"}
+               "xquad": "XQuAD-es (extractive QA)", "mgsm": "MGSM-es (maths word problems)"}
 
 
 class ReportConfig(StageConfig):
@@ -170,8 +173,7 @@ def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -
     values = [m["metrics"].get(key) for m in models]
     if all(isinstance(v, (int, float)) for v in values):
         scale = 100 if percent else 1
-        cis = [m["metrics"].get(f"{key}_ci") for m in models]
-        errors = [(c[0] * scale, c[1] * scale) for c in cis] if all(cis) else None
+        errors = _whiskers(models, key, scale)
         png = bar_chart([m["label"] for m in models], [v * scale for v in values], errors,
                         f"{TASK_TITLES.get(task, task)}: {title}", title + (" (%)" if percent else ""),
                         chance=25.0 if task == "belebele" and key == "acc" else None)
@@ -179,7 +181,7 @@ def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -
     categories = sorted({c for m in models for c in (m["metrics"].get("by_category") or {})})
     if categories:
         cat_rows = [[m["label"], c, f"{100 * m['metrics']['by_category'][c]['acc']:.1f}",
-                     "[{:.1f}, {:.1f}]".format(*(100 * x for x in m["metrics"]["by_category"][c]["acc_ci"])),
+                     _fmt_ci(m["metrics"]["by_category"][c]["acc_ci"], True, m["metrics"]["by_category"][c]["n"]),
                      str(m["metrics"]["by_category"][c]["n"])]
                     for m in models for c in categories if c in m["metrics"]["by_category"]]
         doc.add("**By category**\n\n" + markdown_table(["Model", "Category", "Accuracy", "95% CI", "n"], cat_rows))
@@ -199,32 +201,39 @@ def eval_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -
     doc.add("\n".join(f"- {line}" for line in lines))
 
 
+def _whiskers(models: list[dict[str, Any]], key: str, scale: float) -> list[tuple[float, float]] | None:
+    """Each model's 95% interval of `key`, scaled for the chart; None when a model has none recorded.
+
+    A model scored on fewer than MIN_CI_N items gets no whisker (low = high = its value): it has no
+    interval, which is not the same as a certain one.
+    """
+    cis = [m["metrics"].get(f"{key}_ci") for m in models]
+    if not all(cis):
+        return None
+    errors = []
+    for model, ci in zip(models, cis, strict=True):
+        value = model["metrics"][key] * scale
+        usable = has_interval(model.get("n", model["metrics"].get("n"))) and all(x == x for x in ci)
+        errors.append((ci[0] * scale, ci[1] * scale) if usable else (value, value))
+    return errors
+
+
 def hooked_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int) -> None:
-    """A task another room renders (e.g. `judge`): its `report_markdown`, plus a chart of its categories."""
+    """A task another room renders (e.g. `judge`): its registered section's Markdown and charts."""
     task = str(summary.get("task"))
-    try:
-        module = importlib.import_module(f"amauta.evaluate.{task}")
-    except ModuleNotFoundError:
-        module = None
-    render = getattr(module, "report_markdown", None)
-    doc.add(f"## {TASK_TITLES.get(task, task)}\n\nFolder `{folder}` · {summary.get('created', '')}")
-    if render is None:
+    section = section_for(task)
+    doc.add(f"## {section.title if section else TASK_TITLES.get(task, task)}\n\n"
+            f"Folder `{folder}` · {summary.get('created', '')}")
+    if section is None:
         doc.add("No renderer for this task; its summary:\n\n```json\n"
                 + json.dumps({k: v for k, v in summary.items() if k != "items"}, ensure_ascii=False, indent=1)[:4000]
                 + "\n```")
         return
-    doc.add(render(summary, heading_level=3))
-    for n, (caption, png) in enumerate(getattr(module, "report_figures", lambda s: [])(summary)):
-        doc.figure(f"{index:02d}-{task}-{n}.png", png, caption)
-    table = summary.get("judge_table") or {}
-    categories = summary.get("categories") or []
-    try:  # the judge's table: candidate → category → {"mean_of_n": {"overall": x}}
-        series = {c: [by[cat]["mean_of_n"]["overall"] if cat in by else 0 for cat in categories] for c, by in table.items()}
-    except (KeyError, TypeError):
-        series = {}
-    if series and categories:
-        doc.figure(f"{index:02d}-{task}-categories.png", grouped_bars(categories, series, "Mean score (1–5) by category", "score"),
-                   f"Judge's mean-of-N score by category ({folder.name})")
+    doc.add(section.markdown(summary, heading_level=3))
+    for chart in section.charts(summary):
+        doc.figure(f"{index:02d}-{task}-{chart.name}.png",
+                   grouped_bars(chart.groups, chart.series, chart.title, chart.ylabel),
+                   f"{chart.caption} ({folder.name})")
     doc.add(f"- Per-item results: `{folder / summary.get('items_file', 'items.jsonl')}`")
 
 
@@ -328,14 +337,26 @@ def _collect_overview(overview: dict[str, dict[str, str]], summary: dict[str, An
             overview.setdefault(label, {})[name] = f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def run(config: ReportConfig) -> dict[str, Path]:
-    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`."""
-    markdown, figures = build(config)
+def run(config: ReportConfig, *, overwrite: bool = False) -> Path:
+    """Pipeline entry point: write `out/report.md`, `out/figures/*.png`, `out/report.html`, `out/manifest.json`; return `out`.
+
+    The folder is built aside and renamed into place. An existing report folder made from the same runs is
+    left as it is; one made from other runs or other results is replaced only with `overwrite`, and a folder
+    `amauta report` did not make never (core/outdir.py).
+    """
+    from amauta.core.outdir import claim
+
     out = Path(config.out)
-    for name, png in figures.items():
-        atomic_write_bytes(out / "figures" / name, png)
-    md_path = atomic_write_text(out / "report.md", markdown)
-    html_path = atomic_write_text(out / "report.html", to_html(markdown, figures, config.title))
     inputs = [Path(d) / f for d in config.run_dirs for f in ("summary.json", "log.jsonl") if (Path(d) / f).is_file()]
-    write_manifest(out, stage="evaluate.report", config=config, inputs=inputs)
-    return {"markdown": md_path, "html": html_path}
+    with claim(out, "evaluate.report", overwrite=overwrite) as folder:
+        if folder.up_to_date(config, inputs):
+            return out
+        folder.check_replace(config, [*inputs, *config.run_dirs])
+        markdown, figures = build(config)
+        with folder.replace() as tmp:
+            for name, png in figures.items():
+                atomic_write_bytes(tmp / "figures" / name, png)
+            atomic_write_text(tmp / "report.md", markdown)
+            atomic_write_text(tmp / "report.html", to_html(markdown, figures, config.title))
+            write_manifest(tmp, stage="evaluate.report", config=config, inputs=inputs)
+    return out

@@ -1,6 +1,6 @@
 """Candidate answers for rubric grading: prompt sets, candidate specs, and N cached attempts per prompt.
 
-A prompt set is a YAML file (`evaluate/prompts/<name>.yaml` or any path) of single prompts and series of
+A prompt set is a YAML file (`judge/prompts/<name>.yaml` or any path) of single prompts and series of
 consecutive turns. A candidate is a model, optionally with a LoRA adapter and/or retrieval (RAG), and a
 decoding strategy. Answers are generated through the evaluation runner (`evaluate/runner.py`), whose
 per-item cache is keyed by the weights (adapter hash) and the task settings: a killed run resumes where
@@ -352,6 +352,10 @@ class CandidateTask:
         return [{"id": f"{item.id}@{attempt}", "item": item.id, "attempt": attempt}
                 for item in self.pset.items for attempt in range(attempts_for(self.spec, self.n))]
 
+    def length(self, item: dict[str, Any]) -> int:
+        """The same for every attempt: each is answered alone, in the prompt set's order."""
+        return 0
+
     def evaluate(self, loaded: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self._answer_series(loaded, self._by_id[row["item"]], row["attempt"]) for row in batch]
 
@@ -441,7 +445,7 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
     load_options: quantization/dtype/device for load_model. loader: replaces load_model (tests).
     show_progress: draw the runner's progress bar.
     """
-    from amauta.evaluate.runner import ITEMS_FILE, ModelSpec, cache_key, run_eval
+    from amauta.evaluate.runner import ModelSpec, run_eval
 
     shared = loader or _SharedLoader()
     # Candidates sharing weights run back to back so the shared loader keeps one model in memory.
@@ -451,21 +455,15 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
         task = CandidateTask(pset, spec, n=n, max_new_tokens=max_new_tokens, seed=seed, rag_top_k=rag_top_k)
         model_spec = ModelSpec(spec.label, spec.model, spec.adapter)
         folder = candidate_dir(out_dir, spec)
-        run_eval(task, [model_spec], folder, batch_size=1, loader=shared, load_kwargs=load_options or {},
-                 config={"candidate": asdict(spec), **task.config_key(), "n": n}, inputs=[pset.path],
-                 show_progress=show_progress)
-        key = cache_key(model_spec, task.config_key())
-        wanted = {row["id"] for row in task.items()}
-        rows = {}
-        for row in read_jsonl(folder / ITEMS_FILE, tolerate_torn_tail=True):
-            if row.get("key") == key and row.get("item_id") in wanted:
-                rows[row["item_id"]] = row
+        result = run_eval(task, [model_spec], folder, batch_size=1, loader=shared,
+                          load_kwargs=load_options or {}, inputs=[pset.path], show_progress=show_progress,
+                          config={"candidate": asdict(spec), **task.config_key(), "n": n})
         answers[spec.label] = [
             Answer(candidate=spec.label, item=row["item"], turn=t, attempt=row["attempt"], category=row["category"],
                    prompt=turn["prompt"], answer=turn["answer"], reference=_reference(pset, row["item"], t),
                    new_tokens=turn["new_tokens"], seconds=turn["seconds"], finish_reason=turn["finish_reason"],
                    sources=turn.get("sources") or [])
-            for row in (rows[i["id"]] for i in task.items()) for t, turn in enumerate(row["turns"])]
+            for row in result.rows[spec.label] for t, turn in enumerate(row["turns"])]
     return [a for spec in specs for a in answers[spec.label]]
 
 

@@ -12,8 +12,8 @@ import pytest
 from amauta.core.errors import AmautaError
 from amauta.evaluate.belebele import BelebeleConfig
 from amauta.evaluate.belebele import run as run_belebele
-from amauta.evaluate.report import ReportConfig
-from amauta.evaluate.report import run as run_report
+from amauta.report.report import ReportConfig
+from amauta.report.report import run as run_report
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"
@@ -47,9 +47,10 @@ def test_report_renders_eval_training_and_hooked_sections(tiny, tmp_path):
         "items_file": "items.jsonl", "models": [{"label": "base", "model": "tiny-llama", "adapter": None, "key": "k1",
                                                  "n": 3, "metrics": {"ppl": 12.5, "ppl_ci": [11.0, 14.0],
                                                                      "bits_per_byte": 1.2, "n": 3}}]}))
-    paths = run_report(ReportConfig(run_dirs=[str(ev), str(train), str(other), str(ppl)], out=str(tmp_path / "report")))
-    md = paths["markdown"].read_text(encoding="utf-8")
-    html = paths["html"].read_text(encoding="utf-8")
+    folder = run_report(ReportConfig(run_dirs=[str(ev), str(train), str(other), str(ppl)], out=str(tmp_path / "report")))
+    assert folder == tmp_path / "report"  # the stage contract: run returns its output folder
+    md = (folder / "report.md").read_text(encoding="utf-8")
+    html = (folder / "report.html").read_text(encoding="utf-8")
     assert "## Belebele" in md and "| base |" in md and "By category" in md and "| base | ley |" in md
     assert "items.jsonl" in md and '"key":' in md and "sha256" in md
     assert "## Training run `es-lora`" in md and "final_loss" in md
@@ -69,8 +70,27 @@ def test_report_uses_the_judge_hook(tmp_path):
     summary = {"task": "judge", "set": "general-es", "judge": "fake", "n": 3, "answers": 2, "judged": 2, "failed": 0,
                "categories": ["basic"], "items_file": "items.jsonl", "judge_table": {}}
     (judge / "summary.json").write_text(json.dumps(summary))
-    paths = run_report(ReportConfig(run_dirs=[str(judge)], out=str(tmp_path / "r")))
-    assert "Rubric grading: general-es" in paths["markdown"].read_text(encoding="utf-8")
+    folder = run_report(ReportConfig(run_dirs=[str(judge)], out=str(tmp_path / "r")))
+    assert "Rubric grading: general-es" in (folder / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_task_renders_itself_through_the_section_it_registers(tmp_path, monkeypatch):
+    from amauta.core import summaries
+
+    def markdown(summary, heading_level=3):
+        return f"{'#' * heading_level} Exam {summary['score']:.2f}"
+
+    def charts(summary):
+        return [summaries.Chart("topics", ["a", "b"], {"base": [1.0, 2.0]}, "By topic", "score", "Score by topic")]
+
+    monkeypatch.setitem(summaries._SECTIONS, "exam", summaries.ReportSection("Knowledge exam", markdown, charts))
+    folder = tmp_path / "eval-exam"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"task": "exam", "score": 0.75}))
+    md = (run_report(ReportConfig(run_dirs=[str(folder)], out=str(tmp_path / "r"))) / "report.md").read_text(encoding="utf-8")
+    assert "## Knowledge exam" in md and "### Exam 0.75" in md and "No renderer" not in md
+    assert "![Score by topic (eval-exam)](figures/01-exam-topics.png)" in md
+    assert (tmp_path / "r" / "figures" / "01-exam-topics.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_report_bad_folder(tmp_path):
@@ -100,3 +120,31 @@ def test_cli_eval_and_report_end_to_end(tmp_path):
                             timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     assert (tmp_path / "rep" / "report.html").is_file()
+
+
+def test_report_keeps_to_its_own_folder(tmp_path):
+    """Issue 10, items 1 and 3: a report replaces only a report folder, and only with --overwrite when its
+    inputs changed; a training run (or any folder Amauta did not make) is never written into."""
+    from amauta.core.manifest import write_manifest
+
+    train = _training_run(tmp_path / "runs" / "es-lora")
+    write_manifest(train, "train", {"model": "tiny-llama"}, complete=True)
+    before = {p.name: p.read_bytes() for p in train.iterdir()}
+    with pytest.raises(AmautaError, match=r"es-lora: is an Amauta run folder \(stage 'train'\), not a report folder"):
+        run_report(ReportConfig(run_dirs=[str(train)], out=str(train)))
+    assert {p.name: p.read_bytes() for p in train.iterdir()} == before
+
+    out = tmp_path / "rep"
+    run_report(ReportConfig(run_dirs=[str(train)], out=str(out)))
+    made = (out / "report.md").stat().st_mtime_ns
+    run_report(ReportConfig(run_dirs=[str(train)], out=str(out)))  # same runs, same results: left as it is
+    assert (out / "report.md").stat().st_mtime_ns == made
+    with open(train / "log.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 11, "loss": 0.2}) + "\n")
+    with pytest.raises(AmautaError, match=r"rep: holds a report made from other inputs \(.*log.jsonl changed\); "
+                                          r"pass --overwrite"):
+        run_report(ReportConfig(run_dirs=[str(train)], out=str(out)))
+    run_report(ReportConfig(run_dirs=[str(train)], out=str(out)), overwrite=True)
+    from amauta.core.files import sha256_file
+
+    assert json.loads((out / "manifest.json").read_text())["inputs"][str(train / "log.jsonl")] == sha256_file(train / "log.jsonl")

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig, dump_config
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, EndpointError
 from amauta.core.files import (
     append_jsonl,
     atomic_write_json,
@@ -38,13 +38,11 @@ from amauta.core.files import (
     read_jsonl,
 )
 from amauta.core.manifest import write_manifest
-from amauta.evaluate.candidates import Answer, conversation_before
+from amauta.judge.candidates import Answer, conversation_before
+from amauta.judge.rubric import CRITERIA, KEYS_ES, rubric_text
+from amauta.judge.tables import print_summary
 
-CRITERIA = ("accuracy", "relevance", "coherence", "context")
-# The JSON keys the (Spanish) judge prompt asks for, per criterion, and the spellings we also accept.
-KEYS_ES = {"accuracy": "exactitud", "relevance": "relevancia", "coherence": "coherencia", "context": "contexto"}
-NAMES_ES = {"accuracy": "Exactitud", "relevance": "Relevancia", "coherence": "Coherencia",
-            "context": "Comprensión contextual"}
+# The spellings of each criterion's JSON key that the judge's reply may use (KEYS_ES among them).
 _ALIASES = {
     "accuracy": ("exactitud", "precision", "accuracy", "correccion", "veracidad"),
     "relevance": ("relevancia", "pertinencia", "relevance"),
@@ -53,48 +51,6 @@ _ALIASES = {
                 "comprension del contexto", "comprension"),
 }
 _JUSTIFICATION = ("justificacion", "justification", "razon", "razonamiento", "comentario", "explicacion")
-
-RUBRIC = {
-    "accuracy": ("¿La información es correcta?", [
-        "Incorrecta o inventada; contradice la respuesta de referencia o los hechos.",
-        "Mayormente incorrecta; solo algún elemento acertado.",
-        "Parcialmente correcta: mezcla datos correctos con algún error u omisión importante.",
-        "Correcta en lo esencial, con imprecisiones menores que no cambian la respuesta.",
-        "Completamente correcta y precisa; coincide con la referencia cuando la hay.",
-    ]),
-    "relevance": ("¿Responde a lo que se preguntó?", [
-        "No responde a la pregunta: habla de otra cosa, la repite o está vacía.",
-        "Apenas se relaciona con la pregunta.",
-        "Responde solo en parte o se desvía bastante.",
-        "Responde a la pregunta, con algo de relleno o algún aspecto menor sin cubrir.",
-        "Responde directa y completamente, sin relleno.",
-    ]),
-    "coherence": ("¿Está bien escrita, es lógica y está en español?", [
-        "Incoherente, ilegible o en otro idioma.",
-        "Difícil de seguir: contradicciones, frases cortadas o mucho texto repetido.",
-        "Comprensible, pero con repeticiones, saltos lógicos o mezcla de idiomas.",
-        "Clara, con errores leves de redacción o de orden.",
-        "Clara, ordenada y lógica, en un español correcto y natural.",
-    ]),
-    "context": ("¿Entiende el contexto: la conversación previa, los datos que dio el usuario y las "
-                "instrucciones de formato, extensión y tono?", [
-        "Ignora por completo el contexto y las instrucciones.",
-        "Apenas tiene en cuenta el contexto; contradice lo dicho antes o lo que se pidió.",
-        "Usa parte del contexto, pero olvida un dato previo o una instrucción importante.",
-        "Usa bien el contexto, con un olvido menor.",
-        "Usa todo el contexto (turnos previos, datos del usuario) y sigue todas las instrucciones.",
-    ]),
-}
-
-
-def rubric_text() -> str:
-    """The rubric in Spanish, every level described (shown to the judge and to human graders)."""
-    lines = []
-    for criterion in CRITERIA:
-        question, levels = RUBRIC[criterion]
-        lines.append(f"{NAMES_ES[criterion]} («{KEYS_ES[criterion]}»): {question}")
-        lines += [f"  {score}: {text}" for score, text in enumerate(levels, start=1)]
-    return "\n".join(lines)
 
 
 SYSTEM_PROMPT = """Eres un evaluador experto y estricto de respuestas escritas por asistentes de inteligencia artificial en español.
@@ -199,7 +155,8 @@ class JudgeConfig(StageConfig):
     judge_model: str | None = Field(None, description="The judge: an endpoint's model name (with judge_url) "
                                                       "or a local Amauta model (profile, folder, GGUF).")
     judge_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")
-    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the judge's API key.")
+    judge_api_key_env: str | None = Field(None, description="An environment variable holding the judge's key, read "
+                                          "before the usual ones (AMAUTA_JUDGE_API_KEY, AMAUTA_API_KEY, OPENAI_API_KEY).")
     judge_retries: int = Field(2, ge=0, description="Extra asks when the judge's reply is not valid JSON.")
     judge_endpoint_retries: int = Field(3, ge=0, description="Extra tries (with backoff) when the endpoint fails.")
     judge_backoff: float = Field(2.0, ge=0, description="Seconds before the first endpoint retry (doubles each time).")
@@ -264,9 +221,9 @@ def judge_answers(llm: Any, answers: list[Answer], cache: Path, *, retries: int 
             reply = ask_json(llm, messages, retries=retries, validate=parse_verdict, max_tokens=max_tokens,
                              temperature=0.0)
         except AmautaError as exc:
-            if "(400" not in str(exc):  # down, refused key, wrong URL: stop; a refused request is one failure
+            if not (isinstance(exc, EndpointError) and exc.bad_request):  # down, refused key, wrong URL: stop
                 raise JudgeUnavailable(str(exc)) from None
-            reply = None
+            reply = None  # a refused request (400, e.g. too long for the judge) is one failed verdict
             error, raw = str(exc), []
         row = {"key": key, "judge": llm.name, "scores": None, "overall": None, "justification": "",
                "error": None, "raw": None, "seconds": round(time.perf_counter() - started, 2)}
@@ -373,8 +330,8 @@ def paired_deltas(rows: list[tuple[Answer, dict[str, float]]], candidates: list[
 def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, dict], candidates: list[str],
                   categories: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write items.jsonl and summary.json (judge tables, people's tables, agreement) and return the summary."""
-    from amauta.evaluate.agreement import between_people, judge_vs_people
-    from amauta.evaluate.grade import load_grades
+    from amauta.judge.agreement import between_people, judge_vs_people
+    from amauta.judge.grade import load_grades
 
     items, judged = [], []
     for answer in answers:
@@ -414,112 +371,22 @@ def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, di
         "agreement": (judge_vs_people(judge_scores, [(k, s) for g in grades.values() for k, s in g.items()], CRITERIA)
                       if human and judged else {}),
         "between_people": between_people(grades, CRITERIA) if len(grades) > 1 else None,
+        "judge_failures": judge_failures(verdicts),
         "items_file": "items.jsonl",
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Tables (rich), shared with `amauta eval grade`
-# ---------------------------------------------------------------------------------------------------------
-
-def _ci(entry: dict[str, Any]) -> str:
-    low, high = entry["ci"]
-    return f"{entry['overall']:.2f} [{low:.2f}–{high:.2f}]"
-
-
-def render_table(table: dict[str, dict[str, Any]], title: str):
-    """Candidate × category rows: n, each criterion as best/mean, overall best-of-N and mean-of-N with its CI."""
-    from rich.table import Table
-
-    out = Table(title=title, title_justify="left")
-    for column in ("candidate", "category", "n", *CRITERIA, "best-of-N", "mean-of-N [95% CI]"):
-        out.add_column(column, justify="left" if column in ("candidate", "category") else "right")
-    for candidate, categories in table.items():
-        for category, entry in categories.items():
-            cells = [f"{entry['best_of_n'][c]:.1f}/{entry['mean_of_n'][c]:.1f}" for c in CRITERIA]
-            out.add_row(candidate, category, str(entry["n"]), *cells, f"{entry['best_of_n']['overall']:.2f}",
-                        _ci(entry["mean_of_n"]), end_section=category == "all")
-    return out
-
-
-def render_comparison(summary: dict[str, Any], which: str = "judge_table"):
-    """One row per candidate (the base / adapter / RAG / adapter+RAG table): mean-of-N per category."""
-    from rich.table import Table
-
-    table = summary[which]
-    categories = [c for c in summary["categories"]]
-    out = Table(title=f"{'Judge' if which == 'judge_table' else 'People'}: mean-of-N by category "
-                      "(1–5; best-of-N in the last column)", title_justify="left")
-    out.add_column("candidate")
-    out.add_column("N", justify="right")
-    for category in categories:
-        out.add_column(category, justify="right")
-    out.add_column("all [95% CI]", justify="right")
-    if which == "judge_table":
-        out.add_column("Δ vs first [95% CI]", justify="right")
-    out.add_column("best-of-N", justify="right")
-    for candidate, rows in table.items():
-        cells = [f"{rows[c]['mean_of_n']['overall']:.2f}" if c in rows else "–" for c in categories]
-        allrow = rows.get("all")
-        if allrow is None:
-            continue
-        extra = []
-        if which == "judge_table":
-            d = summary.get("judge_deltas", {}).get(candidate)
-            extra = [f"{d['delta']:+.2f} [{d['ci'][0]:+.2f}–{d['ci'][1]:+.2f}]" if d else "–"]
-        out.add_row(candidate, f"{allrow['attempts']:.0f}", *cells, _ci(allrow["mean_of_n"]), *extra,
-                    f"{allrow['best_of_n']['overall']:.2f}")
-    return out
-
-
-def render_agreement(summary: dict[str, Any]):
-    """Judge vs people per criterion: weighted kappa, Spearman, exact and within-one agreement."""
-    from rich.table import Table
-
-    out = Table(title="Agreement, judge vs people (Cohen's quadratic-weighted kappa, Spearman)", title_justify="left")
-    for column in ("criterion", "n", "kappa_w", "spearman (p)", "exact", "±1", "judge mean", "people mean"):
-        out.add_column(column, justify="left" if column == "criterion" else "right")
-    for criterion, row in summary["agreement"].items():
-        name = NAMES_ES.get(criterion, "all criteria")
-        out.add_row(name, str(row["n"]), _num(row["kappa"]), f"{_num(row['spearman'])} ({_num(row['p'], 3)})",
-                    _pct(row["exact"]), _pct(row["within_one"]), _num(row["mean_a"]), _num(row["mean_b"]))
-    between = summary.get("between_people")
-    if between:
-        out.add_row("people vs people", str(between["n"]), _num(between["kappa"]), _num(between["spearman"]),
-                    _pct(between["exact"]), _pct(between["within_one"]), "", "")
-    return out
-
-
-def _num(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None or x != x else f"{x:.{digits}f}"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None or x != x else f"{100 * x:.0f}%"
-
-
-def print_summary(summary: dict[str, Any], console=None) -> None:
-    """Every table the summary holds; the agreement table goes with every table that has both sources."""
-    from rich.console import Console
-
-    console = console or Console()
-    both = bool(summary.get("agreement"))
-    graders = [("judge_table", f"LLM judge ({summary.get('judge', '?')})"),
-               ("human_table", f"People ({', '.join(summary.get('graders', []))})")]
-    for key, who in graders:
-        if summary.get(key):
-            console.print(render_table(summary[key], f"{who}: 1–5, each criterion as best-of-N/mean-of-N"))
-            console.print(render_comparison(summary, key))
-            if both:
-                console.print(render_agreement(summary))
-    if not summary.get("judge_table") and not summary.get("human_table"):
-        console.print(f"{summary.get('answers', 0)} answers generated and nothing graded yet; grade them with "
-                      "`amauta eval grade RUN --grader NAME` or judge them with `amauta eval judge --judge-url ...`")
-    if summary.get("failed"):
-        console.print(f"[yellow]{summary['failed']} answers have no verdict (see 'error' in items.jsonl); "
-                      "rerun the same command to ask the judge again[/]")
+def judge_failures(verdicts: dict[tuple, dict]) -> dict[str, Any] | None:
+    """What went wrong with the verdicts that have no scores: how many, how many replies the judge gave,
+    the first error and the first bad reply (None when every verdict is valid)."""
+    bad = list({v.get("key"): v for v in verdicts.values() if v.get("scores") is None and v.get("error")}.values())
+    if not bad:
+        return None
+    replies = [str(r) for v in bad for r in (v.get("raw") or [])]
+    return {"verdicts": len(bad), "replies": len(replies), "first_error": str(bad[0]["error"]),
+            "first_reply": replies[0] if replies else None}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -529,34 +396,61 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
 def make_judge(config: JudgeConfig, api_key: str | None = None) -> tuple[Any, int]:
     """The judge LLM and how many requests it may take at once (a local model takes one)."""
     from amauta.llm.client import make_llm
+    from amauta.llm.keys import api_key_variables
 
     if not config.judge_model and not config.judge_url:
         raise AmautaError("no judge given: pass --judge-url URL (an OpenAI-compatible endpoint: a GPT-4-class API, "
                           "vLLM, llama.cpp server, Ollama) with --judge-model NAME, or --judge-model LOCAL_MODEL, "
                           "or --skip-judge to only generate answers")
-    key = api_key or os.environ.get(config.judge_api_key_env)
+    custom = config.judge_api_key_env  # runs made before the one rule name OPENAI_API_KEY here: the rule reads it
+    key = api_key or (os.environ.get(custom) if custom and custom not in api_key_variables("JUDGE") else None)
     llm = make_llm(config.judge_model, config.judge_url, key, timeout=config.judge_timeout,
-                   max_retries=config.judge_endpoint_retries)
+                   max_retries=config.judge_endpoint_retries, role="JUDGE")
     if config.judge_url and hasattr(llm, "backoff"):
         llm.backoff = config.judge_backoff
     return llm, (config.judge_workers if config.judge_url else 1)
 
 
-def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, loader: Any = None,
-        show_progress: bool = True, console=None) -> Path:
+def _is_legacy_judge_run(folder: Path) -> bool:
+    """A judge run folder from before they got a manifest at start: its config.yaml is a JudgeConfig."""
+    from amauta.core.config import read_yaml
+
+    try:
+        JudgeConfig.model_validate(read_yaml(folder / "config.yaml"))
+    except Exception:
+        return False
+    return True
+
+
+def run(config: JudgeConfig, **options: Any) -> Path:
     """Generate the candidates' answers, judge them, and write the run folder; returns its path.
 
-    config: the stage config. api_key: the judge's key (never written to disk; else read from
-    `config.judge_api_key_env`). judge: an LLM object to use instead of building one (tests, notebooks).
+    The folder must be new, empty, or a judge run folder (core/outdir.py); a rerun resumes from its caches.
+    Options: see `_run`.
+    """
+    from amauta.core.outdir import claim
+
+    with claim(config.out, "evaluate.judge", legacy=_is_legacy_judge_run) as folder:
+        folder.start(config)
+        return _run(config, **options)
+
+
+def _run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, loader: Any = None,
+         show_progress: bool = True, console=None) -> Path:
+    """Generate the candidates' answers, judge them, and write the run folder; returns its path.
+
+    config: the stage config. api_key: the judge's key (never written to disk; else from
+    `config.judge_api_key_env`, else by the API-key rule for the JUDGE role: `amauta.llm.keys`).
+    judge: an LLM object to use instead of building one (tests, notebooks).
     loader: replaces load_model for candidates (tests). show_progress: progress bars. console: rich console.
     """
-    from amauta.evaluate.candidates import generate_candidates, load_prompt_set, parse_candidates
+    from amauta.judge.candidates import generate_candidates, load_prompt_set, parse_candidates
 
     pset = load_prompt_set(config.prompt_set, limit=config.limit)
     specs = parse_candidates(config.candidates, config.model, config.strategy)
     for spec in specs:
         if spec.rag_index:
-            from amauta.evaluate.candidates import rag_index_fingerprint
+            from amauta.judge.candidates import rag_index_fingerprint
 
             rag_index_fingerprint(spec.rag_index)  # a missing index fails now, not after hours of generation
     out = Path(config.out)
@@ -580,7 +474,8 @@ def run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, l
             judge_answers(llm, answers, out / "judgments.jsonl", retries=config.judge_retries,
                           max_tokens=config.judge_max_tokens, workers=workers, show_progress=show_progress)
         finally:
-            _finish(out, config, pset, answers, specs, judge_name)  # verdicts so far are reported, not lost
+            _finish(out, config, pset, answers, specs, judge_name,  # verdicts so far are reported, not lost
+                    judge_url=getattr(llm, "base_url", None) or config.judge_url)
     else:
         _finish(out, config, pset, answers, specs, judge_name)
     print_summary(json.loads((out / "summary.json").read_text(encoding="utf-8")), console)
@@ -603,11 +498,11 @@ def verdicts_from_cache(out: Path, judge_name: str | None, answers: list[Answer]
     return verdicts
 
 
-def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name) -> None:
+def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name, judge_url: str | None = None) -> None:
     """Write items, summary and manifest with whatever is judged so far (also when the judge stopped)."""
     verdicts = verdicts_from_cache(out, judge_name, answers)
-    extra = {"set": pset.name, "judge": judge_name, "n": config.n, "model": config.model,
-             "specs": [s.__dict__ for s in specs]}
+    extra = {"set": pset.name, "judge": judge_name, "judge_url": judge_url,
+             "n": config.n, "model": config.model, "specs": [s.__dict__ for s in specs]}
     summarize_run(out, answers, verdicts, [s.label for s in specs], pset.categories(), extra)
     write_manifest(out, stage="evaluate.judge", config=config, inputs=[pset.path], judge=judge_name,
                    candidates=[s.__dict__ for s in specs])
@@ -616,7 +511,7 @@ def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name) ->
 def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     """Recompute summary.json of a finished run (after people graded it) and print its tables."""
     from amauta.core.config import load_config
-    from amauta.evaluate.candidates import load_prompt_set, read_answers
+    from amauta.judge.candidates import load_prompt_set, read_answers
 
     out = Path(run_dir)
     config = load_config(JudgeConfig, out / "config.yaml")
@@ -631,71 +526,7 @@ def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     except AmautaError:
         categories = list(dict.fromkeys(a.category for a in answers))
     candidates = list(dict.fromkeys(a.candidate for a in answers))
-    extra = {k: previous.get(k) for k in ("set", "judge", "n", "model", "specs") if k in previous}
+    extra = {k: previous.get(k) for k in ("set", "judge", "judge_url", "n", "model", "specs") if k in previous}
     summary = summarize_run(out, answers, verdicts, candidates, categories, extra)
     print_summary(summary, console)
     return summary
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Markdown for `amauta report` (its hook for summaries with task: judge)
-# ---------------------------------------------------------------------------------------------------------
-
-def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
-    """The judge run as Markdown: the comparison by category, the per-criterion table, people's tables and
-    the judge-vs-people agreement (the thesis's Tables 4 and 6, with best-of-N, mean-of-N and intervals)."""
-    from amauta.evaluate.compare import markdown_table
-
-    h = "#" * heading_level
-    parts = [f"{h} Rubric grading: {summary.get('set', '?')} (judge: {summary.get('judge') or 'none'}, "
-             f"N = {summary.get('n', '?')})",
-             f"{summary.get('answers', 0)} answers, {summary.get('judged', 0)} judged, "
-             f"{summary.get('failed', 0)} without a verdict; per-answer scores in `{summary.get('items_file', 'items.jsonl')}`. "
-             "Scores 1–5; best-of-N keeps each prompt's best attempt (as the thesis), mean-of-N averages the "
-             "attempts; [95% bootstrap CI over prompts]."]
-    specs = summary.get("specs") or []
-    if specs:
-        parts.append("Candidates:\n\n" + "\n".join(
-            f"- `{s['label']}`: model `{s['model']}`" + (f" + adapter `{s['adapter']}`" if s.get("adapter") else "")
-            + (f" + RAG index `{s['rag_index']}`" if s.get("rag_index") else "") + f", {s['strategy']} decoding"
-            for s in specs))
-    categories = summary.get("categories", [])
-    for key, who in (("judge_table", "LLM judge"), ("human_table", "People")):
-        table = summary.get(key) or {}
-        if not table:
-            continue
-        rows = []
-        for candidate, by_category in table.items():
-            entry = by_category.get("all")
-            if entry is None:
-                continue
-            delta = (summary.get("judge_deltas") or {}).get(candidate) if key == "judge_table" else None
-            rows.append([candidate, f"{entry['attempts']:.0f}", *[f"{by_category[c]['mean_of_n']['overall']:.2f}" if c in by_category else "–"
-                                      for c in categories], _ci(entry["mean_of_n"]),
-                         f"{entry['best_of_n']['overall']:.2f}",
-                         f"{delta['delta']:+.2f} [{delta['ci'][0]:+.2f}, {delta['ci'][1]:+.2f}]" if delta else "–"])
-        parts.append(f"**{who}: mean-of-N by category**\n\n" + markdown_table(
-            ["Candidate", "N", *categories, "All (mean-of-N)", "All (best-of-N)", "Δ vs first"], rows))
-        detail = []
-        for candidate, by_category in table.items():
-            for category, entry in by_category.items():
-                detail.append([candidate, category, str(entry["n"]),
-                               *[f"{entry['best_of_n'][c]:.2f} / {entry['mean_of_n'][c]:.2f}" for c in CRITERIA]])
-        parts.append(f"**{who}: by criterion (best-of-N / mean-of-N)**\n\n" + markdown_table(
-            ["Candidate", "Category", "n", *[NAMES_ES[c] for c in CRITERIA]], detail))
-        if summary.get("agreement"):
-            parts.append(_agreement_markdown(summary))
-    return "\n\n".join(parts) + "\n"
-
-
-def _agreement_markdown(summary: dict[str, Any]) -> str:
-    from amauta.evaluate.compare import markdown_table
-
-    rows = [[NAMES_ES.get(c, "All criteria"), str(r["n"]), _num(r["kappa"]), _num(r["spearman"]), _num(r["p"], 3),
-             _pct(r["exact"]), _pct(r["within_one"])] for c, r in summary["agreement"].items()]
-    between = summary.get("between_people")
-    if between:
-        rows.append(["People vs people", str(between["n"]), _num(between["kappa"]), _num(between["spearman"]),
-                     _num(between["p"], 3), _pct(between["exact"]), _pct(between["within_one"])])
-    return ("**Agreement, judge vs people** (Cohen's quadratic-weighted kappa, Spearman)\n\n" +
-            markdown_table(["Criterion", "n", "κ_w", "Spearman ρ", "p", "Exact", "±1"], rows))

@@ -1,7 +1,8 @@
 """CLI: `amauta eval judge` (rubric grading by an LLM judge) and `amauta eval grade` (by people).
 
-`evaluate/commands.py` creates the `eval` group and calls `register(eval_app)`; heavy imports stay
-inside the command functions so `amauta --help` is fast.
+The evaluate room creates the `eval` group (`amauta.evaluate.commands.eval_app`); the judge room, above
+it, adds its two commands to that group. Heavy imports stay inside the command functions so
+`amauta --help` is fast.
 """
 
 from __future__ import annotations
@@ -10,9 +11,18 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.threads import THREADS_OPTION, apply_threads
 
-def register(eval_app: typer.Typer) -> None:
-    """Add `judge` and `grade` to the `eval` command group."""
+
+def register(app: typer.Typer) -> None:
+    """Add `amauta eval judge` and `amauta eval grade` to the evaluate room's `eval` group."""
+    from amauta.evaluate.commands import eval_app
+
+    add_eval_commands(eval_app)
+
+
+def add_eval_commands(eval_app: typer.Typer) -> None:
+    """Add `judge` and `grade` to an `eval` command group."""
 
     @eval_app.command("judge")
     def judge_command(
@@ -32,17 +42,19 @@ def register(eval_app: typer.Typer) -> None:
         device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
         judge_model: str = typer.Option(None, "--judge-model", help="The judge: the endpoint's model name, or a local model."),
         judge_url: str = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)."),
-        judge_api_key: str = typer.Option(None, "--judge-api-key", envvar="AMAUTA_JUDGE_API_KEY",
-                                          help="The judge's API key (never written to disk; default $OPENAI_API_KEY)."),
+        judge_api_key: str = typer.Option(None, "--judge-api-key", help="The judge's API key (never written to disk; "
+                                          "default: $AMAUTA_JUDGE_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY)."),
         judge_workers: int = typer.Option(None, "--judge-workers", help="Concurrent requests to an endpoint judge (default 4)."),
         skip_judge: bool = typer.Option(None, "--skip-judge/--with-judge", help="Only generate answers (for people to grade)."),
         out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/judge); rerun to resume."),
         config: Path = typer.Option(None, "--config", help="A YAML JudgeConfig; flags override its keys."),
         summary_only: bool = typer.Option(False, "--summary", help="Only recompute and print the tables of --out."),
+        threads: int | None = THREADS_OPTION,
     ) -> None:
         """Grade answers 1–5 (accuracy, relevance, coherence, context) with an LLM judge: best-of-N and mean-of-N."""
+        apply_threads(threads)
         from amauta.core.config import load_config, validate_config
-        from amauta.evaluate.judge import JudgeConfig, resummarize, run
+        from amauta.judge.judge import JudgeConfig, resummarize, run
 
         if summary_only:
             resummarize(out or "runs/judge")
@@ -70,8 +82,8 @@ def register(eval_app: typer.Typer) -> None:
         status: bool = typer.Option(False, "--status", help="Only show how many answers each grader has done."),
     ) -> None:
         """Grade answers 1–5 yourself, blind to the model and in random order; then judge-vs-people agreement."""
-        from amauta.evaluate.grade import grade, grading_status
-        from amauta.evaluate.judge import resummarize
+        from amauta.judge.grade import grade, grading_status
+        from amauta.judge.judge import resummarize
 
         if status:
             info = grading_status(run_dir)
