@@ -93,7 +93,7 @@ class ExamConfig(StageConfig):
                                                          "this folder instead of scoring it.")
     batch_size: int = Field(8, ge=1, description="Items per forward pass or generation batch.")
     out: str = Field("runs/eval-exam", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    dtype: str = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
     device: str = Field("auto", description="auto, cpu or cuda.")
     quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
 
