@@ -47,6 +47,7 @@ ENTRY_POINTS: dict[str, str] = {
     "eval.perplexity": "amauta.evaluate.perplexity:run",
     "eval.xquad": "amauta.evaluate.xquad:run",
     "eval.mgsm": "amauta.evaluate.mgsm:run",
+    "eval.exam": "amauta.evaluate.exam:run",
     "chat.demo": "amauta.chat.demo:run",
     "rag.index": "amauta.rag.index:run",
     "report": "amauta.report.report:run",

@@ -121,6 +121,50 @@ def mgsm_command(
     _run(MgsmConfig, run, options)
 
 
+@eval_app.command("exam")
+def exam_command(
+    config: Path = CONFIG,
+    exam: str = typer.Option(None, "--exam", help="Exam JSONL (default examples/exams/leyes.jsonl)."),
+    split: str = typer.Option(None, "--split", help="train, dev or test (default): test is read once, at the end."),
+    candidates: str = typer.Option(None, "--candidates", help="base,RUN,rag:INDEX,RUN+rag:INDEX (NAME=... labels one); "
+                                                              "the first is the reference."),
+    model: str = MODEL,
+    gold_passage: bool = typer.Option(None, "--gold-passage/--no-gold-passage",
+                                      help="Also give each model the item's own source chunk (retrieval's upper bound)."),
+    docs: str = typer.Option(None, "--docs", help="Documents the exam cites (default: docs/ beside the exam's folder)."),
+    options_only: bool = typer.Option(None, "--options-only/--no-options-only",
+                                      help="Also score the options with the question withheld (on by default)."),
+    short_answer: bool = typer.Option(None, "--short-answer/--no-short-answer",
+                                      help="Also generate short answers and score their key facts (on by default)."),
+    prompt_format: str = typer.Option(None, "--prompt-format", help="chat (default) or plain (the lm-eval layout)."),
+    rag_top_k: int = typer.Option(None, "--rag-top-k", help="Passages retrieved per question for rag:INDEX."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens per short answer."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the bootstrap intervals."),
+    export_lm_eval: str = typer.Option(None, "--export-lm-eval",
+                                       help="Write the exam as an lm-evaluation-harness task in DIR; scores nothing."),
+    limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
+    quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
+) -> None:
+    """A document exam, closed-book and open-book: multiple choice and short answers, no judge."""
+    options = dict(locals())  # a copy taken before the import below adds names
+    from amauta.core.console import make_console
+    from amauta.evaluate.exam import ExamConfig, export_lm_eval, print_exam_summary, run
+    from amauta.evaluate.runner import load_summary
+
+    path, show_progress = options.pop("config"), options.pop("progress")
+    apply_threads(options.pop("threads"))
+    cfg = _config(ExamConfig, path, options)
+    if cfg.export_lm_eval:
+        files = export_lm_eval(cfg)
+        console = make_console()
+        for file in files:
+            console.print(f"wrote {file}", highlight=False)
+        console.print(f"run it: lm_eval --model hf --model_args pretrained=MODEL --include_path {cfg.export_lm_eval} "
+                      f"--tasks {','.join(f.stem for f in files if f.suffix == '.yaml')}", highlight=False)
+        return
+    print_exam_summary(load_summary(run(cfg, show_progress=show_progress)), cfg.out)
+
+
 def register(app: typer.Typer) -> None:
     """Add `amauta eval ...` to the app."""
     app.add_typer(eval_app, name="eval")

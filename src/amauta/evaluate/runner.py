@@ -267,7 +267,9 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, **options:
 
 def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_size: int = 8,
               loader: Callable[..., Any] | None = None, load_kwargs: dict[str, Any] | None = None,
-              config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True) -> EvalResult:
+              config: Any = None, inputs: Sequence[str | Path] = (), show_progress: bool = True,
+              complete_summary: Callable[[dict[str, Any], dict[str, list[dict[str, Any]]]], dict[str, Any]] | None = None,
+              ) -> EvalResult:
     """Evaluate every model of `specs` on `task` into `out_dir`, resuming from its `items.jsonl`.
 
     task: the task (items, scoring, summary).
@@ -279,6 +281,8 @@ def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_
     config: the stage config recorded in the manifest.
     inputs: data files whose hashes the manifest records.
     show_progress: draw a rich progress bar per model.
+    complete_summary: `(summary, rows by model) -> summary`, for what needs every model's rows (the exam's
+        comparisons over facts); applied before summary.json is written.
     Returns the folder, its summary and every model's rows (`EvalResult`).
     """
     out = Path(out_dir)
@@ -330,6 +334,8 @@ def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_
         "comparisons": comparisons,
         "items_file": ITEMS_FILE,
     }
+    if complete_summary is not None:
+        summary = complete_summary(summary, rows_by_model)
     atomic_write_json(out / SUMMARY_FILE, summary)
     write_manifest(out, stage=f"evaluate.{task.name}", config=config if config is not None else task_key,
                    inputs=list(inputs), models=[s.__dict__ for s in specs], load=load_kwargs or {})

@@ -96,3 +96,31 @@ def paired_flips(base: dict[str, bool], other: dict[str, bool]) -> dict:
         "delta_ci": [low, high],
         "p_mcnemar": mcnemar_exact(len(lost), len(gained)),
     }
+
+
+def clustered_bootstrap_ci(values: Sequence[float], clusters: Sequence[str], *, resamples: int = 2000,
+                           level: float = 0.95, seed: int = 0, min_clusters: int = MIN_CI_N) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values`, resampling whole clusters, not items.
+
+    Items of one cluster are not independent (an exam asks each fact in several words, and a model that
+    knows the fact answers them all): resampling items would make the interval too narrow. Each
+    resample draws as many clusters as there are, with replacement, and takes the mean over all their
+    items. With equal cluster sizes and the same seed it equals `bootstrap_ci` over the cluster means.
+
+    values: per-item scores. clusters: each item's cluster (its fact id), in the same order.
+    min_clusters: below this many clusters (the bootstrap's units here) the interval is (NaN, NaN).
+    """
+    data = np.asarray(values, dtype=float)
+    if len(data) != len(clusters):
+        raise ValueError(f"{len(data)} values but {len(clusters)} cluster labels")
+    names, which = np.unique(np.asarray(list(clusters), dtype=str), return_inverse=True)
+    if len(data) == 0 or len(names) < max(1, min_clusters):
+        return (float("nan"), float("nan"))
+    sums = np.bincount(which, weights=data, minlength=len(names))
+    counts = np.bincount(which, minlength=len(names)).astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(names), size=(resamples, len(names)))
+    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return (float(low), float(high))
