@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from amauta.core.errors import AmautaError
-from amauta.judge.candidates import (
-    CandidateSpec,
-    PromptItem,
-    PromptSet,
-    attempts_for,
-    generate_candidates,
-    parse_candidates,
-)
+from amauta.evaluate.candidate_spec import CandidateSpec, parse_candidates
+from amauta.judge.candidates import PromptItem, PromptSet, attempts_for, generate_candidates
 
 
 def _adapter(tmp_path, name="run"):

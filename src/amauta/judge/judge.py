@@ -444,13 +444,14 @@ def _run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, 
     judge: an LLM object to use instead of building one (tests, notebooks).
     loader: replaces load_model for candidates (tests). show_progress: progress bars. console: rich console.
     """
-    from amauta.judge.candidates import generate_candidates, load_prompt_set, parse_candidates
+    from amauta.evaluate.candidate_spec import parse_candidates
+    from amauta.judge.candidates import generate_candidates, load_prompt_set
 
     pset = load_prompt_set(config.prompt_set, limit=config.limit)
     specs = parse_candidates(config.candidates, config.model, config.strategy)
     for spec in specs:
         if spec.rag_index:
-            from amauta.judge.candidates import rag_index_fingerprint
+            from amauta.evaluate.candidate_spec import rag_index_fingerprint
 
             rag_index_fingerprint(spec.rag_index)  # a missing index fails now, not after hours of generation
     out = Path(config.out)
