@@ -104,14 +104,17 @@ class EvalModelsConfig(StageConfig):
     dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
     device: str = Field("auto", description="auto, cpu or cuda.")
     quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
+    system_prompt: str | None = Field(None, description="System prompt of the tasks answered by chat: None = the "
+                                      "model profile's (amauta models show), '' = none.")
 
     def model_specs(self) -> list[ModelSpec]:
         """The base model, or the base and each adapter of `compare`."""
         return parse_models(self.model, self.adapter, self.compare)
 
-    def load_kwargs(self) -> dict[str, str]:
+    def load_kwargs(self) -> dict[str, str | None]:
         """How `load_model` loads each of them."""
-        return {"dtype": self.dtype, "device": self.device, "quantization": self.quantization}
+        return {"dtype": self.dtype, "device": self.device, "quantization": self.quantization,
+                "system_prompt": self.system_prompt}
 
 
 def _label_for(path: str) -> str:
@@ -141,6 +144,38 @@ def cache_key(spec: ModelSpec, task_key: dict[str, Any]) -> str:
     """A short stable hash of the model's fingerprint and the task's config."""
     blob = json.dumps({"weights": spec.fingerprint(), "task": task_key}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _system_prompt(specs: list[ModelSpec], load_kwargs: dict[str, Any] | None) -> str | None:
+    """The system prompt the models get: the run's, else their profile's (None: known only once loaded)."""
+    from amauta.models.load import recorded_system_prompt
+
+    given = (load_kwargs or {}).get("system_prompt")
+    return given.strip() if given is not None else recorded_system_prompt(specs[0].model)
+
+
+def _say_why_recomputed(out: Path, task_key: dict[str, Any], has_cache: bool) -> None:
+    """One line when cached results were made with another system prompt (they are computed again)."""
+    previous = out / SUMMARY_FILE
+    if not has_cache or not previous.is_file():
+        return
+    try:
+        old = json.loads(previous.read_text(encoding="utf-8")).get("task_config") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return
+    new = task_key["system_prompt"]
+    if old.get("system_prompt", "(unrecorded)") != new:
+        before = ("before Amauta set it (the tokenizer template's own default, e.g. SmolLM2's English one)"
+                  if "system_prompt" not in old else _shown(old["system_prompt"]))
+        from rich.console import Console
+
+        Console(stderr=True).print(f"{out / ITEMS_FILE}: cached results were made with the system prompt {before}; "
+                                   f"this run uses {_shown(new)}: computing them again", highlight=False,
+                                   markup=False, soft_wrap=True)
+
+
+def _shown(prompt: str | None) -> str:
+    return "the model's own" if prompt is None else repr(prompt) if prompt else "none"
 
 
 def repair_torn_tail(path: Path) -> None:
@@ -199,6 +234,9 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_s
             cached[(row.get("key", ""), str(row.get("item_id")))] = row
     loader = loader or default_loader
     task_key = task.config_key()
+    if getattr(task, "renders_chat", True):  # a chat template renders the prompts: the system prompt is in them
+        task_key = {**task_key, "system_prompt": _system_prompt(specs, load_kwargs)}
+        _say_why_recomputed(out, task_key, bool(cached))
     results: list[dict[str, Any]] = []
     for spec in specs:
         key = cache_key(spec, task_key)

@@ -16,14 +16,17 @@ Mistral, SmolLM2); other architectures get a one-line pointer to llama.cpp's con
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from amauta.core.config import read_yaml
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_dir, atomic_write_text
+from amauta.core.files import atomic_dir, atomic_write_json, atomic_write_text
 from amauta.core.manifest import write_manifest
+from amauta.models.embedded import GGUF_INFO_KEYS
+from amauta.models.load import MODEL_INFO_FILE, model_info
 from amauta.train.config import TrainConfig
 
 GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama"}  # model_type → llama.cpp architecture
@@ -47,14 +50,16 @@ def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
 
     from amauta.models.load import load_model
 
+    prompt = getattr(config, "system_prompt", None)
     if config.quantization.mode != "none":
-        loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.dtype)  # as trained
+        loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.dtype,
+                            system_prompt=prompt)  # as trained
         # De-quantize first (to float32, exactly the values training saw): merging into 4-bit blocks
         # would round the update away.
         base = loaded.model.dequantize(dtype=torch.float32)
     else:
         # Merge in float32 on the CPU (exact to the last bit that matters), then cast to the export type.
-        loaded = load_model(config.model, dtype="float32", device="cpu")
+        loaded = load_model(config.model, dtype="float32", device="cpu", system_prompt=prompt)
         base = loaded.model
     model = PeftModel.from_pretrained(base, run_dir / "adapter").merge_and_unload()
     return model.to(getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.profile
@@ -89,16 +94,31 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True, gguf
                                       f"'{arch}'; export with --merge and convert with llama.cpp's convert_hf_to_gguf.py")
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+            # How to talk to these weights (profile, template, system prompt), read back by load_model.
+            info = model_info(profile, tokenizer)
+            atomic_write_json(tmp / MODEL_INFO_FILE, info)
             if gguf:
                 suffix = "f32" if dtype == "float32" else "f16"
-                write_gguf(model, tokenizer, tmp / f"model-{suffix}.gguf", name=out.name, float32=dtype == "float32")
+                write_gguf(model, tokenizer, tmp / f"model-{suffix}.gguf", name=out.name, float32=dtype == "float32",
+                           info=info)
         else:
             shutil.copytree(run_dir / "adapter", tmp, dirs_exist_ok=True)
         atomic_write_text(tmp / "README.md", model_card(run_dir, config, merged=merge, dtype=dtype,
                                                         files=sorted(p.name for p in tmp.iterdir())))
         write_manifest(tmp, "export", {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype},
                        inputs=[run_dir / "adapter" / "adapter_model.safetensors", run_dir / "config.yaml"])
+        _usual_permissions(tmp)
     return out
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Give every exported file the mode a plain open() would (0666 less the umask), as core.files does:
+    weights written through private temporary files (0600) would be unreadable to the people they are for."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
 
 
 def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, files: list[str]) -> str:
@@ -146,13 +166,11 @@ def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, 
 
 
 def _base_model_id(model: str) -> str:
-    """The hub id of a registry model (what model hubs expect in `base_model`), else the name as given."""
+    """The hub id of a registry model, embedded ones included (what model hubs expect in `base_model`),
+    else the name as given."""
     from amauta.models.registry import get_profile, profile_names
 
-    if model in profile_names():
-        profile = get_profile(model)
-        return profile.source if profile.kind == "hub" else model
-    return model
+    return get_profile(model).base_model_id if model in profile_names() else model
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -206,8 +224,13 @@ def _tokenizer_fields(tokenizer: Any) -> dict[str, Any]:
             "scores": [-float(i) for i in range(size)]}
 
 
-def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", float32: bool = False) -> Path:
-    """Write a merged llama-family model as GGUF (F16 matrices, F32 norms; or all F32)."""
+def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", float32: bool = False,
+               info: dict[str, Any] | None = None) -> Path:
+    """Write a merged llama-family model as GGUF (F16 matrices, F32 norms; or all F32).
+
+    info: `amauta.models.load.model_info` (profile, template, system prompt), written as `amauta.*` keys
+        that loading the GGUF reads back (`amauta.models.embedded.gguf_model_info`).
+    """
     import gguf
     import numpy as np
     import torch
@@ -251,6 +274,12 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", 
     writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
     if getattr(tokenizer, "chat_template", None):
         writer.add_chat_template(tokenizer.chat_template)
+    for key, field in GGUF_INFO_KEYS.items():
+        value = (info or {}).get(field)
+        if key.startswith("amauta.") and isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif key.startswith("amauta.") and isinstance(value, str):
+            writer.add_string(key, value)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     state = model.state_dict()
