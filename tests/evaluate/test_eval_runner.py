@@ -151,3 +151,26 @@ def test_compare_base_and_adapter_gives_flips(tiny, tmp_path):
     headers, table = table_rows(summary)
     assert "lost" in headers and table[0][0] == "base" and table[1][0] == "es-lora"
     assert "| base |" in markdown_table(headers, table)
+
+
+def test_system_prompt_is_part_of_the_cache_key_of_chat_rendered_tasks(tmp_path, capsys):
+    out = tmp_path / "ev"
+    cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=2, batch_size=2, formulation="generate",
+                         max_new_tokens=2, out=str(out))
+    first = run(cfg, show_progress=False)
+    assert first["task_config"]["system_prompt"] == ""  # tiny-llama's profile: none
+    spanish = run(cfg.model_copy(update={"system_prompt": "Responde con una letra."}), show_progress=False)
+    assert spanish["models"][0]["computed"] == 2 and spanish["models"][0]["key"] != first["models"][0]["key"]
+    said = capsys.readouterr().err
+    assert "made with the system prompt none; this run uses 'Responde con una letra.'" in " ".join(said.split())
+    # A cache from before the system prompt was recorded (SmolLM2's English default was in those prompts).
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["task_config"]["system_prompt"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    again = run(cfg.model_copy(update={"system_prompt": "Otra."}), show_progress=False)
+    assert again["models"][0]["computed"] == 2
+    assert "before Amauta set it" in " ".join(capsys.readouterr().err.split())
+    # Log-likelihood scoring renders no chat template: its key ignores the system prompt.
+    cloze = cfg.model_copy(update={"formulation": "cloze"})
+    run(cloze, show_progress=False)
+    assert run(cloze.model_copy(update={"system_prompt": "Otra."}), show_progress=False)["models"][0]["computed"] == 0

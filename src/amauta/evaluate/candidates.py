@@ -441,7 +441,7 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
     load_options: quantization/dtype/device for load_model. loader: replaces load_model (tests).
     show_progress: draw the runner's progress bar.
     """
-    from amauta.evaluate.runner import ITEMS_FILE, ModelSpec, cache_key, run_eval
+    from amauta.evaluate.runner import ITEMS_FILE, ModelSpec, run_eval
 
     shared = loader or _SharedLoader()
     # Candidates sharing weights run back to back so the shared loader keeps one model in memory.
@@ -451,10 +451,10 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
         task = CandidateTask(pset, spec, n=n, max_new_tokens=max_new_tokens, seed=seed, rag_top_k=rag_top_k)
         model_spec = ModelSpec(spec.label, spec.model, spec.adapter)
         folder = candidate_dir(out_dir, spec)
-        run_eval(task, [model_spec], folder, batch_size=1, loader=shared, load_kwargs=load_options or {},
-                 config={"candidate": asdict(spec), **task.config_key(), "n": n}, inputs=[pset.path],
-                 show_progress=show_progress)
-        key = cache_key(model_spec, task.config_key())
+        summary = run_eval(task, [model_spec], folder, batch_size=1, loader=shared, load_kwargs=load_options or {},
+                           config={"candidate": asdict(spec), **task.config_key(), "n": n}, inputs=[pset.path],
+                           show_progress=show_progress)
+        key = summary["models"][0]["key"]  # the runner's key (it adds the system prompt to the task's)
         wanted = {row["id"] for row in task.items()}
         rows = {}
         for row in read_jsonl(folder / ITEMS_FILE, tolerate_torn_tail=True):

@@ -154,10 +154,10 @@ def _system_prompt(specs: list[ModelSpec], load_kwargs: dict[str, Any] | None) -
     return given.strip() if given is not None else recorded_system_prompt(specs[0].model)
 
 
-def _say_why_recomputed(out: Path, task_key: dict[str, Any], has_cache: bool) -> None:
-    """One line when cached results were made with another system prompt (they are computed again)."""
+def _say_why_recomputed(out: Path, task_key: dict[str, Any]) -> None:
+    """One line when the cached results of a model were made with another system prompt (computed again)."""
     previous = out / SUMMARY_FILE
-    if not has_cache or not previous.is_file():
+    if not previous.is_file():
         return
     try:
         old = json.loads(previous.read_text(encoding="utf-8")).get("task_config") or {}
@@ -236,11 +236,13 @@ def run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_s
     task_key = task.config_key()
     if getattr(task, "renders_chat", True):  # a chat template renders the prompts: the system prompt is in them
         task_key = {**task_key, "system_prompt": _system_prompt(specs, load_kwargs)}
-        _say_why_recomputed(out, task_key, bool(cached))
     results: list[dict[str, Any]] = []
     for spec in specs:
         key = cache_key(spec, task_key)
         todo = [item for item in items if (key, str(item["id"])) not in cached]
+        if todo and "system_prompt" in task_key and any(k != key and row.get("model") == spec.label
+                                                        for (k, _), row in cached.items()):
+            _say_why_recomputed(out, task_key)
         if hasattr(task, "length"):  # similar lengths in one batch waste less on padding (as lm-eval sorts)
             todo.sort(key=task.length, reverse=True)
         started = time.perf_counter()
