@@ -93,11 +93,13 @@ def test_hub_id_missing_offline(hub_cache):
 
 @pytest.fixture
 def unreachable_hub(tmp_path, monkeypatch):
-    """No network and no HF_HUB_OFFLINE: every HTTP request is refused (and counted), back-off sleeps are instant."""
+    """No network and no HF_HUB_OFFLINE: every request of huggingface_hub's HTTP client is refused (and counted),
+    back-off sleeps are instant."""
+    import importlib
     import time
 
-    import httpx
     import huggingface_hub.constants as constants
+    from huggingface_hub.utils import get_session
 
     from amauta.models import hub
 
@@ -107,11 +109,17 @@ def unreachable_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     requests: list[str] = []
 
+    client = type(get_session())  # httpx2.Client today (httpx or requests in other releases)
+    http = importlib.import_module(client.__module__.split(".")[0])
+
     def refuse(self, request, **kwargs):
         requests.append(str(request.url))
-        raise httpx.ConnectError("[Errno 101] Network is unreachable", request=request)
+        raise http.ConnectError("[Errno 101] Network is unreachable", request=request)
 
-    monkeypatch.setattr(httpx.Client, "send", refuse)
+    monkeypatch.setattr(client, "send", refuse)
+    # huggingface_hub fetches an agent registry once (where agent variables are set): not a model request.
+    detect = importlib.import_module("huggingface_hub.utils._detect_agent")
+    monkeypatch.setattr(detect, "_fetch_registry", lambda: None, raising=False)
     monkeypatch.setattr(time, "sleep", lambda seconds: None)  # a retry loop, if any, runs without waiting
     hub.reset()
     yield requests

@@ -7,6 +7,7 @@ whenever a conversation has no system message; these tests hold Amauta to its ow
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -25,6 +26,7 @@ from amauta.models.templates import (
 from amauta.models.types import LoadedModel
 
 SPANISH = get_profile("smollm2-135m-instruct").system_prompt
+ALPACA = Path(__file__).resolve().parents[2] / "examples" / "data" / "alpaca_es.jsonl"
 CHAT = [{"role": "user", "content": "¿Qué es el IVA?"}, {"role": "assistant", "content": "Un impuesto al consumo."}]
 runner = CliRunner()
 
@@ -99,7 +101,7 @@ def test_a_format_amauta_cannot_write_gets_an_empty_system_message():
     # A default-inserting template whose format is not the profile's: its own render, with an empty system turn.
     odd = DEFAULTING.replace("<|im_start|>{{ m['role'] }}\n", "<|im_start|>{{ m['role'] }}:\n")
     text = apply_template(_tiny_chatml(odd, ""), CHAT, add_generation_prompt=False)
-    assert "helpful bot" not in text and text.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user:\n")
+    assert "helpful bot" not in text and text.startswith("<|im_start|>system:\n<|im_end|>\n<|im_start|>user:\n")
 
 
 @pytest.mark.integration
@@ -114,22 +116,21 @@ def test_smollm2_renders_the_spanish_prompt_not_its_own_english_one(smollm2):
 
 @pytest.mark.integration
 def test_data_show_mask_of_a_smollm2_dataset(tmp_path):
-    folder = tmp_path / "ds"
-    folder.mkdir()
-    row = {"id": "a-1", "messages": CHAT, "source": "muestra", "category": "qa"}
-    for name in ("train", "val"):
-        (folder / f"{name}.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / "stats.json").write_text(json.dumps({"sources": {}, "totals": {k: 1 for k in (
-        "read", "invalid", "kept", "train", "val")}, "removed": {}, "token_lengths": {}}))
-    manifest = {"stage": "data.prepare", "template": "chatml", "model": "smollm2-135m-instruct",
-                "system_prompt": SPANISH}
-    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    from amauta.core.config import validate_config
+    from amauta.data.prepare import PrepareConfig, run
+
+    config = validate_config(PrepareConfig, {"sources": [{"path": str(ALPACA), "cap": 4}], "clean": {"language": None},
+                                             "model": "smollm2-135m-instruct"})
+    folder = run(config, out=tmp_path / "ds", quiet=True)
+    assert json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["system_prompt"] == SPANISH
     shown = runner.invoke(app, ["data", "show", str(folder), "-n", "0", "--mask"], terminal_width=400)
     assert shown.exit_code == 0, shown.output
-    assert "SmolLM" not in shown.output and "español" in shown.output and "Eres" in shown.output
+    mask = shown.output.split("mask with")[-1]
+    assert "SmolLM" not in mask and "español" in mask and "system" in mask
     none = runner.invoke(app, ["data", "show", str(folder), "-n", "0", "--mask", "--system", ""], terminal_width=400)
     assert none.exit_code == 0, none.output
-    assert "SmolLM" not in none.output and "Eres" not in none.output and "system" not in none.output.split("mask")[-1]
+    mask = none.output.split("mask with")[-1]
+    assert "SmolLM" not in mask and "español" not in mask and "system" not in mask.split("\n", 2)[-1]
 
 
 @pytest.mark.integration
@@ -149,11 +150,8 @@ def test_chat_and_generate_without_system_use_the_spanish_default(smollm2):
 
 def test_unknown_template_flag_is_one_line():
     result = runner.invoke(app, ["generate", "--model", "tiny-llama", "--template", "chatm", "-n", "2", "Hola"])
-    assert result.exit_code == 2 and "did you mean: chatml" in result.output
-    with pytest.raises(AmautaError, match="unknown template"):
-        from amauta.models.load import load_model
-
-        load_model("tiny-llama", template="nope")
+    assert isinstance(result.exception, AmautaError) and "did you mean: chatml" in str(result.exception)
+    assert "\n" not in str(result.exception)
 
 
 def test_template_flag_renders_with_that_template():

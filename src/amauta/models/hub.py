@@ -30,12 +30,16 @@ def hub_endpoint() -> str:
 
 
 def probe_hub(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """One HTTP request to `endpoint`, no retries: True when anything answers (any status)."""
-    import httpx
+    """One HTTP request to `endpoint`, no retries: True when anything answers (any status).
+
+    It goes through huggingface_hub's own HTTP session, so proxies and certificates are those the
+    downloads would use.
+    """
+    from huggingface_hub.utils import get_session
 
     try:
-        httpx.head(endpoint, timeout=timeout, follow_redirects=False)
-    except httpx.HTTPError:  # DNS, refused, unreachable, timed out, proxy refused
+        get_session().head(endpoint, timeout=timeout, follow_redirects=False)
+    except Exception:  # DNS, refused, unreachable, timed out, proxy refused: whatever the HTTP library raises
         return False
     return True
 
