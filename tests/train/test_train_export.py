@@ -166,3 +166,14 @@ def test_exported_gguf_and_folder_load_with_the_profile_they_were_trained_with(c
     result = CliRunner().invoke(app, ["generate", "--model", str(out / "model-f16.gguf"), "-s", "greedy", "-n", "2",
                                       "--json", "Hola"])
     assert result.exit_code == 0, result.output
+
+
+def test_gguf_records_an_empty_system_prompt_as_none(tmp_path):
+    """"" (no system prompt) must survive the GGUF: gguf's add_string drops empty values."""
+    from amauta.models.embedded import gguf_model_info
+    from amauta.models.tiny import tiny_model, tiny_tokenizer
+    from amauta.train.export import write_gguf
+
+    info = {"profile": "tiny-llama", "template": "llama2", "use_tokenizer_template": False, "system_prompt": ""}
+    path = write_gguf(tiny_model("llama"), tiny_tokenizer(), tmp_path / "m.gguf", info=info)
+    assert gguf_model_info(path) == info

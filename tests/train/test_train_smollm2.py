@@ -18,7 +18,6 @@ def test_cpu_quick_preset_on_smollm2_trains_and_exports(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from amauta.models.load import load_model
-
     from amauta.models.registry import get_profile
 
     data = write_dataset(tmp_path / "data", n_train=12, n_val=2, template="chatml", model="smollm2-135m-instruct",

@@ -74,8 +74,9 @@ def register(app: typer.Typer) -> None:
             top_p=top_p, penalty_alpha=penalty_alpha, repetition_penalty=repetition_penalty, num_beams=num_beams,
             stop=stop or None, seed=seed)
         if raw:
-            if system is not None or template is not None:
-                raise AmautaError("--system and --template need the chat template; drop --raw, or them")
+            for flag, value in (("--system", system), ("--template", template)):
+                if value is not None:
+                    raise AmautaError(f"{flag} needs the chat template; drop --raw or {flag}")
             request = prompt
         else:  # no --system: the profile's system prompt; --system '' : none
             request = ([{"role": "system", "content": system}] if system is not None else []) + \

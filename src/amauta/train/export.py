@@ -278,8 +278,8 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", 
         value = (info or {}).get(field)
         if key.startswith("amauta.") and isinstance(value, bool):
             writer.add_bool(key, value)
-        elif key.startswith("amauta.") and isinstance(value, str):
-            writer.add_string(key, value)
+        elif key.startswith("amauta.") and isinstance(value, str):  # add_string would drop "" (no system prompt)
+            writer.add_key_value(key, value, gguf.GGUFValueType.STRING)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     state = model.state_dict()
