@@ -166,6 +166,11 @@ def test_exported_gguf_and_folder_load_with_the_profile_they_were_trained_with(c
     result = CliRunner().invoke(app, ["generate", "--model", str(out / "model-f16.gguf"), "-s", "greedy", "-n", "2",
                                       "--json", "Hola"])
     assert result.exit_code == 0, result.output
+    # The GGUF's one-time conversion (a cache other users share) is readable like any file, not 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    converted = next((tmp_path / "home" / "models").glob("gguf-model-f16-*"))
+    assert stat.S_IMODE((converted / "model.safetensors").stat().st_mode) == 0o666 & ~umask
 
 
 def test_gguf_records_an_empty_system_prompt_as_none(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_dir, atomic_write_json, sha256_file
+from amauta.core.files import atomic_dir, atomic_write_json, give_usual_permissions, sha256_file
 from amauta.core.manifest import write_manifest
 from amauta.core.paths import amauta_home
 
@@ -190,6 +190,7 @@ def convert_gguf(gguf: Path, name: str, *, force: bool = False, profile: str | N
             write_manifest(tmp, "models.convert", {"name": name, "profile": profile or info.get("profile"),
                                                    "gguf": str(gguf)},
                            gguf_sha256=sha256_file(gguf), seconds=round(time.perf_counter() - started, 1))
+            give_usual_permissions(tmp)  # safetensors writes 0600; the cache is shared
         console.print(f"[green]Converted in {time.perf_counter() - started:.0f} s.[/]")
     return target
 

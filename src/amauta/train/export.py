@@ -16,14 +16,13 @@ Mistral, SmolLM2); other architectures get a one-line pointer to llama.cpp's con
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from amauta.core.config import read_yaml
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_dir, atomic_write_json, atomic_write_text
+from amauta.core.files import atomic_dir, atomic_write_json, atomic_write_text, give_usual_permissions
 from amauta.core.manifest import write_manifest
 from amauta.models.embedded import GGUF_INFO_KEYS
 from amauta.models.load import MODEL_INFO_FILE, model_info
@@ -107,18 +106,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True, gguf
                                                         files=sorted(p.name for p in tmp.iterdir())))
         write_manifest(tmp, "export", {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype},
                        inputs=[run_dir / "adapter" / "adapter_model.safetensors", run_dir / "config.yaml"])
-        _usual_permissions(tmp)
+        give_usual_permissions(tmp)  # safetensors writes 0600: an export is for other people too
     return out
-
-
-def _usual_permissions(folder: Path) -> None:
-    """Give every exported file the mode a plain open() would (0666 less the umask), as core.files does:
-    weights written through private temporary files (0600) would be unreadable to the people they are for."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            path.chmod(0o666 & ~umask)
 
 
 def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, files: list[str]) -> str:
