@@ -216,7 +216,8 @@ def template_default_system(source: str, render: ForeignRender) -> str:
 
 
 def same_format(source: str, render: ForeignRender, template: str, eos_token: str = "") -> bool:
-    """Whether Amauta's `template` renders a conversation with a system prompt exactly as `render` does."""
+    """Whether Amauta's `template` renders a conversation with a system prompt exactly as `render` does
+    (then it writes only what the foreign template would, special tokens included)."""
     key = f"{template}\0{eos_token}\0{source}"
     if key not in _SAME_FORMAT_CACHE:
         probe = [{"role": "system", "content": _PROBE_SYSTEM}, {"role": "user", "content": _PROBE_USER},
@@ -284,10 +285,9 @@ def apply_template(loaded: Any, messages: Sequence[Message], add_generation_prom
     profile, tokenizer = loaded.profile, loaded.tokenizer
     messages = with_system_prompt(messages, getattr(profile, "system_prompt", "") or "")
     if uses_tokenizer_template(loaded):
-        own = None if _missing_tokens(tokenizer, profile.template) else profile.template
         try:
             return render_foreign(messages, str(tokenizer.chat_template), _tokenizer_renderer(tokenizer),
-                                  add_generation_prompt, template=own, eos_token=tokenizer.eos_token or "")
+                                  add_generation_prompt, template=profile.template, eos_token=tokenizer.eos_token or "")
         except Exception as exc:  # jinja2's TemplateError and raise_exception(...) messages
             raise AmautaError(f"{profile.name}: the tokenizer's chat template cannot render these messages ({exc}); "
                               f"set use_tokenizer_template: false to use the '{profile.template}' template") from None
