@@ -205,3 +205,23 @@ def test_target_model_from_a_local_folder(tmp_path):
     assert first["messages"][-1]["role"] == "assistant"
     with pytest.raises(AmautaError, match="cannot load its tokenizer"):
         run(config(model=str(tmp_path / "missing-model")), out=tmp_path / "x")
+
+
+def test_manifest_records_the_system_prompt_and_reading_checks_it(tmp_path):
+    out = run(config(system_prompt="Responde en español."), out=tmp_path / "ds")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["system_prompt"] == "Responde en español."
+    assert json.loads((out / "stats.json").read_text(encoding="utf-8"))["system_prompt"] == "Responde en español."
+    read_dataset_dir(out, template="llama2", system_prompt="Responde en español.")
+    with pytest.raises(AmautaError, match="prepared with the system prompt 'Responde en español.', but this run uses none"):
+        read_dataset_dir(out, template="llama2", system_prompt="")
+    plain = run(config(), out=tmp_path / "plain")  # tiny-llama's profile has none
+    assert json.loads((plain / "manifest.json").read_text(encoding="utf-8"))["system_prompt"] == ""
+
+
+def test_lengths_include_the_system_prompt(tmp_path):
+    short = json.loads((run(config(), out=tmp_path / "a") / "stats.json").read_text(encoding="utf-8"))
+    long = json.loads((run(config(system_prompt="Responde siempre en español, con claridad y precisión."),
+                           out=tmp_path / "b") / "stats.json").read_text(encoding="utf-8"))
+    for template in ("llama2", "chatml"):
+        assert long["token_lengths"][template]["mean"] > short["token_lengths"][template]["mean"]

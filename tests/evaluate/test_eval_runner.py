@@ -191,3 +191,24 @@ def test_eval_into_a_folder_another_stage_made_is_refused_untouched(tiny, tmp_pa
         with pytest.raises(AmautaError, match=re.escape(message)):
             run(cfg, loader=_counting_loader(tiny, calls), show_progress=False)
     assert calls == [] and (mine / "notes.md").read_text() == "mis notas" and not (mine / "items.jsonl").exists()
+def test_system_prompt_is_part_of_the_cache_key_of_chat_rendered_tasks(tmp_path, capsys):
+    out = tmp_path / "ev"
+    cfg = BelebeleConfig(model="tiny-llama", data=str(SAMPLE), limit=2, batch_size=2, formulation="generate",
+                         max_new_tokens=2, out=str(out))
+    first = load_summary(run(cfg, show_progress=False))
+    assert first["task_config"]["system_prompt"] == ""  # tiny-llama's profile: none
+    spanish = load_summary(run(cfg.model_copy(update={"system_prompt": "Responde con una letra."}), show_progress=False))
+    assert spanish["models"][0]["computed"] == 2 and spanish["models"][0]["key"] != first["models"][0]["key"]
+    said = capsys.readouterr().err
+    assert "made with the system prompt none; this run uses 'Responde con una letra.'" in " ".join(said.split())
+    # A cache from before the system prompt was recorded (SmolLM2's English default was in those prompts).
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["task_config"]["system_prompt"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    again = load_summary(run(cfg.model_copy(update={"system_prompt": "Otra."}), show_progress=False))
+    assert again["models"][0]["computed"] == 2
+    assert "before Amauta set it" in " ".join(capsys.readouterr().err.split())
+    # Log-likelihood scoring renders no chat template: its key ignores the system prompt.
+    cloze = cfg.model_copy(update={"formulation": "cloze"})
+    load_summary(run(cloze, show_progress=False))
+    assert load_summary(run(cloze.model_copy(update={"system_prompt": "Otra."}), show_progress=False))["models"][0]["computed"] == 0

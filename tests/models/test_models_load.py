@@ -91,6 +91,58 @@ def test_hub_id_missing_offline(hub_cache):
         load_model("nadie/nada")
 
 
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """No network and no HF_HUB_OFFLINE: every request of huggingface_hub's HTTP client is refused (and counted),
+    back-off sleeps are instant."""
+    import importlib
+    import time
+
+    import huggingface_hub.constants as constants
+    from huggingface_hub.utils import get_session
+
+    from amauta.models import hub
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    requests: list[str] = []
+
+    client = type(get_session())  # httpx2.Client today (httpx or requests in other releases)
+    http = importlib.import_module(client.__module__.split(".")[0])
+
+    def refuse(self, request, **kwargs):
+        requests.append(str(request.url))
+        raise http.ConnectError("[Errno 101] Network is unreachable", request=request)
+
+    monkeypatch.setattr(client, "send", refuse)
+    # huggingface_hub fetches an agent registry once (where agent variables are set): not a model request.
+    detect = importlib.import_module("huggingface_hub.utils._detect_agent")
+    monkeypatch.setattr(detect, "_fetch_registry", lambda: None, raising=False)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # a retry loop, if any, runs without waiting
+    hub.reset()
+    yield requests
+    hub.reset()
+
+
+def test_unreachable_hub_fails_after_one_request(unreachable_hub):
+    """huggingface_hub retries an unreachable hub for about a minute; Amauta asks once and says so at once."""
+    with pytest.raises(AmautaError, match="cannot be reached from here and it is not in the local hub cache") as info:
+        load_model("nadie/nada")
+    assert len(unreachable_hub) == 1 and "\n" not in str(info.value)
+    with pytest.raises(AmautaError, match="cannot load hub model 'otro/modelo'"):
+        load_model("otro/modelo")
+    assert len(unreachable_hub) == 1  # the answer holds for the process: no second probe, no retries
+
+
+def test_hf_hub_offline_means_no_request_at_all(unreachable_hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AmautaError, match="hub is offline \\(HF_HUB_OFFLINE=1\\)"):
+        load_model("nadie/nada")
+    assert unreachable_hub == []
+
+
 def test_model_too_big_is_refused_before_loading(monkeypatch):
     monkeypatch.setattr(load, "free_memory_bytes", lambda device: 8 * 1024**3)
     monkeypatch.setattr(load, "_read_config", lambda *a, **k: pytest.fail("read the config of a model that cannot fit"))

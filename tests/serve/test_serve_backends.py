@@ -117,6 +117,28 @@ def test_llamacpp_backend_matches_raw_llama_cpp(serve, gguf_backend, smollm2):
 
 
 @pytest.mark.integration
+def test_llamacpp_gives_the_profile_system_prompt_and_none_means_none(gguf_backend, smollm2):
+    import dataclasses
+
+    from amauta.models.templates import apply_template, render_messages
+
+    entry = gguf_backend.entries["smollm2-135m-instruct"]
+    user = [{"role": "user", "content": "Hola"}]
+    assert entry.render(user) == apply_template(smollm2, user) and smollm2.profile.system_prompt in entry.render(user)
+    # No system prompt: the GGUF's template would write SmolLM2's English default; Amauta's chatml writes none.
+    none = dataclasses.replace(entry, profile=entry.profile.model_copy(update={"system_prompt": ""}))
+    assert none.render(user) == render_messages(user, "chatml") and "SmolLM" not in none.render(user)
+
+
+def test_serve_system_prompt_and_template_reach_the_models():
+    from amauta.serve.backends import TransformersBackend
+
+    backend = TransformersBackend.load(["tiny-llama"], system_prompt="Sé breve.", template="chatml")
+    profile = backend.loaded("tiny-llama").profile
+    assert profile.system_prompt == "Sé breve." and profile.template == "chatml"
+
+
+@pytest.mark.integration
 def test_llamacpp_run_stops_on_event(gguf_backend):
     stop = threading.Event()
     settings = gguf_backend.settings("smollm2-135m-instruct", strategy="greedy", max_new_tokens=200)

@@ -34,8 +34,9 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
 
 
 def write_dataset(folder: Path, n_train: int = 48, n_val: int = 8, template: str = "llama2",
-                  model: str = "tiny-llama") -> Path:
-    """A folder shaped like `amauta data prepare`'s output (train/val.jsonl, manifest.json)."""
+                  model: str = "tiny-llama", system_prompt: str | None = None) -> Path:
+    """A folder shaped like `amauta data prepare`'s output (train/val.jsonl, manifest.json);
+    `system_prompt` is recorded in the manifest when given (as prepare does)."""
     folder.mkdir(parents=True, exist_ok=True)
     convs = conversations(n_train + n_val)
     for name, part in (("train", convs[:n_train]), ("val", convs[n_train:])):
@@ -43,7 +44,10 @@ def write_dataset(folder: Path, n_train: int = 48, n_val: int = 8, template: str
         rows = [{"id": f"{name}-{offset + i:04d}", "messages": m, "source": "muestra", "category": "qa"}
                 for i, m in enumerate(part)]
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    (folder / "manifest.json").write_text(json.dumps({"stage": "data.prepare", "template": template, "model": model}))
+    manifest = {"stage": "data.prepare", "template": template, "model": model}
+    if system_prompt is not None:
+        manifest["system_prompt"] = system_prompt
+    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False))
     return folder
 
 

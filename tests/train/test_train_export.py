@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from amauta.cli import app
 from amauta.core.errors import AmautaError
 from amauta.train.config import build_config
 from amauta.train.export import export_run
@@ -115,3 +119,81 @@ def test_bad_export_input(tmp_path, run_config):
     with pytest.raises(AmautaError, match="GGUF export supports llama, mistral models, not 'falcon'"):
         export_run(trained, tmp_path / "falcon-export", merge=True, gguf=True)
     assert not (tmp_path / "falcon-export").exists()
+
+
+def test_exported_files_have_the_usual_permissions(trained, tmp_path):
+    umask = os.umask(0o022)
+    try:
+        merged = export_run(trained, tmp_path / "merged", merge=True, gguf=True, dtype="float32")
+        adapter_only = export_run(trained, tmp_path / "adapter", merge=False)
+    finally:
+        os.umask(umask)
+    for path in (merged / "model.safetensors", merged / "model-f32.gguf", adapter_only / "adapter_model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_model_card_names_the_hub_id_of_an_embedded_base():
+    from amauta.train.export import _base_model_id
+
+    assert _base_model_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert _base_model_id("mistral-7b") == "mistralai/Mistral-7B-v0.1"
+    assert _base_model_id("runs/mi-modelo") == "runs/mi-modelo"
+
+
+@pytest.fixture
+def chatml_profile(tmp_path, monkeypatch):
+    """A ChatML profile on the tiny Llama (whose architecture alone would suggest llama2), with a system prompt."""
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("profiles:\n  tiny-chatml:\n    extends: tiny-llama\n    template: chatml\n"
+                        "    stop_strings: ['<|im_end|>']\n    eos_tokens: ['<|im_end|>']\n"
+                        "    system_prompt: Responde en español.\n", encoding="utf-8")
+    monkeypatch.setenv("AMAUTA_PROFILES", str(profiles))
+    monkeypatch.setenv("AMAUTA_HOME", str(tmp_path / "home"))  # the GGUF conversion cache
+    return "tiny-chatml"
+
+
+def test_exported_gguf_and_folder_load_with_the_profile_they_were_trained_with(chatml_profile, run_config, tmp_path):
+    """`generate --model X/model-f16.gguf` talks to the fine-tune in its own template, not one guessed from
+    the architecture (which for a SmolLM2 fine-tune was llama2, and stopped)."""
+    import gguf
+
+    from amauta.models.load import load_model
+    from amauta.models.templates import apply_template
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "chatml-data", n_train=8, n_val=2, template="chatml", model=chatml_profile,
+                         system_prompt="Responde en español.")
+    cfg = build_config(run_config(model=chatml_profile, dataset=str(data), max_steps=1, checkpoint_every=1,
+                                  eval_every=1), {})
+    out = export_run(run(cfg, progress=False), tmp_path / "export", merge=True, gguf=True, dtype="float16")
+
+    reader = gguf.GGUFReader(str(out / "model-f16.gguf"))
+    field = reader.fields["amauta.profile"]
+    assert bytes(field.parts[field.data[0]]).decode() == chatml_profile
+    info = json.loads((out / "amauta_model.json").read_text())
+    assert info["profile"] == chatml_profile and info["template"] == "chatml"
+
+    messages = [{"role": "user", "content": "Hola"}]
+    for spec in (out / "model-f16.gguf", out):
+        loaded = load_model(spec, device="cpu")
+        assert loaded.profile.template == "chatml" and loaded.profile.system_prompt == "Responde en español."
+        assert apply_template(loaded, messages).startswith("<|im_start|>system\nResponde en español.<|im_end|>")
+    result = CliRunner().invoke(app, ["generate", "--model", str(out / "model-f16.gguf"), "-s", "greedy", "-n", "2",
+                                      "--json", "Hola"])
+    assert result.exit_code == 0, result.output
+    # The GGUF's one-time conversion (a cache other users share) is readable like any file, not 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    converted = next((tmp_path / "home" / "models").glob("gguf-model-f16-*"))
+    assert stat.S_IMODE((converted / "model.safetensors").stat().st_mode) == 0o666 & ~umask
+
+
+def test_gguf_records_an_empty_system_prompt_as_none(tmp_path):
+    """"" (no system prompt) must survive the GGUF: gguf's add_string drops empty values."""
+    from amauta.models.embedded import gguf_model_info
+    from amauta.models.tiny import tiny_model, tiny_tokenizer
+    from amauta.train.export import write_gguf
+
+    info = {"profile": "tiny-llama", "template": "llama2", "use_tokenizer_template": False, "system_prompt": ""}
+    path = write_gguf(tiny_model("llama"), tiny_tokenizer(), tmp_path / "m.gguf", info=info)
+    assert gguf_model_info(path) == info

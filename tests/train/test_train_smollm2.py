@@ -18,8 +18,10 @@ def test_cpu_quick_preset_on_smollm2_trains_and_exports(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from amauta.models.load import load_model
+    from amauta.models.registry import get_profile
 
-    data = write_dataset(tmp_path / "data", n_train=12, n_val=2, template="chatml", model="smollm2-135m-instruct")
+    data = write_dataset(tmp_path / "data", n_train=12, n_val=2, template="chatml", model="smollm2-135m-instruct",
+                         system_prompt=get_profile("smollm2-135m-instruct").system_prompt)
     # The demo's preset, shortened: 3 steps of 4 examples.
     cfg = build_config(None, {"dataset": str(data), "output_dir": str(tmp_path / "run"), "max_steps": 3,
                               "batch_size": 4, "eval_every": 3, "checkpoint_every": 3, "optimizer.lr": 5e-3},

@@ -15,13 +15,19 @@ from amauta.core.threads import THREADS_OPTION, apply_threads
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-def _load(model: str, adapter: Path | None, dtype: str, quantization: str, quiet: bool = False):
+SYSTEM_HELP = "System prompt (default: the model profile's, see `amauta models show`; '' = none)."
+TEMPLATE_HELP = ("Render with this Amauta template (chatml, llama2, mistral, falcon, gemma, llama3, alpaca, alpaca-es) "
+                 "instead of the tokenizer's: for a folder or .gguf whose template is not recorded.")
+
+
+def _load(model: str, adapter: Path | None, dtype: str, quantization: str, quiet: bool = False,
+          template: str | None = None):
     from amauta.core.console import make_console
     from amauta.models.load import load_model
 
     console = make_console(stderr=True)
     with nullcontext() if quiet else console.status(f"loading {model}…", spinner="dots"):
-        return load_model(model, adapter=adapter, dtype=dtype, quantization=quantization)
+        return load_model(model, adapter=adapter, dtype=dtype, quantization=quantization, template=template)
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +40,8 @@ def register(app: typer.Typer) -> None:
         strategy: str | None = typer.Option(None, "--strategy", "-s",
                                                help="greedy, sampling, beam or contrastive (default: the profile's)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens to generate."),
-        system: str | None = typer.Option(None, "--system", help="System prompt."),
+        system: str | None = typer.Option(None, "--system", help=SYSTEM_HELP),
+        template: str | None = typer.Option(None, "--template", help=TEMPLATE_HELP),
         adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
         raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: text, tokens, seconds, tok/s."),
@@ -62,17 +69,19 @@ def register(app: typer.Typer) -> None:
             raise AmautaError("the prompt is empty; pass the text to answer (or '-' to read standard input)")
         if strategy is not None:
             check_strategy(strategy)
-        loaded = _load(model, adapter, dtype, quantization, quiet=as_json)
+        loaded = _load(model, adapter, dtype, quantization, quiet=as_json, template=template)
         settings = GenerationSettings.from_profile(
             loaded.profile, strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
             top_p=top_p, penalty_alpha=penalty_alpha, repetition_penalty=repetition_penalty, num_beams=num_beams,
             stop=stop or None, seed=seed)
         if raw:
-            if system:
-                raise AmautaError("--system needs the chat template; drop --raw or --system")
+            for flag, value in (("--system", system), ("--template", template)):
+                if value is not None:
+                    raise AmautaError(f"{flag} needs the chat template; drop --raw or {flag}")
             request = prompt
-        else:
-            request = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        else:  # no --system: the profile's system prompt; --system '' : none
+            request = ([{"role": "system", "content": system}] if system is not None else []) + \
+                [{"role": "user", "content": prompt}]
         run = Generation(loaded, request, settings)
         if as_json:
             for _ in run:
@@ -98,7 +107,8 @@ def register(app: typer.Typer) -> None:
         adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
         strategy: str | None = typer.Option(None, "--strategy", "-s",
                                                help="greedy, sampling, beam or contrastive (default: the profile's)."),
-        system: str | None = typer.Option(None, "--system", help="System prompt."),
+        system: str | None = typer.Option(None, "--system", help=SYSTEM_HELP),
+        template: str | None = typer.Option(None, "--template", help=TEMPLATE_HELP),
         rag: str | None = typer.Option(None, "--rag", help="Answer from this RAG index (name or folder)."),
         rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages retrieved per question with --rag."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens per answer."),
@@ -119,6 +129,6 @@ def register(app: typer.Typer) -> None:
             from amauta.rag.answer import RagAnswerer  # built by the rag room; only needed with --rag
 
             answerer = RagAnswerer(rag, top_k=rag_top_k)
-        loaded = _load(model, adapter, dtype, quantization)
+        loaded = _load(model, adapter, dtype, quantization, template=template)
         settings = GenerationSettings.from_profile(loaded.profile, strategy=strategy, max_new_tokens=max_new_tokens)
         run_chat(ChatSession(loaded, settings, system=system, rag=answerer))

@@ -33,7 +33,7 @@ class DemoConfig(StageConfig):
     adapter: str | None = Field(None, description="Optional LoRA adapter (or training run folder) to load on the model.")
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS), min_length=1,
                                description="User messages, each answered once per strategy.")
-    system: str | None = Field(None, description="Optional system prompt.")
+    system: str | None = Field(None, description="System prompt: None = the model profile's, '' = none.")
     strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1,
                                        description="Decoding strategies to compare.")
     max_new_tokens: int = Field(48, ge=1, description="Most tokens per answer.")
@@ -80,20 +80,19 @@ def _run(config: DemoConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "generations.jsonl"
-    # Resume: keep rows of an earlier run with the same settings; redo the rest.
-    key = {"model": config.model, "adapter": config.adapter, "system": config.system,
+    started = time.perf_counter()
+    with console.status(f"loading {config.model}…"):
+        loaded = load_model(config.model, adapter=config.adapter, dtype=config.dtype, system_prompt=config.system)
+    # Resume: keep rows of an earlier run with the same settings (the system prompt the model got among them).
+    key = {"model": config.model, "adapter": config.adapter, "system": loaded.profile.system_prompt,
            "max_new_tokens": config.max_new_tokens, "dtype": config.dtype, "seed": config.seed}
     done = {(r["prompt"], r["strategy"]): r for r in (read_jsonl(cache, tolerate_torn_tail=True) if cache.exists() else [])
             if r.get("key") == key}
-    started = time.perf_counter()
-    with console.status(f"loading {config.model}…"):
-        loaded = load_model(config.model, adapter=config.adapter, dtype=config.dtype)
     rows = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("answering", total=len(config.prompts) * len(config.strategies))
         for prompt in config.prompts:
-            messages = ([{"role": "system", "content": config.system}] if config.system else []) + \
-                [{"role": "user", "content": prompt}]
+            messages = [{"role": "user", "content": prompt}]  # the system prompt comes from the profile
             for strategy in config.strategies:
                 if (prompt, strategy) in done:
                     rows.append(done[(prompt, strategy)])

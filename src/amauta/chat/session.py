@@ -26,7 +26,8 @@ class ChatSession:
 
     loaded: the `LoadedModel` that answers.
     settings: decoding settings (default: the profile's).
-    system: system prompt (None = none; the template's own default, if any, applies).
+    system: system prompt: None = the profile's (`amauta models show NAME`, Spanish for the chat models),
+        "" = none at all (not even a tokenizer template's own default), or the text to use.
     rag: an optional `amauta.rag.answer.RagAnswerer`: questions are answered from its index.
     context_length: tokens the prompt plus answer may use (default: the profile's context length).
     """
@@ -35,7 +36,7 @@ class ChatSession:
                  rag: Any = None, context_length: int | None = None):
         self.loaded = loaded
         self.settings = settings or GenerationSettings.from_profile(loaded.profile)
-        self.system = system or None
+        self.system = system.strip() if system is not None else None
         self.rag = rag
         self.context_length = context_length or int(loaded.profile.context_length)
         self.history: list[dict[str, str]] = []
@@ -52,8 +53,13 @@ class ChatSession:
         self.last_result, self.last_hits, self.dropped_turns, self.dropped_total = None, [], 0, 0
 
     def set_system(self, text: str | None) -> None:
-        """Set (or with None/empty, remove) the system prompt."""
-        self.system = text.strip() if text and text.strip() else None
+        """Set the system prompt; None or empty removes it (no system prompt at all, not the profile's)."""
+        self.system = (text or "").strip()
+
+    @property
+    def effective_system(self) -> str:
+        """The system prompt the model gets ("" = none): the session's, else the profile's."""
+        return self.system if self.system is not None else (getattr(self.loaded.profile, "system_prompt", "") or "")
 
     def set_strategy(self, strategy: str) -> None:
         """Switch the decoding strategy, with that strategy's defaults from the profile."""
@@ -64,11 +70,11 @@ class ChatSession:
     def _frame(self, question: str) -> tuple[list[dict[str, str]], dict[str, str]]:
         """The system message(s) and the last user message that surround the history."""
         if self.rag is None:
-            system = [{"role": "system", "content": self.system}] if self.system else []
-            return system, {"role": "user", "content": question}
+            # An explicit system message, even empty ("none"): the template adds nothing of its own.
+            return [{"role": "system", "content": self.effective_system}], {"role": "user", "content": question}
         # Retrieve once per question; the passages ride in the last user turn, the RAG system prompt first.
         # Passages are shortened until they fit the window with room for the answer.
-        messages, self.last_hits = self.rag.build_messages(question, history=[], system=self.system,
+        messages, self.last_hits = self.rag.build_messages(question, history=[], system=self.system or None,
                                                            loaded=self.loaded,
                                                            max_new_tokens=self.settings.max_new_tokens)
         return [m for m in messages[:-1] if m["role"] == "system"], messages[-1]
@@ -119,7 +125,8 @@ class ChatSession:
 
     def to_dict(self) -> dict[str, Any]:
         """What `save` writes: model, settings, system prompt and the messages."""
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        system = self.effective_system
+        messages = ([{"role": "system", "content": system}] if system else []) + self.history
         return {"model": self.loaded.profile.name, "source": str(self.loaded.source),
                 "adapter": self.loaded.extra.get("adapter"), "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "settings": self.settings.model_dump(mode="json"), "messages": messages}

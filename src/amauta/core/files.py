@@ -29,6 +29,17 @@ _FILE_MODE = 0o666 & ~_current_umask()
 _DIR_MODE = 0o777 & ~_current_umask()
 
 
+def give_usual_permissions(folder: str | Path) -> None:
+    """Give every file under `folder` the mode a plain open() would (0666 less the umask).
+
+    safetensors (through transformers' and peft's save_pretrained) writes weights as private 0600 files,
+    unreadable to the other users an export or a shared cache is for.
+    """
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(_FILE_MODE)
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)

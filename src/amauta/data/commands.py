@@ -73,6 +73,7 @@ def show_command(
     n: int = typer.Option(3, "-n", help="How many training records to print."),
     mask: bool = typer.Option(False, "--mask", help="Show the first record's tokens and which ones are trained on."),
     model: str = typer.Option(None, "--model", help="Model whose tokenizer and template to use (default: the dataset's)."),
+    system: str = typer.Option(None, "--system", help="System prompt for --mask (default: the dataset's; '' = none)."),
 ) -> None:
     """Print a dataset's stats, a few records and (with --mask) the training mask token by token."""
     from rich.markup import escape
@@ -91,9 +92,13 @@ def show_command(
         from amauta.data.tokenize import IGNORE, tokenize_messages
         from amauta.models.load import load_tokenizer
 
-        tokenizer, profile = load_tokenizer(model or ds.manifest.get("model") or "smollm2-135m-instruct")
+        # The system prompt the dataset was prepared with (what training renders), unless --system says otherwise.
+        prompt = system if system is not None else ds.manifest.get("system_prompt")
+        tokenizer, profile = load_tokenizer(model or ds.manifest.get("model") or "smollm2-135m-instruct",
+                                            system_prompt=prompt)
         out = tokenize_messages(tokenizer, profile, ds.train[0].messages)
         console.rule(f"mask with {profile.name} ({profile.template}): [green]trained[/] / [dim]masked (-100)[/]")
+        console.print(escape(f"system prompt of records without one: {profile.system_prompt or '(none)'}"), highlight=False)
         pieces = [f"[green]{escape(repr(tokenizer.decode([t]))[1:-1])}[/]" if label != IGNORE
                   else f"[dim]{escape(repr(tokenizer.decode([t]))[1:-1])}[/]"
                   for t, label in zip(out["input_ids"], out["labels"], strict=True)]

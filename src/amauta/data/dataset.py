@@ -35,13 +35,40 @@ class DatasetDir:
         return self.manifest.get("template")
 
 
-def read_dataset_dir(path: str | Path, *, template: str | None = None, model: str | None = None) -> DatasetDir:
+def check_system_prompt(manifest: dict[str, Any], system_prompt: str, path: str | Path) -> None:
+    """Refuse, in one line, a dataset prepared with another system prompt than this run's.
+
+    Token lengths and the length filter were measured with the prompt rendered in; a folder prepared
+    before manifests recorded it had the tokenizer template's own default (SmolLM2's English "You are a
+    helpful AI assistant named SmolLM...") in them, so it only passes for a run without a system prompt.
+    """
+    if "system_prompt" not in manifest:
+        if system_prompt:
+            raise AmautaError(f"{path}/manifest.json: prepared before Amauta recorded the system prompt (its lengths "
+                              f"may include the tokenizer's own English default), but this run uses "
+                              f"{_quote(system_prompt)}; prepare the dataset again (`amauta data prepare`)")
+        return
+    if (manifest["system_prompt"] or "") != system_prompt:
+        raise AmautaError(f"{path}/manifest.json: prepared with the system prompt {_quote(manifest['system_prompt'])}, "
+                          f"but this run uses {_quote(system_prompt)}; prepare it again with the same `system_prompt:` "
+                          "(or set the run's system_prompt to the dataset's)")
+
+
+def _quote(prompt: str | None) -> str:
+    if not prompt:
+        return "none"
+    return repr(prompt if len(prompt) <= 60 else prompt[:57] + "...")
+
+
+def read_dataset_dir(path: str | Path, *, template: str | None = None, model: str | None = None,
+                     system_prompt: str | None = None) -> DatasetDir:
     """Read and validate a dataset folder.
 
     path: the folder (holding train.jsonl, val.jsonl, manifest.json).
     template: when given, refuse a folder prepared for another template (token lengths and the length
         filter were measured with it); training passes its model's template.
     model: used only in the error message, to say which model asked.
+    system_prompt: when given, refuse a folder prepared with another system prompt ("" = none).
     """
     path = Path(path)
     if not path.is_dir():
@@ -62,6 +89,8 @@ def read_dataset_dir(path: str | Path, *, template: str | None = None, model: st
         raise AmautaError(f"{path}: dataset prepared for template '{manifest['template']}' "
                           f"(model '{manifest.get('model')}'), but {who} '{template}'; prepare it again with "
                           f"`model:` set to this model in the prepare config")
+    if system_prompt is not None and manifest.get("template") in (None, template):
+        check_system_prompt(manifest, system_prompt, path)
     splits = {}
     ids: dict[str, str] = {}
     for name in ("train", "val"):

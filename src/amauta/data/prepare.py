@@ -4,8 +4,8 @@
 
 The output folder (docs/CONTRACTS.md) holds train.jsonl and val.jsonl (`{"id", "messages", "source",
 "category"}` per line), stats.json (counts per source and rule, token-length percentiles per template,
-seconds per stage), lengths.png and manifest.json (with the model and template the lengths were
-measured with). It appears only when everything succeeded: a bad input stops the run before any file
+seconds per stage), lengths.png and manifest.json (with the model, template and system prompt the
+lengths were measured with). It appears only when everything succeeded: a bad input stops the run before any file
 is written, unless `skip_invalid` is set, in which case bad rows are counted in stats.json.
 """
 
@@ -40,6 +40,9 @@ class PrepareConfig(StageConfig):
     """The dataset folder to write (the CLI's --out overrides it)."""
     model: str = "smollm2-135m-instruct"
     """The target model: its tokenizer and template measure token lengths (`clean.max_tokens`)."""
+    system_prompt: str | None = None
+    """System prompt rendered into every conversation that brings none (lengths are measured with it):
+    None = the model profile's (`amauta models show MODEL`), "" = none. Training must use the same."""
     length_templates: list[str] = Field(default_factory=list)
     """More templates to report token-length percentiles for (with the same tokenizer), e.g. [llama2, mistral]."""
     clean: CleanConfig = Field(default_factory=CleanConfig)
@@ -118,7 +121,7 @@ def _prepare(config: PrepareConfig, out: Path, folder: OutputFolder, quiet: bool
 
     # 2. Clean. The target tokenizer measures lengths; the same numbers feed the stats.
     t = time.perf_counter()
-    tokenizer, profile = load_tokenizer(config.model)
+    tokenizer, profile = load_tokenizer(config.model, system_prompt=config.system_prompt)
     seconds["load_tokenizer"] = time.perf_counter() - t
     from amauta.data.tokenize import conversation_lengths
 
@@ -164,6 +167,7 @@ def _prepare(config: PrepareConfig, out: Path, folder: OutputFolder, quiet: bool
     stats: dict[str, Any] = {
         "model": config.model,
         "template": profile.template,
+        "system_prompt": profile.system_prompt,
         "totals": {"read": len(records), "invalid": len(invalid_messages), "kept": len(kept),
                    "train": len(train), "val": len(val)},
         "removed": cleaner.report.by_rule(),
@@ -187,5 +191,5 @@ def _prepare(config: PrepareConfig, out: Path, folder: OutputFolder, quiet: bool
         stats["records_per_second"] = round(len(records) / max(seconds["total"], 1e-9), 1)
         atomic_write_json(tmp / "stats.json", stats)
         write_manifest(tmp, "data.prepare", config, inputs=inputs, model=config.model, template=profile.template,
-                       counts=stats["totals"])
+                       system_prompt=profile.system_prompt, counts=stats["totals"])
     return out

@@ -25,7 +25,8 @@ IGNORE = -100
 
 
 def render(tokenizer: Any, profile: Any, messages: Sequence[dict], add_generation_prompt: bool) -> str:
-    """Render with the model's template exactly as chat does (the tokenizer's own, unless the profile overrides)."""
+    """Render with the model's template exactly as chat does (the tokenizer's own, unless the profile overrides),
+    with the profile's system prompt for a conversation that brings none."""
     from amauta.models.templates import apply_template
     from amauta.models.types import LoadedModel
 
@@ -112,9 +113,10 @@ def conversation_lengths(tokenizer: Any, profile: Any, conversations: Sequence[S
     """Token count of each whole conversation with the model's template (or the named `template`).
 
     Renders each conversation once and tokenizes in batches (a fast tokenizer runs them in Rust), which
-    is what the length filter and the length statistics need; no labels are built.
+    is what the length filter and the length statistics need; no labels are built. Either way a
+    conversation without a system message gets the profile's system prompt, as in training.
     """
-    from amauta.models.templates import render_messages
+    from amauta.models.templates import render_messages, with_system_prompt
 
     lengths: list[int] = []
     for i in range(0, len(conversations), batch_size):
@@ -122,8 +124,8 @@ def conversation_lengths(tokenizer: Any, profile: Any, conversations: Sequence[S
         if template is None:
             texts = [render(tokenizer, profile, m, add_generation_prompt=False) for m in batch]
         else:
-            texts = [render_messages(m, template, add_generation_prompt=False, eos_token=tokenizer.eos_token or "")
-                     for m in batch]
+            texts = [render_messages(with_system_prompt(m, profile.system_prompt), template, add_generation_prompt=False,
+                                     eos_token=tokenizer.eos_token or "") for m in batch]
         enc = tokenizer(texts, add_special_tokens=False, verbose=False)  # lengths past model_max_length are the point
         lengths += [len(x) for x in enc["input_ids"]]
     return lengths

@@ -367,6 +367,11 @@ class BelebeleTask:
         self.digest, self.source = digest, source
         self._prefix = SharedPrefix()  # the shots' KV cache; it starts afresh for each model
 
+    @property
+    def renders_chat(self) -> bool:
+        """Only the `generate` formulation goes through the chat template (and its system prompt)."""
+        return self.formulation == "generate"
+
     def config_key(self) -> dict[str, Any]:
         key = {"formulation": self.formulation, "prompt": self.prompt, "shots": [s["id"] for s in self.shots],
                "data": self.digest, "source": self.source}

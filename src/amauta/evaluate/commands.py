@@ -30,6 +30,8 @@ DTYPE = typer.Option(None, "--dtype", help="auto (float32 on a CPU, bf16 on a GP
 DEVICE = typer.Option(None, "--device", help="auto, cpu or cuda.")
 QUANT = typer.Option(None, "--quantization", help="none, 8bit or 4bit (GPU).")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+SYSTEM = typer.Option(None, "--system", help="System prompt of the chat prompts (default: the model profile's; "
+                                              "'' = none). Part of the cache key.")
 
 
 def _config(cls: type, path: Path | None, overrides: dict[str, Any]):
@@ -66,6 +68,7 @@ def belebele_command(
     shots: int = typer.Option(None, "--shots", "-k", help="Solved examples before each item."),
     shots_from: str = typer.Option(None, "--shots-from", help="File the shots come from (else the first items)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="generate only: tokens to write."),
+    system_prompt: str = SYSTEM,
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
     quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
@@ -96,6 +99,7 @@ def xquad_command(
     config: Path = CONFIG, model: str = MODEL, adapter: str = ADAPTER, compare: str = COMPARE,
     data: str = typer.Option(None, "--data", help="SQuAD-style JSON (default ../shared/data/xquad/xquad.es.json)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens per answer."),
+    system_prompt: str = SYSTEM,
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
     quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:
@@ -111,6 +115,7 @@ def mgsm_command(
     config: Path = CONFIG, model: str = MODEL, adapter: str = ADAPTER, compare: str = COMPARE,
     data: str = typer.Option(None, "--data", help="MGSM TSV (default ../shared/data/mgsm/mgsm_es.tsv)."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens for the reasoning and answer."),
+    system_prompt: str = SYSTEM,
     limit: int = LIMIT, batch_size: int = BATCH, out: str = OUT, dtype: str = DTYPE, device: str = DEVICE,
     quantization: str = QUANT, progress: bool = PROGRESS, threads: int = THREADS_OPTION,
 ) -> None:

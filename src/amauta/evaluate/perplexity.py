@@ -94,6 +94,7 @@ class PerplexityTask:
     """Perplexity as a runner task: one row per text."""
 
     name = "perplexity"
+    renders_chat = False  # raw text: no chat template, so no system prompt in the cache key
 
     def __init__(self, texts: list[dict[str, str]], max_length: int = 1024, source: str = ""):
         self.texts, self.max_length, self.source = texts, max_length, source

@@ -110,14 +110,17 @@ class EvalModelsConfig(StageConfig):
     dtype: str = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
     device: str = Field("auto", description="auto, cpu or cuda.")
     quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
+    system_prompt: str | None = Field(None, description="System prompt of the tasks answered by chat: None = the "
+                                      "model profile's (amauta models show), '' = none.")
 
     def model_specs(self) -> list[ModelSpec]:
         """The base model, or the base and each adapter of `compare`."""
         return parse_models(self.model, self.adapter, self.compare)
 
-    def load_kwargs(self) -> dict[str, str]:
+    def load_kwargs(self) -> dict[str, str | None]:
         """How `load_model` loads each of them."""
-        return {"dtype": self.dtype, "device": self.device, "quantization": self.quantization}
+        return {"dtype": self.dtype, "device": self.device, "quantization": self.quantization,
+                "system_prompt": self.system_prompt}
 
 
 def _label_for(path: str) -> str:
@@ -204,6 +207,36 @@ def read_cache(items_path: Path) -> dict[tuple[str, str], dict]:
                               "evaluate into a new --out folder (or move items.jsonl away to recompute)")
         cached[(row.get("key", ""), str(row.get("item_id")))] = row
     return cached
+def _system_prompt(specs: list[ModelSpec], load_kwargs: dict[str, Any] | None) -> str | None:
+    """The system prompt the models get: the run's, else their profile's (None: known only once loaded)."""
+    from amauta.models.load import recorded_system_prompt
+
+    given = (load_kwargs or {}).get("system_prompt")
+    return given.strip() if given is not None else recorded_system_prompt(specs[0].model)
+
+
+def _say_why_recomputed(out: Path, task_key: dict[str, Any]) -> None:
+    """One line when the cached results of a model were made with another system prompt (computed again)."""
+    previous = out / SUMMARY_FILE
+    if not previous.is_file():
+        return
+    try:
+        old = json.loads(previous.read_text(encoding="utf-8")).get("task_config") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return
+    new = task_key["system_prompt"]
+    if old.get("system_prompt", "(unrecorded)") != new:
+        before = ("before Amauta set it (the tokenizer template's own default, e.g. SmolLM2's English one)"
+                  if "system_prompt" not in old else _shown(old["system_prompt"]))
+        from rich.console import Console
+
+        Console(stderr=True).print(f"{out / ITEMS_FILE}: cached results were made with the system prompt {before}; "
+                                   f"this run uses {_shown(new)}: computing them again", highlight=False,
+                                   markup=False, soft_wrap=True)
+
+
+def _shown(prompt: str | None) -> str:
+    return "the model's own" if prompt is None else repr(prompt) if prompt else "none"
 
 
 def repair_torn_tail(path: Path) -> None:
@@ -299,12 +332,17 @@ def _run_eval(task: Task, specs: list[ModelSpec], out_dir: str | Path, *, batch_
     cached = read_cache(items_path)
     loader = loader or default_loader
     task_key = task.config_key()
+    if getattr(task, "renders_chat", True):  # a chat template renders the prompts: the system prompt is in them
+        task_key = {**task_key, "system_prompt": _system_prompt(specs, load_kwargs)}
     results: list[dict[str, Any]] = []
     rows_by_model: dict[str, list[dict[str, Any]]] = {}
     for spec in specs:
         spec_load_kwargs, numerics = eval_numerics(spec, load_kwargs, batch_size)
         key = cache_key(spec, task_key, numerics)
         todo = [item for item in items if (key, str(item["id"])) not in cached]
+        if todo and "system_prompt" in task_key and any(k != key and row.get("model") == spec.label
+                                                        for (k, _), row in cached.items()):
+            _say_why_recomputed(out, task_key)
         todo.sort(key=task.length, reverse=True)  # a stable sort: equal lengths keep the items' order
         started = time.perf_counter()
         if todo:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_dir, sha256_file
+from amauta.core.files import atomic_dir, atomic_write_json, give_usual_permissions, sha256_file
 from amauta.core.manifest import write_manifest
 from amauta.core.paths import amauta_home
 
@@ -137,6 +137,33 @@ def load_gguf(gguf: Path) -> tuple[Any, Any]:
     return clear_gguf_quantizer(model).eval(), tokenizer
 
 
+GGUF_INFO_KEYS = {"amauta.profile": "profile", "amauta.template": "template",
+                  "amauta.use_tokenizer_template": "use_tokenizer_template",
+                  "amauta.system_prompt": "system_prompt", "tokenizer.chat_template": "chat_template"}
+"""GGUF metadata keys an Amauta export writes (`amauta.train.export.write_gguf`) → `MODEL_INFO_FILE` keys."""
+
+
+def gguf_model_info(gguf: Path) -> dict[str, Any]:
+    """The profile, template, system prompt and chat template recorded in a GGUF's metadata ({} if none)."""
+    try:
+        from gguf import GGUFReader, GGUFValueType
+
+        reader = GGUFReader(str(gguf))
+    except Exception:  # not installed, or not a GGUF the reader knows: transformers will say what is wrong
+        return {}
+    info: dict[str, Any] = {}
+    for key, name in GGUF_INFO_KEYS.items():
+        field = reader.fields.get(key)
+        if field is None or not field.types:
+            continue
+        value = field.parts[field.data[0]]
+        if field.types[0] == GGUFValueType.STRING:
+            info[name] = bytes(value).decode("utf-8")
+        elif field.types[0] == GGUFValueType.BOOL:
+            info[name] = bool(value[0])
+    return info
+
+
 def convert_gguf(gguf: Path, name: str, *, force: bool = False, profile: str | None = None) -> Path:
     """Convert `gguf` once into `amauta_home()/models/<name>` (safetensors + tokenizer + manifest)."""
     from rich.console import Console
@@ -149,12 +176,21 @@ def convert_gguf(gguf: Path, name: str, *, force: bool = False, profile: str | N
         console.print(f"[cyan]Converting {gguf.name} once into {target} (later loads take about a second)…[/]")
         started = time.perf_counter()
         model, tokenizer = load_gguf(gguf)
+        info = gguf_model_info(gguf)
+        if info.get("chat_template") and not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = info["chat_template"]
         with atomic_dir(target, overwrite=True) as tmp:  # our own cache folder, under its lock
             tmp.chmod(0o755)  # a shared cache: readable by every user of the machine
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            write_manifest(tmp, "models.convert", {"name": name, "profile": profile, "gguf": str(gguf)},
+            if info.get("profile") or info.get("template"):  # an Amauta export: talk to it as it was trained
+                from amauta.models.load import MODEL_INFO_FILE
+
+                atomic_write_json(tmp / MODEL_INFO_FILE, info)
+            write_manifest(tmp, "models.convert", {"name": name, "profile": profile or info.get("profile"),
+                                                   "gguf": str(gguf)},
                            gguf_sha256=sha256_file(gguf), seconds=round(time.perf_counter() - started, 1))
+            give_usual_permissions(tmp)  # safetensors writes 0600; the cache is shared
         console.print(f"[green]Converted in {time.perf_counter() - started:.0f} s.[/]")
     return target
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import tempfile
 import time
@@ -128,34 +127,114 @@ def count_params(config: Any) -> int:
 def _read_config(path_or_id: str, **kwargs: Any) -> Any:
     from transformers import AutoConfig
 
+    from amauta.models import hub
+
+    local = Path(path_or_id).exists()
     try:
         return AutoConfig.from_pretrained(path_or_id, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        if Path(path_or_id).exists():
+        if local:
             raise AmautaError(f"{path_or_id}: not a readable model folder ({first}); it needs a config.json "
                               f"and weights saved by save_pretrained") from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        hint = ("the hub is offline (HF_HUB_OFFLINE=1) and it is not in the local hub cache; "
-                "download it where there is internet (hf download " + path_or_id + ") or pass a local folder"
-                if offline else f"check the id or your access to it ({first})")
+        hint = (f"{hub.offline_reason()} and it is not in the local hub cache; download it where there is "
+                f"internet (hf download {path_or_id}) or pass a local folder"
+                if kwargs.get("local_files_only") else f"check the id or your access to it ({first})")
         raise AmautaError(f"cannot load hub model '{path_or_id}' (no local folder has that name either): {hint}") from None
 
 
+# --- what an exported model says about itself -------------------------------------------------------
+
+MODEL_INFO_FILE = "amauta_model.json"
+"""Written beside exported weights: the profile, template and system prompt to talk to them with."""
+_INFO_KEYS = ("profile", "template", "use_tokenizer_template", "system_prompt")
+
+
+def model_info(profile: Profile, tokenizer: Any = None) -> dict[str, Any]:
+    """What an export records so that loading it later talks to it as it was trained (see `MODEL_INFO_FILE`)."""
+    info: dict[str, Any] = {"profile": profile.name, "template": profile.template,
+                            "use_tokenizer_template": profile.use_tokenizer_template,
+                            "system_prompt": profile.system_prompt}
+    chat_template = getattr(tokenizer, "chat_template", None)
+    info["chat_template"] = chat_template if isinstance(chat_template, str) else None
+    return info
+
+
+def read_model_info(folder: Path) -> dict[str, Any]:
+    """`MODEL_INFO_FILE` of a folder ({} when absent or unreadable)."""
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads((Path(folder) / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+        if isinstance(info, dict):
+            return info
+    return {}
+
+
+def recorded_system_prompt(spec: str) -> str | None:
+    """The system prompt `load_model(spec)` will give, found without loading: a registry profile's (also by
+    hub id), or the one an export recorded (folder or GGUF); None when only loading can tell."""
+    from amauta.models.embedded import gguf_model_info
+
+    if spec in profile_names():
+        return get_profile(spec).system_prompt
+    path = Path(spec).expanduser()
+    info = gguf_model_info(path) if path.suffix.lower() == ".gguf" and path.is_file() else (
+        read_model_info(path) if path.is_dir() else {})
+    if info.get("system_prompt") is not None:
+        return info["system_prompt"]
+    if info.get("profile") in profile_names():
+        return get_profile(info["profile"]).system_prompt
+    named = None if path.exists() else find_profile_by_source(spec)
+    return named.system_prompt if named is not None else None
+
+
+def check_template_name(template: str) -> None:
+    """Refuse, with close matches, a `--template` that is not one of Amauta's templates."""
+    from amauta.core.errors import did_you_mean
+    from amauta.models.registry import TEMPLATES
+
+    if template not in TEMPLATES:
+        raise AmautaError(f"--template {template}: unknown template{did_you_mean(template, TEMPLATES)}; "
+                          f"choose one of {', '.join(TEMPLATES)}")
+
+
+def customize_profile(profile: Profile, *, system_prompt: str | None = None, template: str | None = None) -> Profile:
+    """`profile` with this run's system prompt ("" = none) and/or template (Amauta's, instead of the tokenizer's)."""
+    update: dict[str, Any] = {}
+    if system_prompt is not None:
+        update["system_prompt"] = system_prompt.strip()
+    if template is not None:
+        check_template_name(template)
+        update.update(template=template, use_tokenizer_template=False)
+    return profile.model_copy(update=update) if update else profile
+
+
+def _profile_from_info(info: dict[str, Any], guess: Any) -> Profile | None:
+    """The profile an export recorded: its registry profile (or `guess()`), with the recorded template and prompt."""
+    if not info.get("profile") and not info.get("template"):
+        return None
+    base = get_profile(info["profile"]) if info.get("profile") in profile_names() else guess()
+    fields = {k: info[k] for k in _INFO_KEYS[1:] if info.get(k) is not None}
+    return base.model_copy(update=fields) if fields else base
+
+
 def folder_profile(folder: Path, config: Any, tokenizer: Any, source: str) -> Profile:
-    """The profile of a folder: the one recorded by a conversion, a registry hub id, or a guess."""
+    """The profile of a folder: the one an export or a conversion recorded, a registry hub id, or a guess."""
+    def guess() -> Profile:
+        return profile_for_architecture(config.model_type, name=folder.name or source, source=source,
+                                        params_billion=count_params(config) / 1e9,
+                                        context_length=getattr(config, "max_position_embeddings", None),
+                                        has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+
+    recorded = _profile_from_info(read_model_info(folder), guess)
+    if recorded is not None:
+        return recorded
     manifest = folder / "manifest.json"
     with contextlib.suppress(OSError, ValueError, KeyError, AmautaError, TypeError):
-        recorded = json.loads(manifest.read_text())["config"]["profile"]
-        if recorded in profile_names():
-            return get_profile(recorded)
+        name = json.loads(manifest.read_text())["config"]["profile"]
+        if name in profile_names():
+            return get_profile(name)
     named = find_profile_by_source(str(getattr(config, "_name_or_path", "")) or source)
-    if named is not None:
-        return named
-    return profile_for_architecture(config.model_type, name=folder.name or source, source=source,
-                                    params_billion=count_params(config) / 1e9,
-                                    context_length=getattr(config, "max_position_embeddings", None),
-                                    has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+    return named if named is not None else guess()
 
 
 def _bnb_config(quantization: str) -> Any:
@@ -180,19 +259,22 @@ def _from_folder(src: str, *, dtype: str, quantization: str, device: str, name: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from amauta.models.hub import hub_kwargs
+
     if params is not None:  # known from the profile: refuse before touching the hub or the disk
         check_fits(params, dtype, quantization, device, name)
-    config = _read_config(src)
+    hub = {} if Path(src).exists() else hub_kwargs()  # offline: the local hub cache only, no retries
+    config = _read_config(src, **hub)
     if params is None:
         params = count_params(config)
         check_fits(params, dtype, quantization, device, name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src)
+        tokenizer = AutoTokenizer.from_pretrained(src, **hub)
     except (OSError, ValueError, KeyError) as exc:
         raise AmautaError(f"{src}: cannot read the tokenizer ({str(exc).strip()[:200]}); the folder needs the files "
                           "tokenizer.save_pretrained writes") from None
     # Weights go straight to their device (a 7B model is never staged in CPU RAM on its way to the GPU).
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "device_map": {"": 0 if device == "cuda" else "cpu"}}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "device_map": {"": 0 if device == "cuda" else "cpu"}, **hub}
     if quantization != "none":
         kwargs["quantization_config"] = _bnb_config(quantization)
     try:
@@ -242,7 +324,8 @@ def _ensure_pad(model: Any, tokenizer: Any) -> None:
 
 def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: DType = "auto",
                device: Device = "auto", adapter: str | Path | None = None,
-               profile: Profile | str | None = None) -> LoadedModel:
+               profile: Profile | str | None = None, system_prompt: str | None = None,
+               template: str | None = None) -> LoadedModel:
     """Load a model and its tokenizer.
 
     spec: a registry name (`amauta models`), a hub id (`org/name`), a local folder, or a `.gguf` file.
@@ -251,11 +334,17 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
     device: `auto` (cuda when available), `cpu` or `cuda`.
     adapter: a peft adapter folder, or a training run folder containing `adapter/`.
     profile: a registry profile (or its name) to use instead of the one found from `spec`.
+    system_prompt: this run's system prompt instead of the profile's ("" = none); None keeps the profile's
+        (or the one an exported model recorded).
+    template: render with this Amauta template instead of the tokenizer's own (`--template`), for
+        folders and GGUF files whose template cannot be found out.
     """
 
     started = time.perf_counter()
     if quantization not in ("none", "8bit", "4bit"):
         raise AmautaError(f"unknown quantization '{quantization}'; choose none, 8bit or 4bit")
+    if template is not None:
+        check_template_name(template)  # before any weight is read
     device = resolve_device(device)
     chosen = get_profile(profile) if isinstance(profile, str) else profile
     spec = str(spec)
@@ -337,11 +426,20 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
                               f"({str(exc).strip().splitlines()[0][:200]}); load it on the base model it was trained on") from None
         extra["adapter"] = str(adapter_folder)
     extra["load_seconds"] = round(time.perf_counter() - started, 2)
+    chosen = customize_profile(chosen, system_prompt=system_prompt, template=template)
     return LoadedModel(model=model, tokenizer=tokenizer, profile=chosen, source=source, extra=extra)
 
 
-def load_tokenizer(model: str) -> tuple[Any, Any]:
-    """(tokenizer, profile) of `model` (a registry name, hub id or folder) without loading its weights."""
+def load_tokenizer(model: str, *, system_prompt: str | None = None) -> tuple[Any, Any]:
+    """(tokenizer, profile) of `model` (a registry name, hub id or folder) without loading its weights.
+
+    system_prompt: this run's system prompt instead of the profile's ("" = none), as in `load_model`.
+    """
+    tokenizer, profile = _tokenizer_and_profile(model)
+    return tokenizer, customize_profile(profile, system_prompt=system_prompt)
+
+
+def _tokenizer_and_profile(model: str) -> tuple[Any, Any]:
     from amauta.models.registry import find_profile_by_source, get_profile, profile_for_architecture
 
     if str(model).endswith(".gguf"):  # the tokenizer lives inside the GGUF: the models room's loader reads it
@@ -363,13 +461,16 @@ def load_tokenizer(model: str) -> tuple[Any, Any]:
         where = str(ensure_converted(profile.name, profile.source))
     else:
         where = profile.source if profile is not None else str(model)
+    from amauta.models.hub import hub_kwargs
+
+    hub = {} if Path(where).exists() else hub_kwargs()  # offline: the local hub cache only, no retries
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
+        tokenizer = AutoTokenizer.from_pretrained(where, **hub)
         if profile is None and Path(where).is_dir():
             profile = folder_profile(Path(where), AutoConfig.from_pretrained(where), tokenizer, where)
         elif profile is None:
             profile = find_profile_by_source(where) or profile_for_architecture(
-                AutoConfig.from_pretrained(where).model_type, name=str(model), source=where,
+                AutoConfig.from_pretrained(where, **hub).model_type, name=str(model), source=where,
                 has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
     except Exception as exc:  # offline hub, gated repo, missing files, not a model folder
         raise AmautaError(f"model '{model}': cannot load its tokenizer from {where} "

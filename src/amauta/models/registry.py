@@ -62,6 +62,10 @@ class Profile(BaseModel):
     """Amauta's prompt template for this model."""
     use_tokenizer_template: bool = True
     """Prefer the tokenizer's own chat_template when it ships one."""
+    system_prompt: str = ""
+    """The system prompt Amauta gives every conversation that brings none ("" = none at all: a tokenizer
+    template's own default, such as SmolLM2's English one, is never inserted). `--system` / `system_prompt`
+    change it per run; see `amauta.models.templates.apply_template`."""
     stop_strings: list[str] = Field(default_factory=list)
     """Text that ends the model's turn."""
     eos_tokens: list[str] = Field(default_factory=list)
@@ -78,6 +82,8 @@ class Profile(BaseModel):
     """Parameter count in billions (for the will-it-fit estimate before loading)."""
     description: str = ""
     """One line for `amauta models`."""
+    hub_id: str | None = None
+    """The model's hub id when `source` is not one (an embedded GGUF): what model cards name as `base_model`."""
 
     @property
     def kind(self) -> str:
@@ -87,6 +93,11 @@ class Profile(BaseModel):
         if self.source.startswith("tiny:"):
             return "tiny"
         return "local" if self.source.startswith(("/", ".", "~")) else "hub"
+
+    @property
+    def base_model_id(self) -> str:
+        """The hub id model cards name as `base_model`: `hub_id`, the source of a hub profile, else the name."""
+        return self.hub_id or (self.source if self.kind == "hub" else self.name)
 
 
 def _parse(text: str, where: str, base: dict[str, Profile]) -> dict[str, Profile]:
@@ -189,7 +200,7 @@ def profile_for_architecture(architecture: str, *, name: str, source: str, param
     """
     family = _registry().get(_FAMILY.get(architecture, "smollm2-135m-instruct"))
     fields = family.model_dump(exclude={"name", "source", "architecture", "params_billion", "context_length",
-                                        "description", "use_tokenizer_template"})
+                                        "description", "use_tokenizer_template", "hub_id"})
     return Profile(name=name, source=source, architecture=architecture, params_billion=max(params_billion, 1e-6),
                    context_length=context_length or family.context_length, use_tokenizer_template=has_chat_template,
                    description=f"{architecture} model from {source} (profile guessed from its architecture)", **fields)

@@ -122,14 +122,20 @@ class TransformersBackend:
 
     @classmethod
     def load(cls, specs: Sequence[str], adapters: dict[str, Path] | None = None, *, dtype: str = "auto",
-             quantization: str = "none", device: str = "auto") -> TransformersBackend:
-        """Load each model spec (registry name, hub id, folder, .gguf) with `load_model`."""
+             quantization: str = "none", device: str = "auto", system_prompt: str | None = None,
+             template: str | None = None) -> TransformersBackend:
+        """Load each model spec (registry name, hub id, folder, .gguf) with `load_model`.
+
+        system_prompt: for requests without a system message, instead of each profile's ("" = none).
+        template: render with this Amauta template instead of the tokenizers' own.
+        """
         from amauta.models.load import load_model
 
         models = {}
         for spec in specs:
             model_id = Path(spec).name if ("/" in spec and Path(spec).exists()) else spec
-            models[model_id] = load_model(spec, dtype=dtype, quantization=quantization, device=device)
+            models[model_id] = load_model(spec, dtype=dtype, quantization=quantization, device=device,
+                                          system_prompt=system_prompt, template=template)
         return cls(models, adapters)
 
     def _load_adapters(self, base_id: str, adapters: dict[str, Path]) -> None:
@@ -256,7 +262,20 @@ def resolve_gguf(spec: str) -> tuple[Path, Any]:
                           f"got '{spec}'")
     if not path.is_file():
         raise AmautaError(f"{path}: file not found")
-    return path, None
+    return path, gguf_profile(path)
+
+
+def gguf_profile(path: Path) -> Any:
+    """The profile an Amauta export recorded in a GGUF's metadata (`amauta.profile`, template, system prompt),
+    or None for another GGUF."""
+    from amauta.models.embedded import gguf_model_info
+    from amauta.models.registry import get_profile, profile_names
+
+    info = gguf_model_info(path)
+    if info.get("profile") not in profile_names():
+        return None
+    fields = {k: info[k] for k in ("template", "use_tokenizer_template", "system_prompt") if info.get(k) is not None}
+    return get_profile(info["profile"]).model_copy(update={"name": path.stem, "source": str(path), **fields})
 
 
 def default_threads() -> int:
@@ -323,13 +342,18 @@ class _GgufEntry:
     profile: Any
     stops: list[str] = field(default_factory=list)
     template: Any = None
+    template_source: str = ""
 
     def render(self, messages: list[dict]) -> str:
-        if self.profile is not None and not self.profile.use_tokenizer_template:
-            from amauta.models.templates import render_messages
+        """The prompt, under the same system-prompt rule as `amauta.models.templates.apply_template`."""
+        from amauta.models.templates import render_foreign, render_messages, with_system_prompt
 
+        messages = with_system_prompt(messages, getattr(self.profile, "system_prompt", "") or "")
+        if self.profile is not None and not self.profile.use_tokenizer_template:
             return render_messages(messages, self.profile.template)
-        return self.template(messages=messages).prompt
+        formatter = self.template  # llama-cpp-python's formatter always adds the generation prompt
+        return render_foreign(messages, self.template_source, lambda m, gen: formatter(messages=m).prompt,
+                              template=getattr(self.profile, "template", None))
 
 
 class LlamaCppBackend:
@@ -343,7 +367,8 @@ class LlamaCppBackend:
 
     name = "llamacpp"
 
-    def __init__(self, specs: Sequence[str], *, context: int | None = None, threads: int | None = None):
+    def __init__(self, specs: Sequence[str], *, context: int | None = None, threads: int | None = None,
+                 system_prompt: str | None = None, template: str | None = None):
         try:
             import llama_cpp
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -353,8 +378,12 @@ class LlamaCppBackend:
         if not specs:
             raise AmautaError("no model to serve; pass --model NAME or a .gguf path")
         self.entries: dict[str, _GgufEntry] = {}
+        from amauta.models.load import customize_profile
+
         for spec in specs:
             path, profile = resolve_gguf(spec)
+            if profile is not None:
+                profile = customize_profile(profile, system_prompt=system_prompt, template=template)
             model_id = profile.name if profile is not None else path.stem
             ctx = context or min(int(getattr(profile, "context_length", 0) or 4096), 4096)
             llama = llama_cpp.Llama(str(path), n_ctx=ctx, n_threads=threads or default_threads(), verbose=False)
@@ -368,6 +397,7 @@ class LlamaCppBackend:
                 eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
                 bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
                 entry.template = Jinja2ChatFormatter(chat_template, eos_token=eos, bos_token=bos)
+                entry.template_source = chat_template
             # The first evaluation pays one-time costs (paging the weights in, building compute graphs):
             # 1.5 s became 25 s here. Pay them now rather than in the first user's request.
             llama.create_completion(llama.tokenize(b"Hola, " * 32, add_bos=True), max_tokens=2, temperature=0.0)

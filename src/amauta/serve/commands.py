@@ -57,6 +57,11 @@ def register(app: typer.Typer) -> None:
         max_tokens_limit: int = typer.Option(2048, "--max-tokens-limit", help="Largest max_tokens a request may ask."),
         max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Largest request body in bytes."),
         max_queue: int = typer.Option(64, "--max-queue", help="Requests queued per model before answering 503."),
+        system: str | None = typer.Option(None, "--system", help="System prompt of requests that bring none "
+                                             "(default: each model profile's, see `amauta models show`; '' = none)."),
+        template: str | None = typer.Option(None, "--template", help="Render with this Amauta template (chatml, llama2, "
+                                               "...) instead of the tokenizer's: for a folder or .gguf whose "
+                                               "template is not recorded."),
         dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
         quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
         threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch and llama.cpp (default: "
@@ -108,11 +113,13 @@ def register(app: typer.Typer) -> None:
                 if adapters:
                     raise AmautaError("--backend llamacpp serves GGUF files without adapters; merge the adapter and "
                                       "export a GGUF, or use --backend transformers")
-                engine = LlamaCppBackend(models, context=context, threads=threads)
+                engine = LlamaCppBackend(models, context=context, threads=threads, system_prompt=system,
+                                         template=template)
             else:
                 from amauta.serve.backends import TransformersBackend
 
-                engine = TransformersBackend.load(models, adapters, dtype=dtype, quantization=quantization)
+                engine = TransformersBackend.load(models, adapters, dtype=dtype, quantization=quantization,
+                                                  system_prompt=system, template=template)
             answerer = None
             if rag:
                 from amauta.rag.answer import RagAnswerer

@@ -95,6 +95,9 @@ class TrainConfig(StageConfig):
     """Dataset folder written by `amauta data prepare` (train.jsonl, val.jsonl, manifest.json)."""
     output_dir: Path
     """Run folder: adapter/, checkpoints/, log.jsonl, loss.png, config.yaml, manifest.json."""
+    system_prompt: str | None = None
+    """System prompt of every training conversation that brings none: None = the model profile's
+    (`amauta models show MODEL`), "" = none. The dataset must have been prepared with the same one."""
     quantization: QuantizationConfig = QuantizationConfig()
     """Base-weight quantization (4-bit for QLoRA)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -163,6 +166,8 @@ NON_MATH_KEYS = {"output_dir", "log_every", "eval_every", "eval_max_examples", "
 def fingerprint_fields(config: TrainConfig) -> dict[str, Any]:
     """The config values that shape the trained weights (what a checkpoint must agree on)."""
     data = config.model_dump(mode="json")
+    if data.get("system_prompt") is None:  # the profile's, as before the field existed: old checkpoints match
+        data.pop("system_prompt", None)
     return {k: v for k, v in data.items() if k not in NON_MATH_KEYS}
 
 

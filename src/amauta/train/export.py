@@ -22,9 +22,11 @@ from typing import Any
 
 from amauta.core.config import read_yaml
 from amauta.core.errors import AmautaError
-from amauta.core.files import atomic_write_text
+from amauta.core.files import atomic_write_json, atomic_write_text, give_usual_permissions
 from amauta.core.manifest import write_manifest
 from amauta.core.outdir import OutputFolder, claim
+from amauta.models.embedded import GGUF_INFO_KEYS
+from amauta.models.load import MODEL_INFO_FILE, model_info
 from amauta.train.config import TrainConfig
 
 GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama"}  # model_type → llama.cpp architecture
@@ -48,14 +50,16 @@ def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
 
     from amauta.models.load import load_model
 
+    prompt = getattr(config, "system_prompt", None)
     if config.quantization.mode != "none":
-        loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.dtype)  # as trained
+        loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.dtype,
+                            system_prompt=prompt)  # as trained
         # De-quantize first (to float32, exactly the values training saw): merging into 4-bit blocks
         # would round the update away.
         base = loaded.model.dequantize(dtype=torch.float32)
     else:
         # Merge in float32 on the CPU (exact to the last bit that matters), then cast to the export type.
-        loaded = load_model(config.model, dtype="float32", device="cpu")
+        loaded = load_model(config.model, dtype="float32", device="cpu", system_prompt=prompt)
         base = loaded.model
     model = PeftModel.from_pretrained(base, run_dir / "adapter").merge_and_unload()
     return model.to(getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.profile
@@ -103,14 +107,19 @@ def _export(run_dir: Path, config: TrainConfig, folder: OutputFolder, settings: 
                                       f"'{arch}'; export with --merge and convert with llama.cpp's convert_hf_to_gguf.py")
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
+            # How to talk to these weights (profile, template, system prompt), read back by load_model.
+            info = model_info(profile, tokenizer)
+            atomic_write_json(tmp / MODEL_INFO_FILE, info)
             if gguf:
                 suffix = "f32" if dtype == "float32" else "f16"
-                write_gguf(model, tokenizer, tmp / f"model-{suffix}.gguf", name=out.name, float32=dtype == "float32")
+                write_gguf(model, tokenizer, tmp / f"model-{suffix}.gguf", name=out.name, float32=dtype == "float32",
+                           info=info)
         else:
             shutil.copytree(run_dir / "adapter", tmp, dirs_exist_ok=True)
         atomic_write_text(tmp / "README.md", model_card(run_dir, config, merged=merge, dtype=dtype,
                                                         files=sorted(p.name for p in tmp.iterdir())))
         write_manifest(tmp, "export", settings, inputs=inputs)
+        give_usual_permissions(tmp)  # safetensors writes 0600: an export is for other people too
 
 
 def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, files: list[str]) -> str:
@@ -158,13 +167,11 @@ def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, 
 
 
 def _base_model_id(model: str) -> str:
-    """The hub id of a registry model (what model hubs expect in `base_model`), else the name as given."""
+    """The hub id of a registry model, embedded ones included (what model hubs expect in `base_model`),
+    else the name as given."""
     from amauta.models.registry import get_profile, profile_names
 
-    if model in profile_names():
-        profile = get_profile(model)
-        return profile.source if profile.kind == "hub" else model
-    return model
+    return get_profile(model).base_model_id if model in profile_names() else model
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -218,8 +225,13 @@ def _tokenizer_fields(tokenizer: Any) -> dict[str, Any]:
             "scores": [-float(i) for i in range(size)]}
 
 
-def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", float32: bool = False) -> Path:
-    """Write a merged llama-family model as GGUF (F16 matrices, F32 norms; or all F32)."""
+def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", float32: bool = False,
+               info: dict[str, Any] | None = None) -> Path:
+    """Write a merged llama-family model as GGUF (F16 matrices, F32 norms; or all F32).
+
+    info: `amauta.models.load.model_info` (profile, template, system prompt), written as `amauta.*` keys
+        that loading the GGUF reads back (`amauta.models.embedded.gguf_model_info`).
+    """
     import gguf
     import numpy as np
     import torch
@@ -263,6 +275,12 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", 
     writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
     if getattr(tokenizer, "chat_template", None):
         writer.add_chat_template(tokenizer.chat_template)
+    for key, field in GGUF_INFO_KEYS.items():
+        value = (info or {}).get(field)
+        if key.startswith("amauta.") and isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif key.startswith("amauta.") and isinstance(value, str):  # add_string would drop "" (no system prompt)
+            writer.add_key_value(key, value, gguf.GGUFValueType.STRING)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     state = model.state_dict()

@@ -235,7 +235,9 @@ class LoRARecipe:
 
         # 1. Data folder first: cheap, and a wrong path or template should not cost a model load.
         profile = get_profile(cfg.model) if cfg.model in profile_names() else None
-        self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model)
+        system = (profile.system_prompt if cfg.system_prompt is None else cfg.system_prompt.strip()) if profile else None
+        self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model,
+                                        system_prompt=system)
         self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
 
         # 2. The output folder: resume, start fresh, or refuse — decided before anything is written.
@@ -316,7 +318,8 @@ class LoRARecipe:
             self.print(f"[yellow]{cfg.quantization.mode} base on a CPU: bitsandbytes works there but slowly; "
                        "QLoRA is meant for a CUDA GPU[/]")
         # `auto` is load_model's choice: bf16 on GPUs and bf16-capable CPUs (tiny test models stay fp32).
-        loaded = load_model(cfg.model, quantization=cfg.quantization.mode, dtype=cfg.dtype, device=device)
+        loaded = load_model(cfg.model, quantization=cfg.quantization.mode, dtype=cfg.dtype, device=device,
+                            system_prompt=cfg.system_prompt)
         self.print(f"loaded {cfg.model} ({cfg.quantization.mode if cfg.quantization.mode != 'none' else loaded.model.dtype}) "
                    f"on {device}")
         if cfg.quantization.mode == "4bit":
@@ -359,12 +362,16 @@ class LoRARecipe:
         return model
 
     def _check_template(self) -> None:
-        """For models outside the registry the template is known only now: check the dataset's."""
+        """For models outside the registry the template is known only now: check the dataset's (and its
+        system prompt: token lengths and the length filter were measured with both)."""
+        from amauta.data.dataset import check_system_prompt
+
         template = self.dataset.manifest.get("template")
         profile = self.loaded.profile
         if template and template != profile.template:
             raise AmautaError(f"{self.config.dataset}/manifest.json: prepared for template '{template}' but "
                               f"{profile.name} uses '{profile.template}'; rerun `amauta data prepare` for this model")
+        check_system_prompt(self.dataset.manifest, profile.system_prompt, self.config.dataset)
 
     def _tokenize(self, conversations: list[list[dict[str, str]]], split: str) -> list[dict[str, list[int]]]:
         from amauta.data.tokenize import tokenize_messages
