@@ -200,7 +200,7 @@ def _print_closing(screen: Any, config: PipelineConfig, out: Path, state: dict[s
     from amauta.report.closing import closing_summary
 
     folders = [Path(state[step.name]["out"]) for step in config.steps if state.get(step.name, {}).get("out")]
-    screen.rule(f"[green]{escape(config.name)}: finished in {logs.duration(seconds)}; outputs in {escape(str(out))}")
+    screen.rule(f"[green]{escape(config.name)}: finished in {logs.duration(seconds)}")
     log = capture.sink.path if capture is not None else None
     for line in closing_summary(folders, log=log):
         screen.print(line, highlight=False, soft_wrap=True)

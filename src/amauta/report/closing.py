@@ -58,7 +58,7 @@ def _eval_line(folder: Path, manifest: dict[str, Any]) -> str:
     detail = str(config.get("formulation") or title.lower())
     scores = [f"{m['label']} {_fmt(m['metrics'].get(key), percent)}{unit} "
               f"{_fmt_ci(m['metrics'].get(f'{key}_ci'), percent, m.get('n'))}" for m in summary["models"]]
-    deltas = [f"Δ {c['other']} {100 * c['delta']:+.1f} pts {_fmt_ci(c.get('delta_ci'), True)}"
+    deltas = [f"Δ {c['other']} {100 * c['delta']:+.1f} pts {_fmt_ci(c.get('delta_ci'), True)}".removesuffix(" –")
               for c in summary.get("comparisons") or [] if isinstance(c.get("delta"), (int, float))]
     name = TASK_TITLES.get(task, task).split(" ")[0]
     return f"{name} ({detail}, {summary.get('n_items', '?')} items, 95% CI): " + ", ".join(scores) + \
@@ -69,7 +69,8 @@ def _chat_line(folder: Path, manifest: dict[str, Any]) -> str:
     per = _read(folder / "summary.json").get("strategies") or {}
     speeds = " · ".join(f"{name} {entry.get('tokens_per_second', 0):.1f}" for name, entry in per.items())
     prompts = len((manifest.get("config") or {}).get("prompts") or [])
-    return f"Chat demo: {prompts} prompts × {len(per)} strategies, tokens/s {speeds} (answers in the report)"
+    return (f"Chat demo: {prompts} prompt{'s' if prompts != 1 else ''} × {len(per)} strategies, tokens/s {speeds} "
+            "(answers in the report)")
 
 
 def _report_line(folder: Path, manifest: dict[str, Any]) -> str:
@@ -120,8 +121,8 @@ def closing_summary(folders: list[Path], *, log: Path | None = None) -> list[str
         lines.append(escape(_line(folder, manifest)))
     tail = []
     if log is not None:
-        tail.append(f"[dim]Every step's own output and the libraries' warnings: {escape(str(log))} "
-                    "(--verbose shows them here)[/]")
+        tail.append(f"[dim]Log: {escape(str(log))} (each step's own output and the libraries' warnings; "
+                    "--verbose shows them here)[/]")
     commands = next_commands(made)
     if commands:
         tail += ["Next:"] + [f"  [bold]{escape(command)}[/]" for command in commands]
