@@ -45,7 +45,7 @@ def noisy_stage(tmp_path, monkeypatch):
     (tmp_path / "noisy_stage.py").write_text(NOISY_STAGE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(pipeline.ENTRY_POINTS, "test.noisy", "noisy_stage:run")
-    monkeypatch.delenv(logs.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(logs.VERBOSE_ENV, "0")  # not verbose; and restored after `amauta --verbose` sets it
 
 
 def _dataset(folder: Path) -> Path:
@@ -155,11 +155,29 @@ def test_library_noise_goes_to_the_log_and_the_screen_gets_one_line_per_step_and
     assert logging.getLogger().handlers == handlers_before and warnings.showwarning is show_before
 
 
-def test_verbose_shows_every_step_and_the_libraries(tmp_path, noisy_stage, capfd):
-    path = tmp_path / "noisy.yaml"
-    path.write_text(f"name: n\nout: {tmp_path}/runs\nsteps:\n  - {{name: noisy, uses: test.noisy, "
+def _noisy_pipeline(tmp_path: Path, name: str = "runs") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: n\nout: {tmp_path}/{name}\nsteps:\n  - {{name: noisy, uses: test.noisy, "
                     "with: {out: '${out}/noisy'}}\n")
-    pipeline.run_pipeline(path, verbose=True)
+    return path
+
+
+def test_verbose_shows_every_step_and_the_libraries(tmp_path, noisy_stage, capfd):
+    pipeline.run_pipeline(_noisy_pipeline(tmp_path), verbose=True)
     stdout, stderr = capfd.readouterr()
     assert "STAGE-OWN-PRINT" in stdout and "LIBRARY-LOG-RECORD" in stderr
     assert not (tmp_path / "runs" / logs.LOG_NAME).exists()
+
+
+@pytest.mark.parametrize("args", [["run", "{pipe}"], ["run", "{pipe}", "--verbose"], ["--verbose", "run", "{pipe}"]])
+def test_amauta_run_is_quiet_unless_verbose(tmp_path, noisy_stage, args):
+    from typer.testing import CliRunner
+
+    from amauta.cli import app
+
+    pipe = _noisy_pipeline(tmp_path)
+    result = CliRunner().invoke(app, [a.format(pipe=pipe) for a in args])
+    assert result.exit_code == 0, result.output
+    verbose = "--verbose" in args
+    assert ("STAGE-OWN-PRINT" in result.output) == verbose
+    assert (tmp_path / "runs" / logs.LOG_NAME).exists() != verbose
