@@ -15,6 +15,7 @@ import sys
 import typer
 from rich.console import Console
 
+from amauta.core import logs
 from amauta.core.errors import AmautaError
 from amauta.core.threads import apply_threads
 
@@ -36,13 +37,22 @@ STAGES = ("models", "chat", "data", "train", "evaluate", "judge", "report", "rag
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
           threads: int | None = typer.Option(None, "--threads", help="CPU threads for every model this command "
-                                             "runs (as each command's --threads; env AMAUTA_THREADS).")) -> None:
+                                             "runs (as each command's --threads; env AMAUTA_THREADS)."),
+          verbose: bool = typer.Option(False, "--verbose", help="Show the libraries' warnings, logs and progress "
+                                       "bars here instead of in the output folder's amauta.log.")) -> None:
     if debug:
         os.environ["AMAUTA_DEBUG"] = "1"
+    if verbose:
+        os.environ[logs.VERBOSE_ENV] = "1"
     if threads is not None:  # commands without a model of their own still get it (and torch loads only now)
         apply_threads(threads)
+    # Library noise goes to the command's output folder (core/logs.py) until the command ends; `amauta run`
+    # opens its own capture (its folder is known up front, and its --verbose is parsed after this).
+    if ctx.invoked_subcommand != "run":
+        ctx.with_resource(logs.capture_libraries())
 
 
 def _register_stages() -> None:

@@ -14,11 +14,13 @@ point takes it: it may replace the folder of its own stage it wrote before, and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
 import json
 import re
+import sys
 import time
 import typing
 from pathlib import Path
@@ -26,7 +28,9 @@ from typing import Any
 
 import typer
 from pydantic import Field
+from rich.markup import escape
 
+from amauta.core import logs
 from amauta.core.config import StageConfig, read_yaml, validate_config
 from amauta.core.console import make_console
 from amauta.core.errors import AmautaError, did_you_mean
@@ -34,8 +38,6 @@ from amauta.core.files import atomic_write_json
 from amauta.core.manifest import write_manifest
 from amauta.core.outdir import claim
 from amauta.core.threads import THREADS_OPTION, apply_threads
-
-console = make_console()
 
 # Step names a pipeline file may use → "module:function". The function's `config` annotation gives the config class.
 ENTRY_POINTS: dict[str, str] = {
@@ -100,12 +102,15 @@ def _config_hash(uses: str, config: dict) -> str:
     return hashlib.sha256(json.dumps([uses, config], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool = False) -> Path:
+def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool = False,
+                 verbose: bool | None = None) -> Path:
     """Run the pipeline file at `path`; return its output folder.
 
     path: the pipeline YAML.
     only: run just these step names (their inputs must exist already).
     force: rerun steps even when the state says they are done.
+    verbose: show every step's own output and the libraries' (default: `--verbose` / AMAUTA_VERBOSE);
+        otherwise the screen shows one line per step and a closing summary, the rest goes to `out/amauta.log`.
     """
     config = validate_config(PipelineConfig, read_yaml(path), source=str(path))
     names = [step.name for step in config.steps]
@@ -116,17 +121,25 @@ def run_pipeline(path: str | Path, *, only: list[str] | None = None, force: bool
             raise AmautaError(f"{path}: no step named '{name}'{did_you_mean(name, names)}")
     out = Path(config.out)
     # The pipeline's folder follows the output-folder rule (core/outdir.py) like every step's own folder.
+    screen = make_console(file=sys.stdout)  # the screen, also while the steps' own printing goes to the log
     with claim(out, "pipeline", legacy=lambda folder: (folder / "pipeline-state.json").is_file()) as folder:
         folder.start(config)
-        return _run_steps(path, config, out, only=only, force=force)
+        started = time.time()
+        with logs.capture_libraries(out / logs.LOG_NAME, everything=True, verbose=verbose) as capture:
+            state = _run_steps(path, config, out, only=only, force=force, screen=screen, capture=capture)
+    _print_closing(screen, config, out, state, time.time() - started, capture)
+    return out
 
 
-def _run_steps(path: str | Path, config: PipelineConfig, out: Path, *, only: list[str] | None, force: bool) -> Path:
-    """The steps of `run_pipeline`, while it holds `out`."""
+def _run_steps(path: str | Path, config: PipelineConfig, out: Path, *, only: list[str] | None, force: bool,
+               screen: Any, capture: logs.Capture | None) -> dict[str, Any]:
+    """The steps of `run_pipeline`, while it holds `out`; return the pipeline state (step → its folder).
+
+    With a `capture`, each step is one line on `screen` while its own output goes to the log; without
+    one (verbose), a rule heads each step's output as before."""
     state_path = out / "pipeline-state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     variables = {"out": str(out)}
-    started = time.time()
 
     for index, step in enumerate(config.steps, start=1):
         function, config_class = _entry_point(step.uses)
@@ -139,21 +152,48 @@ def _run_steps(path: str | Path, config: PipelineConfig, out: Path, *, only: lis
         if skip_by_choice or (not force and done.get("hash") == digest and Path(done.get("out", "")).exists()):
             if done.get("out"):
                 variables[f"steps.{step.name}"] = done["out"]
-            console.rule(f"[dim]{header}: {'skipped' if skip_by_choice else 'done already'}")
+            _print_skipped(screen, header, "skipped" if skip_by_choice else "done already", done.get("out"), capture)
             continue
-        console.rule(f"[bold]{header}")
         step_started = time.time()
         # A step this pipeline ran before may replace its own earlier output (its config changed, or --force).
         options = {"overwrite": True} if (force or done) and "overwrite" in inspect.signature(function).parameters else {}
-        result_path = str(Path(function(step_config, **options)))  # the contract: a stage returns its output folder (or file)
+        with _step_display(screen, header, capture) as line:
+            result_path = str(Path(function(step_config, **options)))  # the contract: a stage returns its folder
+            line.result = f"→ {result_path}"
         variables[f"steps.{step.name}"] = result_path
         state[step.name] = {"uses": step.uses, "hash": digest, "out": result_path,
                             "seconds": round(time.time() - step_started, 1)}
         atomic_write_json(state_path, state)
 
     write_manifest(out, "pipeline", config, complete=True, steps=state)
-    console.rule(f"[green]{config.name}: finished in {time.time() - started:.0f} s; outputs in {out}")
-    return out
+    return state
+
+
+def _step_display(screen: Any, header: str, capture: logs.Capture | None) -> Any:
+    """The step's one line (captured), or the rule that heads its own output (verbose)."""
+    if capture is not None:
+        return logs.stage_line(screen, header, capture)
+    screen.rule(f"[bold]{header}")
+    return contextlib.nullcontext(logs.StageLine(header, None))
+
+
+def _print_skipped(screen: Any, header: str, why: str, folder: str | None, capture: logs.Capture | None) -> None:
+    if capture is None:
+        screen.rule(f"[dim]{header}: {why}")
+    else:
+        screen.print(f"[dim]· {escape(header)}: {why}{f' → {escape(folder)}' if folder else ''}[/]", highlight=False)
+
+
+def _print_closing(screen: Any, config: PipelineConfig, out: Path, state: dict[str, Any], seconds: float,
+                   capture: logs.Capture | None) -> None:
+    """The pipeline's last lines: how long it took and what its steps made (report/closing.py)."""
+    from amauta.report.closing import closing_summary
+
+    folders = [Path(state[step.name]["out"]) for step in config.steps if state.get(step.name, {}).get("out")]
+    screen.rule(f"[green]{escape(config.name)}: finished in {logs.duration(seconds)}")
+    log = capture.sink.path if capture is not None else None
+    for line in closing_summary(folders, log=log):
+        screen.print(line, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -165,7 +205,9 @@ def register(app: typer.Typer) -> None:
         only: list[str] = typer.Option(None, "--only", help="Run only this step (repeatable)."),
         force: bool = typer.Option(False, "--force", help="Rerun steps that are already done."),
         threads: int | None = THREADS_OPTION,
+        verbose: bool = typer.Option(False, "--verbose", help="Show each step's own output and the libraries' "
+                                     "warnings and progress bars (otherwise in OUT/amauta.log)."),
     ) -> None:
         """Run a pipeline of stages (data → train → evaluate → report) from a YAML file."""
         apply_threads(threads)
-        run_pipeline(pipeline, only=only or None, force=force)
+        run_pipeline(pipeline, only=only or None, force=force, verbose=True if verbose else None)

@@ -2,14 +2,17 @@
 
 For each prompt and each decoding strategy it streams nothing and records everything: the answer, tokens,
 seconds and tokens/s go to `generations.jsonl` (appended as they finish, so a killed demo resumes), a rich
-table shows them side by side, and `summary.json` holds tokens/s per strategy and contrastive search's time
-per token relative to greedy's.
+table shows them side by side, and `summary.json` (task `chat.demo`) holds tokens/s per strategy,
+contrastive search's time per token relative to greedy's, and the answers. `amauta report` renders such a
+folder with the section this module registers: one table of answers per strategy, with its tokens/s.
 """
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -17,6 +20,9 @@ from amauta.chat.decoding import STRATEGIES, GenerationSettings, Strategy
 from amauta.core.config import StageConfig
 from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
 from amauta.core.manifest import write_manifest
+from amauta.core.summaries import ReportSection, register_section
+
+TASK = "chat.demo"  # the `task` of its summary.json, under which the report finds its section
 
 DEFAULT_PROMPTS = [
     "¿Qué es el Servicio de Rentas Internas del Ecuador?",
@@ -53,7 +59,9 @@ def _summary(rows: list[dict], strategies: list[str]) -> dict:
     ratio = None
     if per.get("greedy", {}).get("ms_per_token") and per.get("contrastive", {}).get("ms_per_token"):
         ratio = round(per["contrastive"]["ms_per_token"] / per["greedy"]["ms_per_token"], 3)
-    return {"strategies": per, "contrastive_vs_greedy_time_per_token": ratio}
+    answers = [{k: r[k] for k in ("prompt", "strategy", "text", "tokens", "seconds", "tokens_per_second")} for r in rows]
+    return {"task": TASK, "strategies": per, "contrastive_vs_greedy_time_per_token": ratio, "answers": answers,
+            "items_file": "generations.jsonl"}
 
 
 def run(config: DemoConfig) -> Path:
@@ -118,7 +126,7 @@ def _run(config: DemoConfig) -> Path:
                       str(row["tokens"]), f"{row['tokens_per_second']:.1f}")
     console.print(table)
     summary = _summary(rows, list(config.strategies))
-    summary.update(model=loaded.profile.name, source=str(loaded.source), dtype=loaded.extra.get("dtype"),
+    summary.update(model=loaded.profile.name, adapter=config.adapter, source=str(loaded.source), dtype=loaded.extra.get("dtype"),
                    seconds=round(time.perf_counter() - started, 2))
     atomic_write_json(out / "summary.json", summary)
     # The rows of this run only, in order (an earlier run with other settings may have left other rows).
@@ -128,3 +136,32 @@ def _run(config: DemoConfig) -> Path:
     console.print("tokens/s: " + ", ".join(f"{s} {v['tokens_per_second']}" for s, v in summary["strategies"].items())
                   + (f"; contrastive/greedy time per token {ratio}×" if ratio else ""))
     return out
+
+
+# --------------------------------------------------------------------------- the report's section
+
+def _cell(text: Any) -> str:
+    """One Markdown table cell: on one line, pipes escaped, no raw HTML (the report's HTML keeps HTML)."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
+def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
+    """The demo's answers as Markdown: per strategy its speed, then a table of prompt, answer, tokens, tokens/s."""
+    h = "#" * heading_level
+    ratio = summary.get("contrastive_vs_greedy_time_per_token")
+    adapter = f" + adapter `{summary['adapter']}`" if summary.get("adapter") else ""
+    parts = [f"Model `{summary.get('model', '?')}`{adapter} ({summary.get('dtype') or 'default dtype'}), every prompt answered "
+             "with each decoding strategy" + (f"; contrastive search took {ratio}× greedy's time per token." if ratio
+                                              else ".")]
+    answers = summary.get("answers") or []
+    for strategy, speed in (summary.get("strategies") or {}).items():
+        rows = [a for a in answers if a.get("strategy") == strategy]
+        table = ["| Prompt | Answer | Tokens | Tokens/s |", "|---|---|---:|---:|"]
+        table += [f"| {_cell(a['prompt'])} | {_cell(a['text']) or '–'} | {a['tokens']} | {a['tokens_per_second']:.1f} |"
+                  for a in rows]
+        parts.append(f"{h} {strategy} · {speed.get('tokens_per_second', 0):.1f} tokens/s "
+                     f"({speed.get('tokens', 0)} tokens in {speed.get('seconds', 0):.1f} s)\n\n" + "\n".join(table))
+    return "\n\n".join(parts) + "\n"
+
+
+register_section(TASK, ReportSection(title="Decoding strategies (chat demo)", markdown=report_markdown))

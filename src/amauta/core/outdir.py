@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from amauta.core import logs
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_dir, sha256_file
 
@@ -360,7 +361,7 @@ class OutputFolder:
 
     def foreign_entries(self) -> list[str]:
         """Top-level names in the folder that neither its manifest's `files` nor the stage's own names list."""
-        known = set((self.manifest or {}).get("files") or []) | set(self.owned) | {MANIFEST}
+        known = set((self.manifest or {}).get("files") or []) | set(self.owned) | {MANIFEST, logs.LOG_NAME}
         if not self.path.is_dir():
             return []
         return sorted(e.name for e in self.path.iterdir()
@@ -415,9 +416,12 @@ def claim(folder: str | Path, stage: str, *, overwrite: bool = False, legacy: Ca
         inspect(folder, stage)  # the one-line refusal, before a lock file appears beside it
     lock = FolderLock(folder)
     lock.acquire()
+    logs.folder_claimed(folder)
+    ours = False  # a refused folder gets no amauta.log
     try:
         removed = tidy(folder.parent, only=folder.name)
         manifest = inspect(folder, stage, legacy)
+        ours = True
         if folder.is_dir():  # this stage's own folder, or one holding nothing but temporaries
             for sub in ("", *subfolders):
                 removed += tidy(folder / sub)
@@ -432,3 +436,4 @@ def claim(folder: str | Path, stage: str, *, overwrite: bool = False, legacy: Ca
         yield OutputFolder(folder, stage, manifest, overwrite=overwrite, owned=owned)
     finally:
         lock.release()
+        logs.folder_released(folder, ours)  # the first folder a command finishes gets its amauta.log

@@ -8,7 +8,7 @@ Each folder given is rendered by what it is:
   data files with their hashes, and the per-item file each number comes from (`items.jsonl`, the
   model's cache key);
 - a training run (`log.jsonl`): the loss curves (drawn by the train room's `plot_loss`) and its summary;
-- any other task (e.g. `judge`): the `ReportSection` its room registered in `amauta.core.summaries`
+- any other task (e.g. `judge`, `chat.demo`): the `ReportSection` its room registered in `amauta.core.summaries`
   for that `task` renders the section (`markdown(summary, heading_level=3)`) and names the charts to
   draw (`charts(summary)`).
 
@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
+from amauta.chat import demo as _chat_demo  # noqa: F401  (registers the chat demo's section)
 from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_bytes, atomic_write_text, read_jsonl
