@@ -41,7 +41,7 @@ def test_identical_ids_to_transformers_4_55(smollm2, case):
     assert eos_token_ids(smollm2) == set(FIXTURE["eos_ids"])
     settings = GenerationSettings(strategy="contrastive", top_k=FIXTURE["top_k"], penalty_alpha=FIXTURE["penalty_alpha"],
                                   max_new_tokens=FIXTURE["max_new_tokens"])
-    ours = generate(smollm2, case["messages"], settings).token_ids
+    ours = generate(smollm2, messages, settings).token_ids
     assert ours == case["new_ids"]
 
 
