@@ -184,7 +184,7 @@ def convert_gguf(gguf: Path, name: str, *, force: bool = False, profile: str | N
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             if info.get("profile") or info.get("template"):  # an Amauta export: talk to it as it was trained
-                from amauta.models.load import MODEL_INFO_FILE
+                from amauta.models.types import MODEL_INFO_FILE
 
                 atomic_write_json(tmp / MODEL_INFO_FILE, info)
             write_manifest(tmp, "models.convert", {"name": name, "profile": profile or info.get("profile"),

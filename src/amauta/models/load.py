@@ -29,7 +29,7 @@ from amauta.models.registry import (
     profile_for_architecture,
     profile_names,
 )
-from amauta.models.types import LoadedModel
+from amauta.models.types import MODEL_INFO_FILE, LoadedModel
 
 Quantization = Literal["none", "8bit", "4bit"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -145,8 +145,6 @@ def _read_config(path_or_id: str, **kwargs: Any) -> Any:
 
 # --- what an exported model says about itself -------------------------------------------------------
 
-MODEL_INFO_FILE = "amauta_model.json"
-"""Written beside exported weights: the profile, template and system prompt to talk to them with."""
 _INFO_KEYS = ("profile", "template", "use_tokenizer_template", "system_prompt")
 
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+MODEL_INFO_FILE = "amauta_model.json"
+"""Written beside exported weights: the profile, template and system prompt to talk to them with."""
+
 if TYPE_CHECKING:
     from amauta.models.registry import Profile
 
