@@ -131,7 +131,10 @@ def test_changed_dataset_is_refused(run_config, tmp_path, dataset):
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, except `amauta.log`: Amauta's own append-only log of library noise, to which a
+    refused run still appends its header (a known gap, see the closing note of issue 10)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "amauta.log"}
 
 
 def test_finished_run_without_checkpoints_refuses_a_changed_dataset_and_keeps_everything(run_config, tmp_path, dataset):

@@ -434,6 +434,9 @@ def claim(folder: str | Path, stage: str, *, overwrite: bool = False, legacy: Ca
                 escape(f"removed {len(removed)} temporar{'y' if len(removed) == 1 else 'ies'} left by a killed run: {names}"
                        + (" …" if len(removed) > 3 else "")))
         yield OutputFolder(folder, stage, manifest, overwrite=overwrite, owned=owned)
+    except AmautaError:
+        ours = False  # a refusal (e.g. the run's dataset changed) leaves the folder as it was: no amauta.log either
+        raise
     finally:
         lock.release()
         logs.folder_released(folder, ours)  # the first folder a command finishes gets its amauta.log
