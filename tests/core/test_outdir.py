@@ -199,3 +199,20 @@ def test_inside_a_folder_a_nested_runs_temporaries_go_only_when_its_recorded_own
         pass
     assert not (out / ".data.abcdefgh.tmp").exists()  # a killed step's temporary
     assert (out / ".train.abcdefgh.tmp").is_dir()  # a live step's: never touched
+
+
+def test_what_changed_names_new_and_changed_inputs_before_removed_ones_wherever_they_live(tmp_path):
+    """CI failure: sorted paths put `/check/...` removals before a `/tmp/...` addition, so the summary's
+    first three changes hid the new input the user had just added."""
+    old = [tmp_path / "a" / name for name in ("x1.jsonl", "x2.jsonl", "x3.jsonl")]
+    new = tmp_path / "z" / "nuevo.jsonl"  # sorts after every removed path
+    for path in [*old, new]:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("1\n")
+    out = _made_by(tmp_path / "ds", "data.prepare", {"max": 4}, old[:2] + [old[2]])
+    old[2].write_text("2\n")
+    with claim(out, "data.prepare") as folder:
+        changes = folder.changes({"max": 4}, [old[2], new])
+    assert changes[0].endswith("nuevo.jsonl is a new input")
+    assert changes[1].endswith("x3.jsonl changed")
+    assert [c.endswith("is no longer an input") for c in changes[2:]] == [True, True]

@@ -318,13 +318,11 @@ class OutputFolder:
         new = {k: v for k, v in new_config.items() if k not in ignore} if isinstance(new_config, dict) else new_config
         found = differences(old, new)
         before, now = (self.manifest or {}).get("inputs") or {}, input_hashes(inputs)
-        for path in sorted(set(before) | set(now)):
-            if path not in now:
-                found.append(f"{path} is no longer an input")
-            elif path not in before:
-                found.append(f"{path} is a new input")
-            elif before[path] != now[path]:
-                found.append(f"{path} changed")
+        # New and changed inputs first: they are what the user just did; the order must not depend on
+        # where the folders live (sorting paths alone put /check/... removals before /tmp/... additions).
+        found += [f"{path} is a new input" for path in sorted(set(now) - set(before))]
+        found += [f"{path} changed" for path in sorted(set(now) & set(before)) if before[path] != now[path]]
+        found += [f"{path} is no longer an input" for path in sorted(set(before) - set(now))]
         return found
 
     def up_to_date(self, config: Any, inputs: Iterable[str | Path] = ()) -> bool:
