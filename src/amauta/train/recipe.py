@@ -57,6 +57,9 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True, ove
             return recipe.out
         recipe.fit()
         return recipe.save()
+    except BaseException as error:
+        recipe.release(error)  # the claim sees the failure: a refused run leaves no amauta.log behind
+        raise
     finally:
         recipe.release()
 
@@ -220,9 +223,15 @@ class LoRARecipe:
             Console(stderr=True).print(text, highlight=False)
 
     # ------------------------------------------------------------------ setup
-    def release(self) -> None:
-        """Let go of the output folder (its lock); `save()` does it too."""
-        self._hold.close()
+    def release(self, error: BaseException | None = None) -> None:
+        """Let go of the output folder (its lock); `save()` does it too.
+
+        error: what ended the run early, handed to the folder's claim as if raised inside it.
+        """
+        if error is None:
+            self._hold.close()
+        else:
+            self._hold.__exit__(type(error), error, error.__traceback__)
 
     def setup(self, resume: bool = False, overwrite: bool = False) -> None:
         from accelerate.utils import set_seed
