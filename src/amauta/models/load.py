@@ -18,7 +18,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from amauta.core.errors import AmautaError
 from amauta.models import embedded
@@ -29,11 +29,7 @@ from amauta.models.registry import (
     profile_for_architecture,
     profile_names,
 )
-from amauta.models.types import MODEL_INFO_FILE, LoadedModel
-
-Quantization = Literal["none", "8bit", "4bit"]
-DType = Literal["auto", "float32", "bfloat16", "float16"]
-Device = Literal["auto", "cpu", "cuda"]
+from amauta.models.types import MODEL_INFO_FILE, Device, DType, LoadedModel, Quantization
 
 BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "8bit": 1.0, "4bit": 0.55}
 OVERHEAD = 1.2  # activations, buffers and the allocator's slack on top of the weights

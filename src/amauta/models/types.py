@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+Quantization = Literal["none", "8bit", "4bit"]
+"""How the base weights are held: as they are, or 8-/4-bit through bitsandbytes (a CUDA GPU)."""
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+"""The compute dtype; `auto` is bf16 on GPUs and bf16-capable CPUs, float32 otherwise."""
+Device = Literal["auto", "cpu", "cuda"]
+"""Where the model runs; `auto` is cuda when there is one."""
 
 MODEL_INFO_FILE = "amauta_model.json"
 """Written beside exported weights: the profile, template and system prompt to talk to them with."""
