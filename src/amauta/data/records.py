@@ -1,8 +1,9 @@
 """The one record every reader produces and every later step consumes.
 
-A record is a conversation (`messages`) plus where it came from (`source`), what kind of task it is
-(`category`) and an `id` that is the hash of its source and content: the same input gives the same id on
-every run and every machine, so the train/validation split (decided by the id) never drifts.
+A record is a conversation (`messages`), or a completion record (`text`: raw text, no chat template,
+loss on every token: continued pretraining on documents), plus where it came from (`source`), what kind
+of task it is (`category`) and an `id` that is the hash of its source and content: the same input gives
+the same id on every run and every machine, so the train/validation split (decided by the id) never drifts.
 """
 
 from __future__ import annotations
@@ -17,21 +18,23 @@ from amauta.core.errors import AmautaError
 ROLES = ("system", "user", "assistant")
 
 
-def record_id(source: str, messages: list[dict[str, str]]) -> str:
-    """16 hex digits of SHA-256 over the source name and the messages (stable across runs)."""
-    payload = json.dumps([source, [[m["role"], m["content"]] for m in messages]], ensure_ascii=False)
+def record_id(source: str, messages: list[dict[str, str]], text: str = "") -> str:
+    """16 hex digits of SHA-256 over the source name and the messages or text (stable across runs)."""
+    content: Any = [[m["role"], m["content"]] for m in messages] if messages else {"text": text}
+    payload = json.dumps([source, content], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
 class Record:
-    """One training conversation.
+    """One training example: a conversation, or a completion record's raw text.
 
-    messages: [{"role": "system"|"user"|"assistant", "content": str}, ...], ending with an assistant reply.
+    messages: [{"role": "system"|"user"|"assistant", "content": str}, ...], ending with an assistant reply;
+        empty for a completion record.
     source: the name of the source it was read from (as given in the prepare config).
     category: the task type ("open_qa", "creative_writing", "qa", ...) or "" when unknown.
     id: the content hash (see `record_id`); set automatically when left empty.
-    where: "file:line" (or "file:record N") of the input, for error messages; not written out.
+    text: a completion record's raw text (trained on every token, no template); "" for a conversation.
     """
 
     messages: list[dict[str, str]]
@@ -39,22 +42,32 @@ class Record:
     category: str = ""
     id: str = ""
     where: str = field(default="", compare=False)
+    text: str = ""
 
     def __post_init__(self) -> None:
+        if bool(self.messages) == bool(self.text):
+            raise AmautaError(f"{self.where or self.source}: a record holds either 'messages' or 'text', not "
+                              f"{'both' if self.text else 'neither'}")
         if not self.id:
-            self.id = record_id(self.source, self.messages)
+            self.id = record_id(self.source, self.messages, self.text)
+
+    @property
+    def is_completion(self) -> bool:
+        """Raw text trained on every token (continued pretraining), not a conversation."""
+        return bool(self.text)
 
     def to_json(self) -> dict[str, Any]:
         """The record as written to train.jsonl/val.jsonl (the contract's four keys)."""
-        return {"id": self.id, "messages": [dict(m) for m in self.messages], "source": self.source, "category": self.category}
+        body: dict[str, Any] = {"text": self.text} if self.text else {"messages": [dict(m) for m in self.messages]}
+        return {"id": self.id, **body, "source": self.source, "category": self.category}
 
     def user_text(self) -> str:
-        """All non-assistant text joined (system and user turns)."""
+        """All non-assistant text joined (system and user turns); "" for a completion record."""
         return "\n".join(m["content"] for m in self.messages if m["role"] != "assistant")
 
     def assistant_text(self) -> str:
-        """All assistant replies joined."""
-        return "\n".join(m["content"] for m in self.messages if m["role"] == "assistant")
+        """All assistant replies joined; a completion record's whole text (all of it is learned)."""
+        return self.text or "\n".join(m["content"] for m in self.messages if m["role"] == "assistant")
 
 
 def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
@@ -84,15 +97,22 @@ def record_from_json(obj: Any, where: str) -> Record:
     """Rebuild a record from a dataset folder's JSONL line, validating its shape."""
     if not isinstance(obj, dict):
         raise AmautaError(f"{where}: expected a JSON object, found {type(obj).__name__}")
-    missing = [k for k in ("id", "messages", "source") if k not in obj]
+    missing = [k for k in ("id", "source") if k not in obj] + ([] if "text" in obj else ["messages"] * ("messages" not in obj))
     if missing:
         raise AmautaError(f"{where}: record lacks {', '.join(repr(k) for k in missing)}; "
                           "was this file written by `amauta data prepare`?")
+    if "text" in obj and "messages" in obj:
+        raise AmautaError(f"{where}: record has both 'messages' and 'text'; a record is a conversation or raw "
+                          "text, not both")
     for key in ("id", "source"):
         if not isinstance(obj[key], str):
             raise AmautaError(f"{where}: '{key}' must be a string, got {type(obj[key]).__name__}")
     category = obj.get("category") or ""
     if not isinstance(category, str):
         raise AmautaError(f"{where}: 'category' must be a string, got {type(category).__name__}")
+    if "text" in obj:
+        if not isinstance(obj["text"], str) or not obj["text"].strip():
+            raise AmautaError(f"{where}: 'text' must be a non-empty string (a completion record's raw text)")
+        return Record(messages=[], text=obj["text"], source=obj["source"], category=category, id=obj["id"], where=where)
     return Record(messages=check_messages(obj["messages"], where), source=obj["source"], category=category,
                   id=obj["id"], where=where)
