@@ -13,8 +13,6 @@ and the options. The tokenizer always gets a pad token.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -22,18 +20,13 @@ from typing import Any
 
 from amauta.core.errors import AmautaError
 from amauta.models import embedded
-from amauta.models.registry import (
-    Profile,
-    find_profile_by_source,
-    get_profile,
-    profile_for_architecture,
-    profile_names,
-)
-from amauta.models.types import MODEL_INFO_FILE, Device, DType, LoadedModel, Quantization
+from amauta.models.registry import Profile, get_profile
+from amauta.models.resolve import ModelSource, profile_from_weights, resolve
+from amauta.models.types import MODEL_INFO_FILE as MODEL_INFO_FILE  # train.export imports it from here
+from amauta.models.types import Device, DType, LoadedModel, Quantization
 
 BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "8bit": 1.0, "4bit": 0.55}
 OVERHEAD = 1.2  # activations, buffers and the allocator's slack on top of the weights
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # --- the machine -------------------------------------------------------------------------------------
@@ -141,9 +134,6 @@ def _read_config(path_or_id: str, **kwargs: Any) -> Any:
 
 # --- what an exported model says about itself -------------------------------------------------------
 
-_INFO_KEYS = ("profile", "template", "use_tokenizer_template", "system_prompt")
-
-
 def model_info(profile: Profile, tokenizer: Any = None) -> dict[str, Any]:
     """What an export records so that loading it later talks to it as it was trained (see `MODEL_INFO_FILE`)."""
     info: dict[str, Any] = {"profile": profile.name, "template": profile.template,
@@ -154,31 +144,13 @@ def model_info(profile: Profile, tokenizer: Any = None) -> dict[str, Any]:
     return info
 
 
-def read_model_info(folder: Path) -> dict[str, Any]:
-    """`MODEL_INFO_FILE` of a folder ({} when absent or unreadable)."""
-    with contextlib.suppress(OSError, ValueError):
-        info = json.loads((Path(folder) / MODEL_INFO_FILE).read_text(encoding="utf-8"))
-        if isinstance(info, dict):
-            return info
-    return {}
-
-
 def recorded_system_prompt(spec: str) -> str | None:
     """The system prompt `load_model(spec)` will give, found without loading: a registry profile's (also by
     hub id), or the one an export recorded (folder or GGUF); None when only loading can tell."""
-    from amauta.models.embedded import gguf_model_info
-
-    if spec in profile_names():
-        return get_profile(spec).system_prompt
-    path = Path(spec).expanduser()
-    info = gguf_model_info(path) if path.suffix.lower() == ".gguf" and path.is_file() else (
-        read_model_info(path) if path.is_dir() else {})
-    if info.get("system_prompt") is not None:
-        return info["system_prompt"]
-    if info.get("profile") in profile_names():
-        return get_profile(info["profile"]).system_prompt
-    named = None if path.exists() else find_profile_by_source(spec)
-    return named.system_prompt if named is not None else None
+    try:
+        return resolve(spec).system_prompt
+    except AmautaError:  # a spec loading will refuse: nothing recorded
+        return None
 
 
 def check_template_name(template: str) -> None:
@@ -202,35 +174,6 @@ def customize_profile(profile: Profile, *, system_prompt: str | None = None, tem
     return profile.model_copy(update=update) if update else profile
 
 
-def _profile_from_info(info: dict[str, Any], guess: Any) -> Profile | None:
-    """The profile an export recorded: its registry profile (or `guess()`), with the recorded template and prompt."""
-    if not info.get("profile") and not info.get("template"):
-        return None
-    base = get_profile(info["profile"]) if info.get("profile") in profile_names() else guess()
-    fields = {k: info[k] for k in _INFO_KEYS[1:] if info.get(k) is not None}
-    return base.model_copy(update=fields) if fields else base
-
-
-def folder_profile(folder: Path, config: Any, tokenizer: Any, source: str) -> Profile:
-    """The profile of a folder: the one an export or a conversion recorded, a registry hub id, or a guess."""
-    def guess() -> Profile:
-        return profile_for_architecture(config.model_type, name=folder.name or source, source=source,
-                                        params_billion=count_params(config) / 1e9,
-                                        context_length=getattr(config, "max_position_embeddings", None),
-                                        has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
-
-    recorded = _profile_from_info(read_model_info(folder), guess)
-    if recorded is not None:
-        return recorded
-    manifest = folder / "manifest.json"
-    with contextlib.suppress(OSError, ValueError, KeyError, AmautaError, TypeError):
-        name = json.loads(manifest.read_text())["config"]["profile"]
-        if name in profile_names():
-            return get_profile(name)
-    named = find_profile_by_source(str(getattr(config, "_name_or_path", "")) or source)
-    return named if named is not None else guess()
-
-
 def _bnb_config(quantization: str) -> Any:
     """bitsandbytes settings: 4-bit is the thesis's QLoRA (nf4, double quantization, bf16 compute)."""
     import torch
@@ -247,9 +190,10 @@ def _bnb_config(quantization: str) -> Any:
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def _from_folder(src: str, *, dtype: str, quantization: str, device: str, name: str,
-                 params: float | None, profile: Profile | None) -> tuple[Any, Any, Profile]:
-    """Load config, tokenizer and weights with `from_pretrained` (a local folder or a hub id)."""
+def _from_pretrained(src: str, *, dtype: str, quantization: str, device: str, name: str,
+                     params: float | None) -> tuple[Any, Any, Any, float]:
+    """Config, tokenizer and weights with `from_pretrained` (a local folder or a hub id):
+    `(model, tokenizer, config, parameter count)`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -276,22 +220,32 @@ def _from_folder(src: str, *, dtype: str, quantization: str, device: str, name: 
     except (OSError, ValueError, KeyError) as exc:
         raise AmautaError(f"{src}: cannot load the weights ({str(exc).strip().splitlines()[0][:200]}); check the "
                           "folder holds complete *.safetensors or *.bin files") from None
-    if profile is None:
-        profile = folder_profile(Path(src), config, tokenizer, src) if Path(src).is_dir() else \
-            (find_profile_by_source(src) or profile_for_architecture(
-                config.model_type, name=src, source=src, params_billion=params / 1e9,
-                context_length=getattr(config, "max_position_embeddings", None),
-                has_chat_template=bool(getattr(tokenizer, "chat_template", None))))
-    return model.eval(), tokenizer, profile
+    return model.eval(), tokenizer, config, params
 
 
-def _tiny(profile: Profile, dtype: str, device: str) -> tuple[Any, Any]:
+def _load_tiny(source: ModelSource, *, dtype: str, quantization: str, device: str) -> tuple[Any, Any]:
+    """A tiny random-weight model; quantized through a temporary folder (bitsandbytes quantizes while loading)."""
     import torch
 
     from amauta.models.tiny import tiny_model, tiny_tokenizer
 
-    model = tiny_model(profile.source.removeprefix("tiny:"))
-    return model.to(device=device, dtype=getattr(torch, dtype)), tiny_tokenizer()
+    model, tokenizer = tiny_model(str(source.location)), tiny_tokenizer()
+    if quantization == "none":
+        return model.to(device=device, dtype=getattr(torch, dtype)), tokenizer
+    with tempfile.TemporaryDirectory(prefix="amauta-tiny-") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        model, tokenizer, _, _ = _from_pretrained(tmp, dtype=dtype, quantization=quantization, device=device,
+                                                  name=source.name, params=1e5)
+    return model, tokenizer
+
+
+def _converted_folder(source: ModelSource) -> Path:
+    """The safetensors folder of an embedded model or a GGUF file, converted on first use: a GGUF loads
+    slowly and cannot be quantized by bitsandbytes."""
+    if source.kind == "embedded":
+        return embedded.ensure_converted(source.name, str(source.location))
+    return embedded.convert_gguf(Path(source.location), embedded.gguf_cache_name(Path(source.location)))
 
 
 def adapter_dir(adapter: str | Path) -> Path:
@@ -322,7 +276,8 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
                template: str | None = None) -> LoadedModel:
     """Load a model and its tokenizer.
 
-    spec: a registry name (`amauta models`), a hub id (`org/name`), a local folder, or a `.gguf` file.
+    spec: a registry name (`amauta models`), a hub id (`org/name`), a local folder, or a `.gguf` file
+        (`amauta.models.resolve.resolve` says which).
     quantization: `none`, `8bit` or `4bit` (bitsandbytes; 4-bit = nf4 + double quantization + bf16 compute).
     dtype: `auto` (bf16 on a GPU or a bf16-capable CPU, else fp32; tiny test models stay fp32), or explicit.
     device: `auto` (cuda when available), `cpu` or `cuda`.
@@ -341,72 +296,33 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
         check_template_name(template)  # before any weight is read
     device = resolve_device(device)
     chosen = get_profile(profile) if isinstance(profile, str) else profile
-    spec = str(spec)
-    path = Path(spec).expanduser()
-    extra: dict[str, Any] = {"quantization": quantization, "device": device}
-
-    if spec in profile_names():
-        base = get_profile(spec)
-        chosen = chosen or base
-        if base.kind == "tiny":
-            dtype = "float32" if dtype == "auto" else dtype  # tests compare numbers: keep fp32 unless asked
-        if base.kind == "local":  # a user profile whose source is a folder or a .gguf on this machine
-            path = Path(base.source).expanduser()
-            if not path.exists():
-                raise AmautaError(f"profile '{base.name}': its source {path} does not exist; fix 'source' in "
-                                  "your profiles file")
-    elif path.suffix.lower() == ".gguf" or path.exists() or spec.startswith(("/", ".", "~")):
-        base = None
-        if not path.exists():
-            raise AmautaError(f"{path}: {'file' if path.suffix else 'folder'} not found")
-    elif _HUB_ID.match(spec):
-        base = find_profile_by_source(spec)
-        chosen = chosen or base
-    else:
-        get_profile(spec)  # raises with close matches
+    source = resolve(spec)
+    if source.kind == "tiny" and dtype == "auto":
+        dtype = "float32"  # tests compare numbers: keep fp32 unless asked
     dtype = resolve_dtype(dtype, device)
-    extra["dtype"] = dtype
+    extra: dict[str, Any] = {"quantization": quantization, "device": device, "dtype": dtype}
     if quantization != "none" and device == "cpu":
         extra["note"] = "bitsandbytes on CPU is slow; for speed use a GPU or quantization none"
+    load = {"dtype": dtype, "quantization": quantization, "device": device, "name": source.name,
+            "params": source.params}
 
-    if base is not None and base.kind == "tiny":
-        if quantization == "none":
-            model, tokenizer = _tiny(base, dtype, device)
-            source: str = "tiny"
-        else:  # bitsandbytes quantizes while loading: write the tiny model to a folder and load that
-            model, tokenizer = _tiny(base, "float32", "cpu")
-            with tempfile.TemporaryDirectory(prefix="amauta-tiny-") as tmp:
-                model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                model, tokenizer, _ = _from_folder(tmp, dtype=dtype, quantization=quantization, device=device,
-                                                   name=spec, params=1e5, profile=base)
-            source = "tiny"
-    elif base is not None and base.kind == "embedded":
-        check_fits(base.params_billion * 1e9, dtype, quantization, device, base.name)
-        folder = embedded.ensure_converted(base.name, base.source)
-        model, tokenizer, _ = _from_folder(str(folder), dtype=dtype, quantization=quantization, device=device,
-                                           name=base.name, params=base.params_billion * 1e9, profile=chosen)
-        source, extra["converted_from"] = str(folder), base.source
-    elif path.suffix.lower() == ".gguf":
-        # A GGUF loads slowly and cannot be quantized by bitsandbytes: convert it once, then load the folder.
-        folder = embedded.convert_gguf(path, embedded.gguf_cache_name(path))
-        model, tokenizer, found = _from_folder(str(folder), dtype=dtype, quantization=quantization, device=device,
-                                               name=path.name, params=None, profile=chosen)
-        if chosen is None:
-            found = found.model_copy(update={"name": path.stem, "source": str(path)})
-        chosen, source, extra["converted_from"] = found, str(folder), str(path)
-    elif path.exists():
-        if not path.is_dir():
-            raise AmautaError(f"{path}: not a model folder or a .gguf file")
-        model, tokenizer, chosen = _from_folder(str(path), dtype=dtype, quantization=quantization, device=device,
-                                                name=path.name, params=None, profile=chosen)
-        source = str(path)
-    else:  # a hub id: real from_pretrained, served from the local hub cache when offline
-        hub_id = base.source if base is not None else spec
-        params = base.params_billion * 1e9 if base is not None else None
-        model, tokenizer, chosen = _from_folder(hub_id, dtype=dtype, quantization=quantization, device=device,
-                                                name=spec, params=params, profile=chosen)
-        source = hub_id
+    match source.kind:
+        case "tiny":
+            model, tokenizer = _load_tiny(source, dtype=dtype, quantization=quantization, device=device)
+            found, where = source.profile, "tiny"
+        case "embedded" | "gguf":
+            if source.params is not None:  # refuse before the one-time conversion
+                check_fits(source.params, dtype, quantization, device, source.name)
+            folder = _converted_folder(source)
+            model, tokenizer, config, params = _from_pretrained(str(folder), **load)
+            found = profile_from_weights(source, config, tokenizer, params)
+            where, extra["converted_from"] = str(folder), str(source.location)
+        case "folder" | "hub":  # a hub id: real from_pretrained, served from the local hub cache when offline
+            where = str(source.location)
+            model, tokenizer, config, params = _from_pretrained(where, **load)
+            found = profile_from_weights(source, config, tokenizer, params)
+    chosen = chosen or found
+    assert chosen is not None  # tiny and embedded sources always come with their registry profile
 
     _ensure_pad(model, tokenizer)
     if adapter is not None:
@@ -421,53 +337,42 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
         extra["adapter"] = str(adapter_folder)
     extra["load_seconds"] = round(time.perf_counter() - started, 2)
     chosen = customize_profile(chosen, system_prompt=system_prompt, template=template)
-    return LoadedModel(model=model, tokenizer=tokenizer, profile=chosen, source=source, extra=extra)
+    return LoadedModel(model=model, tokenizer=tokenizer, profile=chosen, source=where, extra=extra)
 
 
 def load_tokenizer(model: str, *, system_prompt: str | None = None) -> tuple[Any, Any]:
-    """(tokenizer, profile) of `model` (a registry name, hub id or folder) without loading its weights.
+    """(tokenizer, profile) of `model` (a registry name, hub id, folder or GGUF file) without loading its
+    weights: the profile `load_model(model)` gives.
 
     system_prompt: this run's system prompt instead of the profile's ("" = none), as in `load_model`.
     """
-    tokenizer, profile = _tokenizer_and_profile(model)
+    try:
+        source = resolve(model)
+    except AmautaError as exc:
+        raise AmautaError(f"model '{model}': cannot load its tokenizer: {exc}") from None
+    tokenizer, profile = _tokenizer_and_profile(model, source)
     return tokenizer, customize_profile(profile, system_prompt=system_prompt)
 
 
-def _tokenizer_and_profile(model: str) -> tuple[Any, Any]:
-    from amauta.models.registry import find_profile_by_source, get_profile, profile_for_architecture
-
-    if str(model).endswith(".gguf"):  # the tokenizer lives inside the GGUF: the models room's loader reads it
-        loaded = load_model(model, device="cpu")
-        return loaded.tokenizer, loaded.profile
-    try:
-        profile = get_profile(model)
-    except AmautaError:
-        profile = None
-    if profile is not None and profile.kind == "tiny":
+def _tokenizer_and_profile(model: str, source: ModelSource) -> tuple[Any, Profile]:
+    if source.kind == "tiny":
         from amauta.models.tiny import tiny_tokenizer
 
-        return tiny_tokenizer(), profile
+        assert source.profile is not None  # a tiny model is always a registry profile
+        return tiny_tokenizer(), source.profile
     from transformers import AutoConfig, AutoTokenizer
 
-    if profile is not None and profile.kind == "embedded":
-        from amauta.models.embedded import ensure_converted
-
-        where = str(ensure_converted(profile.name, profile.source))
-    else:
-        where = profile.source if profile is not None else str(model)
     from amauta.models.hub import hub_kwargs
 
+    where = str(_converted_folder(source) if source.kind in ("embedded", "gguf") else source.location)
     hub = {} if Path(where).exists() else hub_kwargs()  # offline: the local hub cache only, no retries
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **hub)
-        if profile is None and Path(where).is_dir():
-            profile = folder_profile(Path(where), AutoConfig.from_pretrained(where), tokenizer, where)
-        elif profile is None:
-            profile = find_profile_by_source(where) or profile_for_architecture(
-                AutoConfig.from_pretrained(where, **hub).model_type, name=str(model), source=where,
-                has_chat_template=bool(getattr(tokenizer, "chat_template", None)))
+        if source.profile is not None:
+            return tokenizer, source.profile
+        config = AutoConfig.from_pretrained(where, **hub)
+        return tokenizer, profile_from_weights(source, config, tokenizer, count_params(config))
     except Exception as exc:  # offline hub, gated repo, missing files, not a model folder
         raise AmautaError(f"model '{model}': cannot load its tokenizer from {where} "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); use a registry name "
                           "(`amauta models`), a local model folder or a .gguf file") from None
-    return tokenizer, profile

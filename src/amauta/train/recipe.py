@@ -237,16 +237,18 @@ class LoRARecipe:
         from accelerate.utils import set_seed
 
         from amauta.data.dataset import read_dataset_dir
-        from amauta.models.registry import get_profile, profile_names
+        from amauta.models.load import customize_profile
+        from amauta.models.resolve import resolve
 
         cfg = self.config
         set_seed(cfg.seed)
 
-        # 1. Data folder first: cheap, and a wrong path or template should not cost a model load.
-        profile = get_profile(cfg.model) if cfg.model in profile_names() else None
-        system = (profile.system_prompt if cfg.system_prompt is None else cfg.system_prompt.strip()) if profile else None
+        # 1. Data folder first: cheap, and a wrong path or template should not cost a model load. The profile
+        # is the one loading will give when known without the weights; else `_check_template` checks after loading.
+        known = resolve(cfg.model).profile
+        profile = customize_profile(known, system_prompt=cfg.system_prompt) if known else None
         self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model,
-                                        system_prompt=system)
+                                        system_prompt=profile.system_prompt if profile else None)
         self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
 
         # 2. The output folder: resume, start fresh, or refuse — decided before anything is written.
