@@ -303,8 +303,8 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
     extra: dict[str, Any] = {"quantization": quantization, "device": device, "dtype": dtype}
     if quantization != "none" and device == "cpu":
         extra["note"] = "bitsandbytes on CPU is slow; for speed use a GPU or quantization none"
-    load = {"dtype": dtype, "quantization": quantization, "device": device, "name": source.name,
-            "params": source.params}
+    load: dict[str, Any] = {"dtype": dtype, "quantization": quantization, "device": device, "name": source.name,
+                            "params": source.params}
 
     match source.kind:
         case "tiny":
