@@ -536,6 +536,19 @@ def _quote(gold_text: str, question: str, answer: str, prompt: str) -> str | Non
     return best
 
 
+def _distractors(qa: QA, chunks: list, nearest: list, key: str, seed: int) -> list:
+    """Chunks of other articles than the gold's: the BM25-nearest to the question first (what retrieval would
+    bring), then the rest in a hashed order."""
+    gold = (qa.chunk.source, qa.chunk.article)
+    others = sorted(chunks, key=lambda c: unit_hash(c.id + key, seed, "fill"))
+    pool, seen = [], set()
+    for chunk in nearest + others:
+        if (chunk.source, chunk.article) != gold and chunk.id not in seen:
+            pool.append(chunk)
+            seen.add(chunk.id)
+    return pool
+
+
 def raft_items(qas: list[QA], chunks: list, config: AugmentConfig) -> tuple[list[Item], dict[str, Any]]:
     """RAFT examples: question + passages (gold kept for raft_p) in RAG's layout, answers quoting the gold."""
     from amauta.rag.answer import NOT_FOUND, rag_messages
@@ -546,14 +559,8 @@ def raft_items(qas: list[QA], chunks: list, config: AugmentConfig) -> tuple[list
     items, kept = [], 0
     for qa in qas:
         key = f"{qa.question}\x00{qa.chunk.id}"
-        same_article = lambda c: c.source == qa.chunk.source and c.article == qa.chunk.article  # noqa: E731
-        nearest = [by_id[i] for i, _ in bm25.search(qa.question, config.raft_distractors + 8)]
-        others = sorted((c for c in chunks if not same_article(c)), key=lambda c: unit_hash(c.id + key, config.seed, "fill"))
-        pool, seen = [], set()
-        for c in nearest + others:
-            if not same_article(c) and c.id not in seen:
-                pool.append(c)
-                seen.add(c.id)
+        pool = _distractors(qa, chunks, [by_id[i] for i, _ in bm25.search(qa.question, config.raft_distractors + 8)],
+                            key, config.seed)
         with_gold = unit_hash(key, config.seed, "raft-gold") < config.raft_p
         chosen = ([qa.chunk] + pool[: config.raft_distractors]) if with_gold else pool[: config.raft_distractors + 1]
         chosen.sort(key=lambda c: unit_hash(c.id + key, config.seed, "raft-order"))
