@@ -497,10 +497,12 @@ def reorder(text: str, seed: int, salt: str) -> str:
 def restatement_texts(written: list[str], k: int, seed: int) -> list[str]:
     """k restatements: the written ones, then sentence-reordered copies of them until there are k."""
     out = list(written[:k])
-    i = 0
-    while written and len(out) < k:
-        out.append(reorder(written[i % len(written)], seed, f"reorder{i}"))
-        i += 1
+    for i in range(8 * k if written else 0):  # a two-sentence text has only two orders: stop trying at some point
+        if len(out) >= k:
+            break
+        candidate = reorder(written[i % len(written)], seed, f"reorder{i}")
+        if candidate not in out:
+            out.append(candidate)
     return out
 
 
