@@ -266,13 +266,13 @@ class ChunkIndex:
         return chunk
 
 
-def read_from_files(paths: list[Path], chunks: ChunkIndex) -> tuple[dict[str, list[str]], list[QA]]:
-    """Hand-written augmentation: {chunk id: restatements} and Q&A, each line checked (file:line errors).
+def read_from_files(paths: list[Path], chunks: ChunkIndex) -> tuple[dict[str, list[tuple[str, str]]], list[QA]]:
+    """Hand-written augmentation: {chunk id: [(restatement, file:line)]} and Q&A, each line checked (file:line errors).
 
     Lines: {"kind": "restatement", "file", "article", "text"} or
     {"kind": "qa", "file", "article", "question", "answer", "rephrasings": [...], "fact_id"}.
     """
-    restated: dict[str, list[str]] = {}
+    restated: dict[str, list[tuple[str, str]]] = {}
     qas: list[QA] = []
     for path in paths:
         for where, obj in numbered_jsonl(path):
@@ -285,7 +285,7 @@ def read_from_files(paths: list[Path], chunks: ChunkIndex) -> tuple[dict[str, li
                 raise AmautaError(f"{where}: 'article' must be a string such as \"Art. 2\" or null")
             chunk = chunks.find(file, article, where)
             if kind == "restatement":
-                restated.setdefault(chunk.id, []).append(_string(obj, "text", where, "a restatement line"))
+                restated.setdefault(chunk.id, []).append((_string(obj, "text", where, "a restatement line"), where))
                 continue
             rephrasings = obj.get("rephrasings") or []
             if not isinstance(rephrasings, list) or not all(isinstance(r, str) and r.strip() for r in rephrasings):
@@ -424,7 +424,7 @@ def llm_pairs(asker: CachedAsker, chunks: list, config: AugmentConfig) -> list[Q
     return qas
 
 
-def llm_restatements(asker: CachedAsker, chunks: list, k: int) -> dict[str, list[str]]:
+def llm_restatements(asker: CachedAsker, chunks: list, k: int) -> dict[str, list[tuple[str, str]]]:
     """k rewordings of each chunk, one call each with its own wording instruction."""
     jobs, owners = [], []
     for chunk in chunks:
@@ -433,11 +433,11 @@ def llm_restatements(asker: CachedAsker, chunks: list, k: int) -> dict[str, list
             user = RESTATE_USER.format(style=style, source=Path(chunk.source).name,
                                        article=f", {chunk.article}" if chunk.article else "", text=chunk.text)
             jobs.append([{"role": "system", "content": RESTATE_SYSTEM}, {"role": "user", "content": user}])
-            owners.append(chunk.id)
-    restated: dict[str, list[str]] = {}
+            owners.append(chunk)
+    restated: dict[str, list[tuple[str, str]]] = {}
     for owner, text in zip(owners, asker.ask("restatements", "text", jobs, _text_reply), strict=True):
         if text:
-            restated.setdefault(owner, []).append(text)
+            restated.setdefault(owner.id, []).append((text, f"LLM restatement of {_where(owner)}"))
     return restated
 
 
@@ -494,15 +494,16 @@ def reorder(text: str, seed: int, salt: str) -> str:
     return " ".join(sorted(parts, key=lambda s: unit_hash(s, seed, salt)))
 
 
-def restatement_texts(written: list[str], k: int, seed: int) -> list[str]:
-    """k restatements: the written ones, then sentence-reordered copies of them until there are k."""
+def restatement_texts(written: list[tuple[str, str]], k: int, seed: int) -> list[tuple[str, str]]:
+    """k (restatement, where) pairs: the written ones, then sentence-reordered copies of them until there are k."""
     out = list(written[:k])
     for i in range(8 * k if written else 0):  # a two-sentence text has only two orders: stop trying at some point
         if len(out) >= k:
             break
-        candidate = reorder(written[i % len(written)], seed, f"reorder{i}")
-        if candidate not in out:
-            out.append(candidate)
+        text, where = written[i % len(written)]
+        candidate = reorder(text, seed, f"reorder{i}")
+        if candidate not in [t for t, _ in out]:
+            out.append((candidate, f"{where} (sentences reordered)"))
     return out
 
 
@@ -527,9 +528,10 @@ def _hit(chunk: Any) -> Any:
 
 
 def _quote(gold_text: str, question: str, answer: str, prompt: str) -> str | None:
-    """The gold passage's sentence sharing most content words with the question and answer, as shown."""
+    """The gold passage's sentence sharing most content words with the question and answer (the first one
+    shown when none shares any), as the prompt shows it; None when the prompt cut every sentence short."""
     wanted = {w for w in fold(question + " " + answer).split() if len(w) > 3 or w.isdigit()}
-    best, best_score = None, 0
+    best, best_score = None, -1
     shown = squeeze(prompt)
     for sentence in sentences(gold_text):
         score = len(wanted & set(fold(sentence).split()))
@@ -735,8 +737,8 @@ def _build(config: AugmentConfig, chunks: list, files: list[Path], mixed: list[R
         docs = document_items(articles)
         for chunk in articles:
             texts = restatement_texts(restated.get(chunk.id, []), config.restatements, config.seed)
-            docs += [Item(Record([], "restatements", "documento", text=t), f"restatement of {_where(chunk)}",
-                          asker is not None) for t in texts]
+            docs += [Item(Record([], "restatements", "documento", text=t), where, asker is not None)
+                     for t, where in texts]
         summary["articles"] = len(articles)
         summary["articles_without_restatements"] = sum(1 for c in articles if not restated.get(c.id))
         items = docs + qa_items(qas, config, phrasings=config.phrasings)
