@@ -247,3 +247,20 @@ def test_a_yaml_config_with_nested_llm_settings_runs_and_flags_override_it(tmp_p
     typo.write_text(f"docs: [{DOCS}]\nrecipe: qa\nllm:\n  modle: x\n", encoding="utf-8")
     bad = CliRunner().invoke(app, ["data", "augment", "--config", str(typo), "--out", str(tmp_path / "t")])
     assert isinstance(bad.exception, AmautaError) and "unknown key 'llm.modle' (did you mean: model?)" in str(bad.exception)
+
+
+def test_a_prompt_too_long_for_a_local_model_is_that_chunks_failure_logged_not_a_crash(tmp_path):
+    """The local path of `amauta.llm` with a tiny random model, whose context holds 512 tokens: build-qa's
+    prompt does not fit, so every chunk fails; the run ends in one line and the failures are in the cache."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ley.md").write_text("Art. 1.- La tasa de la ilustración es del 7% y se paga cada trimestre ante la "
+                                 "oficina municipal correspondiente.\n", encoding="utf-8")
+    cfg = AugmentConfig(docs=[str(docs)], recipe="qa", model=MODEL, min_chars=20,
+                        llm={"model": "tiny-llama", "max_tokens": 16, "retries": 0, "cache": str(tmp_path / "c.jsonl")})
+    with pytest.raises(AmautaError, match=r"^recipe qa needs Q&A, and none came \(the LLM gave no usable pairs\)"):
+        run(cfg, out=tmp_path / "out")
+    logged = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["status"] for row in logged] == ["failed"] and logged[0]["model"] == "tiny-llama"
+    assert "context holds 512" in logged[0]["error"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -372,6 +372,15 @@ class CachedAsker:
         return [values.get(i) for i in range(len(jobs))]
 
     def _ask_one(self, kind: str, messages: list[dict], validate):
+        from amauta.core.errors import ContextTooLongError
+        from amauta.llm.json_reply import JsonReply
+
+        try:
+            return self._ask_and_check(kind, messages, validate)
+        except ContextTooLongError as exc:  # this prompt alone does not fit a small local model: a failure, not a stop
+            return JsonReply(None, [], str(exc))
+
+    def _ask_and_check(self, kind: str, messages: list[dict], validate):
         from amauta.llm.json_reply import JsonReply, ask_json
 
         c = self.config
