@@ -264,3 +264,10 @@ def test_a_prompt_too_long_for_a_local_model_is_that_chunks_failure_logged_not_a
     assert [row["status"] for row in logged] == ["failed"] and logged[0]["model"] == "tiny-llama"
     assert "context holds 512" in logged[0]["error"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_example_config_is_valid_and_names_existing_files():
+    from amauta.core.config import load_config
+
+    cfg = load_config(AugmentConfig, REPO / "examples" / "augment" / "leyes-paraphrase.yaml")
+    assert cfg.recipe == "paraphrase" and all((REPO / f).is_file() for f in [*cfg.from_files, cfg.exam])
