@@ -818,7 +818,9 @@ def _write(config: AugmentConfig, recorded: AugmentConfig, folder: Any, items: l
     if "llm" in summary:
         llm_note = f"; LLM: {summary['llm']['asked']} asked, {summary['llm']['from_cache']} from cache, " \
                    f"{summary['llm']['failed']} failed"
+    longest = stats["token_lengths"][profile.template]
     console.print(f"augment ({config.recipe}): {len(train)} train + {len(val)} val records "
-                  f"({len(texts)} completion, {len(chat_lengths)} chat){llm_note}"
+                  f"({len(texts)} completion, {len(chat_lengths)} chat; tokens p50 {longest['p50']}, max "
+                  f"{longest['max']}: train with max_length above it){llm_note}"
                   + (f"; {summary['dropped_held_out']} generated texts dropped for repeating held-out questions"
                      if summary["dropped_held_out"] else "") + f" → {folder.path}", markup=False)
