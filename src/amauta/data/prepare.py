@@ -179,17 +179,30 @@ def _prepare(config: PrepareConfig, out: Path, folder: OutputFolder, quiet: bool
     }
 
     # 6. Write everything into a temporary folder renamed into place at the end.
+    write_dataset(folder, train, val, stats=stats, lengths=lengths, seconds=seconds, started=started, config=config,
+                  inputs=inputs, model=config.model, profile=profile, max_tokens=config.clean.max_tokens)
+    return out
+
+
+def write_dataset(folder: OutputFolder, train: list[Record], val: list[Record], *, stats: dict[str, Any],
+                  lengths: dict[str, list[int]], seconds: dict[str, float], started: float, config: Any,
+                  inputs: list[Path], model: str, profile: Any, max_tokens: int | None = None,
+                  **manifest_extra: Any) -> None:
+    """Write a dataset folder (the contract `amauta train` reads) atomically into `folder`.
+
+    train.jsonl, val.jsonl, lengths.png, stats.json (with `seconds`, timed from `started`) and a manifest of
+    stage `data.prepare` recording the model, template and system prompt the lengths were measured with;
+    `manifest_extra` adds keys to it (e.g. `amauta data augment`'s recipe). Built aside, renamed into place.
+    """
     t = time.perf_counter()
     with folder.replace() as tmp:
         atomic_write_jsonl(tmp / "train.jsonl", (r.to_json() for r in train))
         atomic_write_jsonl(tmp / "val.jsonl", (r.to_json() for r in val))
-        plot_lengths(lengths, tmp / "lengths.png", max_tokens=config.clean.max_tokens,
-                     title=f"Token lengths ({config.model})")
+        plot_lengths(lengths, tmp / "lengths.png", max_tokens=max_tokens, title=f"Token lengths ({model})")
         seconds["write"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - started
         stats["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-        stats["records_per_second"] = round(len(records) / max(seconds["total"], 1e-9), 1)
+        stats["records_per_second"] = round(stats["totals"]["read"] / max(seconds["total"], 1e-9), 1)
         atomic_write_json(tmp / "stats.json", stats)
-        write_manifest(tmp, "data.prepare", config, inputs=inputs, model=config.model, template=profile.template,
-                       system_prompt=profile.system_prompt, counts=stats["totals"])
-    return out
+        write_manifest(tmp, "data.prepare", config, inputs=inputs, model=model, template=profile.template,
+                       system_prompt=profile.system_prompt, counts=stats["totals"], **manifest_extra)

@@ -76,6 +76,22 @@ def format_passages(hits: list[Hit], max_chars: int) -> str:
     return "\n\n".join(blocks)
 
 
+def rag_messages(question: str, hits: list[Hit], max_chars: int, *, history: list[dict] | None = None,
+                 system: str | None = None) -> list[dict]:
+    """The prompt layout of every RAG answer: the Spanish RAG system prompt, earlier turns, then one user turn
+    with the numbered passages (cut to fit `max_chars`) and the question.
+
+    `RagAnswerer` uses it at inference and `amauta data augment --recipe raft` to build training examples,
+    so a model trained on RAFT data sees exactly the layout it will be asked in.
+    """
+    context = format_passages(hits, max_chars) if hits else NOT_FOUND_CONTEXT
+    user = f"Fragmentos de los documentos:\n\n{context}\n\nPregunta: {question.strip()}"
+    messages = [{"role": "system", "content": system or SYSTEM_PROMPT}]
+    messages += [m for m in (history or []) if m.get("role") != "system"]
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
 def cited_numbers(text: str, count: int) -> list[int]:
     """The passage numbers an answer cites ([1], [2, 3], [1][3]), in order, within 1..count."""
     numbers: list[int] = []
@@ -143,12 +159,7 @@ class RagAnswerer:
 
     def _messages(self, question: str, history: list[dict] | None, system: str | None, hits: list[Hit],
                   budget: int) -> list[dict]:
-        context = format_passages(hits, budget) if hits else NOT_FOUND_CONTEXT
-        user = f"Fragmentos de los documentos:\n\n{context}\n\nPregunta: {question.strip()}"
-        messages = [{"role": "system", "content": system or SYSTEM_PROMPT}]
-        messages += [m for m in (history or []) if m.get("role") != "system"]
-        messages.append({"role": "user", "content": user})
-        return messages
+        return rag_messages(question, hits, budget, history=history, system=system)
 
     def answer(self, question: str, llm: Any, *, history: list[dict] | None = None, max_tokens: int = 512,
                temperature: float = 0.0) -> Answer:
