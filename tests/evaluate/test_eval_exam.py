@@ -27,7 +27,7 @@ from amauta.evaluate.exam import (
     source_chunks,
     training_dataset,
 )
-from amauta.evaluate.exam_items import read_exam, write_exam
+from amauta.data.exam_items import read_exam, write_exam
 from amauta.evaluate.runner import load_summary
 
 REPO = Path(__file__).resolve().parents[2]

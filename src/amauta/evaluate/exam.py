@@ -1,7 +1,7 @@
 """`amauta eval exam`: did a model learn what the documents say? Closed-book and open-book, no judge.
 
 Every candidate (`base`, an adapter run, `rag:INDEX`, `ADAPTER+rag:INDEX`, the judge's syntax) takes the
-exam's items (`exam_items.py`) in one or more modes, each a row of the result:
+exam's items (`amauta.data.exam_items`) in one or more modes, each a row of the result:
 
 - `closed`: the question alone (candidates without retrieval);
 - `open`: the question and the passages the candidate's index returns (`rag:INDEX` candidates), in the
@@ -15,7 +15,7 @@ Each item is scored twice, without any judge:
 
 - multiple choice by log-likelihood with the packed Belebele scorer (`loglik.py`): `acc` picks the option
   of highest total log-probability, `acc_norm` the highest per character;
-- a short answer by greedy generation (the path XQuAD uses), scored by `answer_match.score_answer`: key-fact
+- a short answer by greedy generation (the path XQuAD uses), scored by `amauta.data.answer_match.score_answer`: key-fact
   recall and precision, correct, abstained.
 
 Phrasings of one fact are not independent, so every interval is a bootstrap over facts, and so is the
@@ -43,7 +43,7 @@ from amauta.core.files import atomic_write_text, sha256_file
 from amauta.core.summaries import Chart, ReportSection, register_section
 from amauta.evaluate import stats
 from amauta.evaluate.candidate_spec import CandidateSpec, parse_candidates, rag_index_fingerprint
-from amauta.evaluate.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
+from amauta.data.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
 from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import ModelSpec, run_eval
 from amauta.rag.answer import NOT_FOUND, RagAnswerer
