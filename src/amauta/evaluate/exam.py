@@ -41,9 +41,9 @@ from amauta.core.config import StageConfig, read_yaml
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_text, sha256_file
 from amauta.core.summaries import Chart, ReportSection, register_section
+from amauta.data.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
 from amauta.evaluate import stats
 from amauta.evaluate.candidate_spec import CandidateSpec, parse_candidates, rag_index_fingerprint
-from amauta.data.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
 from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import ModelSpec, run_eval
 from amauta.rag.answer import NOT_FOUND, RagAnswerer
