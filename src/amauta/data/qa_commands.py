@@ -105,10 +105,12 @@ def register(data_app: typer.Typer) -> None:
 
     @data_app.command("review")
     def review_command(
-        qa: Path = typer.Argument(..., help="The pairs to review (output of build-qa)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Accepted pairs, Alpaca JSONL (default: <qa>.accepted.jsonl)."),
+        qa: Path = typer.Argument(..., help="The pairs (output of build-qa) or exam items (output of build-exam) "
+                                 "to review."),
+        out: Path = typer.Option(None, "--out", "-o", help="Accepted pairs (Alpaca JSONL) or items (exam JSONL) "
+                                 "(default: <file>.accepted.jsonl)."),
     ) -> None:
-        """Accept, edit, reject or skip each pair beside its source text; resumes where you stopped."""
+        """Accept, fix, reject or skip each Q&A pair or exam item beside its source text; resumes where you stopped."""
         from amauta.data.review import review
 
         review(qa, out)
