@@ -166,7 +166,16 @@ def test_a_file_build_exam_did_not_write_or_one_edited_since_is_never_overwritte
         mine.write_text(edited, encoding="utf-8")
         with pytest.raises(AmautaError, match="edited since build-exam wrote it"):
             run(config(tmp_path, url, docs=[DOCS / "rimpe.md"]))
-    assert mine.read_text(encoding="utf-8") == edited
+        assert mine.read_text(encoding="utf-8") == edited
+        # A run killed after its manifest but before its file leaves the previous file: still build-exam's.
+        mine.unlink()
+        run(config(tmp_path, url, docs=[DOCS / "rimpe.md"]))
+        first = mine.read_bytes()
+        run(config(tmp_path, url, docs=[DOCS / "rimpe.md"], seed=3), llm=None)
+        second = mine.read_bytes()
+        mine.write_bytes(first)  # as if the last write never happened
+        run(config(tmp_path, url, docs=[DOCS / "rimpe.md"], seed=3))
+        assert mine.read_bytes() == second
 
 
 def test_validate_reply_and_splits():

@@ -37,7 +37,14 @@ from pydantic import Field, model_validator
 
 from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
-from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file
+from amauta.core.files import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+    sha256_file,
+)
 from amauta.data.answer_match import normalize
 from amauta.data.build_qa import _answers, _norm, _sidecar, model_identity, seal_jsonl
 from amauta.data.exam_items import (
@@ -48,7 +55,6 @@ from amauta.data.exam_items import (
     exam_counts,
     exam_design_problems,
     parse_item,
-    write_exam,
 )
 from amauta.llm.client import LLM
 
@@ -345,7 +351,9 @@ def _check_output(out: Path) -> None:
     if manifest.get("stage") != STAGE:
         raise AmautaError(f"{out}: already exists and build-exam did not write it (no {manifest_path.name} from "
                           "build-exam beside it); choose another --out or move the file away")
-    if manifest.get("output_sha256") != sha256_file(out):
+    # The manifest is written just before the file: a run killed in between leaves the previous file, whose
+    # hash the manifest keeps too.
+    if sha256_file(out) not in (manifest.get("output_sha256"), manifest.get("previous_output_sha256")):
         raise AmautaError(f"{out}: edited since build-exam wrote it; review it with `amauta data review {out}` "
                           "(edits go to the accepted file), or move it away to build it again")
 
@@ -416,16 +424,19 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
         raise AmautaError(f"build-exam: the model gave no usable item for any of {len(jobs)} chunks; see "
                           f"{cache_path} (raw replies) and try a larger model or more --retries")
     items = check_items([parse_item(row, f"{out} (item {n})") for n, row in enumerate(rows, start=1)])
-    write_exam(out, items)
+    text = "".join(json.dumps(item.to_json(), ensure_ascii=False, default=str) + "\n" for item in items)
     _write_sidecars(out, config, failures, items, paths, llm.name, endpoint, cache_path, package_versions(), {
         "documents": len(paths), "chunks": len(jobs), "asked": len(todo), "from_cache": from_cache,
-        "failed": len(failures), "duplicate_questions_dropped": duplicates, "seconds": round(time.time() - started, 1)})
+        "failed": len(failures), "duplicate_questions_dropped": duplicates, "seconds": round(time.time() - started, 1)},
+        output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    atomic_write_text(out, text)  # every item checked above, one by one and together (as write_exam does)
     _say_summary(console, out, items, len(jobs), failures, config)
     return out
 
 
 def _write_sidecars(out: Path, config: BuildExamConfig, failures: list[dict], items: list[ExamItem], paths: list[Path],
-                    model: str, endpoint: str | None, cache_path: Path, versions: dict, summary: dict) -> None:
+                    model: str, endpoint: str | None, cache_path: Path, versions: dict, summary: dict, *,
+                    output_sha256: str) -> None:
     failures_path = _sidecar(out, "failures.jsonl")
     if failures:
         atomic_write_jsonl(failures_path, failures)
@@ -435,7 +446,8 @@ def _write_sidecars(out: Path, config: BuildExamConfig, failures: list[dict], it
     atomic_write_json(_sidecar(out, "manifest.json"), {
         "stage": STAGE, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config, "model": model,
         "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "prompt_hash": PROMPT_HASH, "cache": str(cache_path),
-        "inputs": {str(p): sha256_file(p) for p in paths}, "output_sha256": sha256_file(out),
+        "inputs": {str(p): sha256_file(p) for p in paths}, "output_sha256": output_sha256,
+        "previous_output_sha256": sha256_file(out) if out.is_file() else None,
         "summary": {**summary, **exam_counts(items)}, "design_problems": exam_design_problems(items),
         "versions": versions})
 
