@@ -65,6 +65,33 @@ def test_metrics_per_answer_and_per_candidate_with_attempts_averaged_per_prompt(
     assert table["base"]["all"]["token_f1"]["n"] == 2 and str(table["base"]["basic"]) == str(table["base"]["all"])
 
 
+def test_a_prompt_set_may_name_the_key_facts_itself(tmp_path):
+    from amauta.core.errors import AmautaError
+    from amauta.judge.candidates import load_prompt_set
+
+    path = tmp_path / "kf.yaml"
+    path.write_text("""items:
+  - id: q1
+    category: basic
+    prompt: ¿Cuál es la tarifa del IVA?
+    reference: Es del 15 %; antes era del 12 %.
+    key_facts: ["15 %"]
+  - id: s1
+    category: contextual
+    turns: [{prompt: "Hola", reference: "Hasta el día 28.", key_facts: ["día 28 | 28 de marzo"]}, "¿Y?"]
+""", encoding="utf-8")
+    pset = load_prompt_set(path)
+    assert pset.items[0].key_facts == [["15 %"]] and pset.items[1].key_facts == [["día 28 | 28 de marzo"], None]
+    listed = answer("base", "q1", "Es del 15 %.", "Es del 15 %; antes era del 12 %.")
+    listed.key_facts = ["15 %"]
+    assert reference_metrics(listed)["key_fact_recall"] == 1.0  # the old rate is no key fact of this question
+    listed.key_facts = None
+    assert reference_metrics(listed)["key_fact_recall"] == 0.5  # derived from the reference: 15 % and 12 %
+    path.write_text("items:\n  - id: q1\n    category: basic\n    prompt: ¿?\n    key_facts: 15\n", encoding="utf-8")
+    with pytest.raises(AmautaError, match=r"kf\.yaml:2: item 'q1': 'key_facts' must be a list of texts"):
+        load_prompt_set(path)
+
+
 @pytest.fixture
 def mini_set(tmp_path):
     path = tmp_path / "mini.yaml"

@@ -331,14 +331,13 @@ def paired_deltas(rows: list[tuple[Answer, dict[str, float]]], candidates: list[
 
 
 def reference_metrics(answer: Answer) -> dict[str, Any]:
-    """An answer against its prompt's reference: token F1, and the recall of the key facts the reference
-    states (None where it states none, or where there is no reference)."""
+    """An answer against its prompt's reference: token F1, and the recall of its key facts: the prompt's
+    `key_facts` when the set lists them, else the values the reference states (None where there are none)."""
     from amauta.data.answer_match import key_fact_recall, reference_key_facts, token_f1
 
-    if not answer.reference:
-        return {"token_f1": None, "key_fact_recall": None, "key_facts": []}
-    facts = reference_key_facts(answer.reference)
-    return {"token_f1": token_f1(answer.answer, answer.reference),
+    facts = answer.key_facts if answer.key_facts is not None else (
+        reference_key_facts(answer.reference) if answer.reference else [])
+    return {"token_f1": token_f1(answer.answer, answer.reference) if answer.reference else None,
             "key_fact_recall": key_fact_recall(answer.answer, facts) if facts else None, "key_facts": facts}
 
 
