@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -209,3 +210,15 @@ def test_cli_build_exam(tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert "sk-secreta" not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_too_few_unanswerable_items_are_named_in_the_summary_and_the_manifest(tmp_path):
+    from rich.console import Console
+
+    screen = Console(record=True, width=200, file=open(os.devnull, "w"))
+    with FakeOpenAIServer(exam_reply) as url:
+        run(config(tmp_path, url, docs=[DOCS / "rimpe.md"], unanswerable_per_chunk=0), console=screen)
+    assert "unanswerable items are 0% of the exam, below 15%" in screen.export_text()
+    problems = json.loads((tmp_path / "exam.manifest.json").read_text())["design_problems"]
+    assert "unanswerable items are 0% of the exam, needs 15%" in problems
+    assert all(i.answerable for i in read_exam(tmp_path / "exam.jsonl"))
