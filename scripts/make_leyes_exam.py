@@ -3,7 +3,7 @@
 The questions, options and references below were written by hand for this repository (our own Spanish
 sentences; the facts come from the five illustrative guides in examples/docs only). This script turns them
 into exam items: ids, the abstention option, a gold position that varies from item to item, and a check of
-every line by `amauta.evaluate.exam_items`. Rerun it after editing a fact; the output is byte-identical
+every line by `amauta.data.exam_items`. Rerun it after editing a fact; the output is byte-identical
 when nothing changed:
 
     .venv/bin/python scripts/make_leyes_exam.py [--out examples/exams/leyes.jsonl]
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from amauta.evaluate.exam_items import ABSTAIN_OPTION, write_exam  # noqa: E402
+from amauta.data.exam_items import ABSTAIN_OPTION, write_exam  # noqa: E402
 
 SUBSTANTIVE_OPTIONS = 4  # the gold and three distractors; "Los documentos no lo indican" comes last
 

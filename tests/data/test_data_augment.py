@@ -96,7 +96,7 @@ def test_paraphrase_recipe_with_the_llm_mixes_restatements_and_phrasings(tmp_pat
 
 
 def test_paraphrase_from_the_hand_written_files_keeps_the_exam_held_out(tmp_path):
-    from amauta.evaluate.exam_items import iter_dataset_texts, leaked_questions, read_exam
+    from amauta.data.exam_items import iter_dataset_texts, leaked_questions, read_exam
 
     server = FakeOpenAIServer(fake_llm)  # configured, but never asked: --from replaces the LLM
     try:

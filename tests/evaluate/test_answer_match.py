@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from amauta.evaluate.answer_match import (
+from amauta.data.answer_match import (
     Value,
     extract_values,
     fold,

@@ -12,6 +12,7 @@ import yaml
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import read_jsonl
+from amauta.data.exam_items import read_exam, write_exam
 from amauta.evaluate import stats
 from amauta.evaluate.exam import (
     OPTIONS_ONLY_QUESTION,
@@ -27,7 +28,6 @@ from amauta.evaluate.exam import (
     source_chunks,
     training_dataset,
 )
-from amauta.evaluate.exam_items import read_exam, write_exam
 from amauta.evaluate.runner import load_summary
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from amauta.core.errors import AmautaError
-from amauta.evaluate.answer_match import extract_values, key_fact_recall, normalize
-from amauta.evaluate.exam_items import (
+from amauta.data.answer_match import extract_values, key_fact_recall, normalize
+from amauta.data.exam_items import (
     ABSTAIN_OPTION,
     ExamItem,
     exam_counts,

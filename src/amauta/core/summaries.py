@@ -19,6 +19,8 @@ class Chart:
     """Grouped bars for the report to draw: one group per entry of `groups`, one bar per series in each.
 
     name: part of the figure's file name. caption: shown under it (the report adds the folder's name).
+    errors: optional 95% intervals per series, (low, high) per bar in the bars' units, None for a bar
+    without one (drawn as whiskers). A NaN value draws no bar (that group has no such series).
     """
 
     name: str
@@ -27,6 +29,7 @@ class Chart:
     title: str
     ylabel: str
     caption: str
+    errors: dict[str, list[tuple[float, float] | None]] | None = None
 
 
 def _no_charts(summary: dict[str, Any]) -> list[Chart]:

@@ -12,6 +12,10 @@ hand between sessions. So `qa.review.jsonl` (beside the log) records a digest of
 wrote; a line of the accepted file that review did not write is the user's (added or edited by hand) and
 is kept as it is. Only a decision taken later on that same pair replaces it, and the replaced line is
 copied into `qa.review.jsonl` (`replaced_hand_row`) and named in the closing message: nothing is lost.
+
+An exam file (the output of `amauta data build-exam`) is reviewed the same way, item by item, with the
+same log, resume, undo and hand-edit guarantees; what differs (reading, showing, fixing, the accepted
+line) is in `review_exam.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from amauta.core.errors import AmautaError
 from amauta.core.files import append_jsonl, atomic_write_jsonl, read_jsonl
 from amauta.data.build_qa import seal_jsonl
+from amauta.data.review_exam import accepted_row, edit_item, is_exam_file, load_items, render_item
 
 FIELDS = ("instruction", "input", "output")
 ALPACA_KEYS = ("id", "instruction", "input", "output", "category", "source", "page", "article", "chunk_id", "model")
@@ -126,12 +131,17 @@ def _written_digests(book: Path) -> set[str]:
     return digests
 
 
-def _accepted_rows(pairs: list[dict], decided: dict[str, dict]) -> dict[str, dict]:
-    """Pair id → its row for the accepted file (Alpaca keys and provenance, edits applied), in input order."""
+def _accepted_rows(pairs: list[dict], decided: dict[str, dict], exam: bool = False) -> dict[str, dict]:
+    """Pair id → its row for the accepted file (Alpaca keys and provenance, edits applied), in input order.
+
+    exam: the pairs are exam items (their accepted line is an exam line: `review_exam.accepted_row`).
+    """
     rows = {}
     for pair in pairs:
         entry = decided.get(pair["id"])
-        if entry and entry["decision"] in ("accept", "edit"):
+        if entry and entry["decision"] in ("accept", "edit") and exam:
+            rows[pair["id"]] = accepted_row(pair, entry)
+        elif entry and entry["decision"] in ("accept", "edit"):
             row = {k: pair.get(k) for k in ALPACA_KEYS if k in pair}
             if entry["decision"] == "edit":
                 row.update({k: entry["pair"][k] for k in FIELDS})
@@ -237,7 +247,7 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
            console=None) -> ReviewSummary:
     """Review the pairs in `qa_path` interactively; return the counts and write the accepted pairs.
 
-    qa_path: the build-qa output (or any Alpaca JSONL).
+    qa_path: the build-qa output (or any Alpaca JSONL), or an exam (the build-exam output, or any exam file).
     out: where to write accepted pairs (default: `<qa>.accepted.jsonl` beside the input).
     ask: reads one answer given a prompt (default: the terminal); tests pass scripted answers.
     console: a rich Console to draw on.
@@ -250,7 +260,9 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     if out.resolve() == qa_path.resolve():
         raise AmautaError(f"{out}: the accepted pairs cannot overwrite the file under review; choose another --out")
     ask = ask or (lambda prompt: console.input(prompt))
-    pairs = load_pairs(qa_path)
+    exam = is_exam_file(qa_path)
+    pairs = load_items(qa_path) if exam else load_pairs(qa_path)
+    render, edit = (render_item, edit_item) if exam else (_render, _edit)
     log = decisions_path(qa_path)
     seal_jsonl(log)
     by_id = {p["id"]: p for p in pairs}
@@ -263,7 +275,7 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
     book = bookkeeping_path(qa_path)
     seal_jsonl(book)
     recorded = _written_digests(book)
-    review_made = recorded | {_row_digest(r) for r in _accepted_rows(pairs, decided).values()}
+    review_made = recorded | {_row_digest(r) for r in _accepted_rows(pairs, decided, exam).values()}
     hand = _hand_rows(out, review_made)
     hand_lines = {h.pair_id: h.line for h in hand}
     # Standing decisions taken in this session, per pair: such a decision replaces a hand-edited line.
@@ -298,9 +310,9 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
             break
         pair = pending[0]
         position = pairs.index(pair) + 1
-        _render(console, pair, position, len(pairs), counts())
+        render(console, pair, position, len(pairs), counts())
         if str(pair["id"]) in hand_lines and not decided_now[pair["id"]]:
-            console.print(f"[yellow]este par está editado a mano en {out.name} (línea {hand_lines[str(pair['id'])]}); "
+            console.print(f"[yellow]{'este ítem' if exam else 'este par'} está editado a mano en {out.name} (línea {hand_lines[str(pair['id'])]}); "
                           f"decidir aquí reemplaza esa línea (se guarda una copia en {book.name})[/]", highlight=False)
         try:
             choice = ask(f"{MENU}\n> ").strip().lower()[:1]
@@ -325,7 +337,7 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
             first.insert(0, last)
         elif action == "edit":
             try:
-                edited = _edit(pair, ask, console)
+                edited = edit(pair, ask, console)
             except (EOFError, KeyboardInterrupt):
                 break
             if edited is None:
@@ -338,7 +350,7 @@ def review(qa_path: str | Path, out: str | Path | None = None, *, ask: Callable[
             undo_stack.append(pair["id"])
 
     touched = {pid for pid, count in decided_now.items() if count}
-    rows, kept, replaced = _merge(pairs, _accepted_rows(pairs, decided), hand, touched)
+    rows, kept, replaced = _merge(pairs, _accepted_rows(pairs, decided, exam), hand, touched)
     for item in replaced:  # a copy: a replaced hand edit is never lost
         append_jsonl(book, {"pair_id": item.pair_id, "replaced_hand_row": item.row, "line": item.line,
                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")})

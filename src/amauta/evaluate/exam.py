@@ -1,7 +1,7 @@
 """`amauta eval exam`: did a model learn what the documents say? Closed-book and open-book, no judge.
 
 Every candidate (`base`, an adapter run, `rag:INDEX`, `ADAPTER+rag:INDEX`, the judge's syntax) takes the
-exam's items (`exam_items.py`) in one or more modes, each a row of the result:
+exam's items (`amauta.data.exam_items`) in one or more modes, each a row of the result:
 
 - `closed`: the question alone (candidates without retrieval);
 - `open`: the question and the passages the candidate's index returns (`rag:INDEX` candidates), in the
@@ -15,7 +15,7 @@ Each item is scored twice, without any judge:
 
 - multiple choice by log-likelihood with the packed Belebele scorer (`loglik.py`): `acc` picks the option
   of highest total log-probability, `acc_norm` the highest per character;
-- a short answer by greedy generation (the path XQuAD uses), scored by `answer_match.score_answer`: key-fact
+- a short answer by greedy generation (the path XQuAD uses), scored by `amauta.data.answer_match.score_answer`: key-fact
   recall and precision, correct, abstained.
 
 Phrasings of one fact are not independent, so every interval is a bootstrap over facts, and so is the
@@ -41,9 +41,9 @@ from amauta.core.config import StageConfig, read_yaml
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_text, sha256_file
 from amauta.core.summaries import Chart, ReportSection, register_section
+from amauta.data.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
 from amauta.evaluate import stats
 from amauta.evaluate.candidate_spec import CandidateSpec, parse_candidates, rag_index_fingerprint
-from amauta.evaluate.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
 from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import ModelSpec, run_eval
 from amauta.rag.answer import NOT_FOUND, RagAnswerer
@@ -703,18 +703,52 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
     return "\n\n".join(parts)
 
 
+def _weights_groups(models: list[dict[str, Any]]) -> dict[tuple[Any, Any], str]:
+    """(model, adapter) → the name of its group of bars: the label of its closed-book row, else the
+    candidate its gold/options rows name (the weights' label), else its first row's label."""
+    groups: dict[tuple[Any, Any], str] = {}
+    for preferred in ("closed", "gold", "options", "open"):
+        for m in models:
+            weights = (m.get("model"), m.get("adapter"))
+            if m.get("mode") == preferred and weights not in groups:
+                groups[weights] = m["label"] if preferred in ("closed", "open") else m.get("candidate", m["label"])
+    return groups
+
+
 def mode_charts(summary: dict[str, Any]) -> list[Chart]:
-    """Multiple-choice accuracy of each candidate in each mode (closed book, RAG, with the source, options
-    only), as grouped bars for `amauta report`."""
-    candidates = list(dict.fromkeys(m.get("candidate", m["label"]) for m in summary.get("models", [])))
-    modes = [mode for mode in MODE_NAMES if any(m.get("mode") == mode for m in summary.get("models", []))]
-    if not candidates or not modes:
+    """Multiple-choice accuracy of each model closed book and open book (RAG, with the source), and with the
+    question withheld, with 95% intervals over facts, as grouped bars for `amauta report`: one group per
+    model (its weights), one bar per mode."""
+    models = [m for m in summary.get("models", []) if m.get("mode") in MODE_NAMES]
+    if not models:
         return []
-    acc = {(m.get("candidate", m["label"]), m.get("mode")): 100 * (m["metrics"].get("acc") or 0.0)
-           for m in summary["models"]}
-    series = {MODE_NAMES[mode]: [acc.get((c, mode), 0.0) for c in candidates] for mode in modes}
-    return [Chart("modes", candidates, series, "Acierto de opción múltiple por modo", "%",
-                  "Multiple-choice accuracy of each candidate, closed book and open book")]
+    groups = _weights_groups(models)
+    indexes = list(dict.fromkeys(m.get("rag_index") for m in models if m.get("mode") == "open"))
+
+    def series_name(m: dict[str, Any]) -> str:
+        if m["mode"] == "open" and len(indexes) > 1:
+            return f"{MODE_NAMES['open']} ({m.get('rag_index')})"
+        return MODE_NAMES[m["mode"]]
+
+    names = list(dict.fromkeys(series_name(m) for m in sorted(models, key=lambda m: list(MODE_NAMES).index(m["mode"]))))
+    labels = list(dict.fromkeys(groups.values()))
+    series = {name: [math.nan] * len(labels) for name in names}
+    errors: dict[str, list[tuple[float, float] | None]] = {name: [None] * len(labels) for name in names}
+    for m in models:
+        slot = labels.index(groups[(m.get("model"), m.get("adapter"))])
+        name = series_name(m)
+        if not math.isnan(series[name][slot]):  # two candidates with the same weights in one mode: a group each
+            labels.append(m["label"])
+            for key in series:
+                series[key].append(math.nan)
+                errors[key].append(None)
+            slot = len(labels) - 1
+        acc, ci = m["metrics"].get("acc"), m["metrics"].get("acc_ci")
+        series[name][slot] = math.nan if acc is None else 100 * acc
+        errors[name][slot] = (100 * ci[0], 100 * ci[1]) if ci else None
+    return [Chart("modes", labels, series, "Acierto de opción múltiple: libro cerrado y libro abierto", "%",
+                  "Multiple-choice accuracy of each model closed book, open book (RAG, with the source) and with "
+                  "the question withheld, with 95% bootstrap intervals over facts", errors=errors)]
 
 
 register_section("exam", ReportSection(title="Examen sobre los documentos", markdown=report_markdown,

@@ -38,7 +38,8 @@ class PromptItem:
 
     id: unique within the set. category: basic, complex, creative, contextual... (a report row each).
     turns: the user's messages in order (one for a single prompt). references: a reference answer per turn
-    (None where there is none); the judge compares against it for accuracy.
+    (None where there is none); the judge compares against it for accuracy. key_facts: per turn, the values
+    a correct answer must contain (None: the values its reference states, `reference_key_facts`).
     """
 
     id: str
@@ -46,6 +47,7 @@ class PromptItem:
     turns: list[str]
     references: list[str | None]
     line: int = 0
+    key_facts: list[list[str] | None] = field(default_factory=list)
 
 
 @dataclass
@@ -143,7 +145,7 @@ def load_prompt_set(name_or_path: str | Path, limit: int | None = None) -> Promp
 def _parse_item(raw: Any, where: str, seen: set[str]) -> PromptItem:
     if not isinstance(raw, dict):
         raise AmautaError(f"{where}: each item must be a mapping with id, category and prompt (or turns)")
-    allowed = {"id", "category", "prompt", "reference", "turns"}
+    allowed = {"id", "category", "prompt", "reference", "key_facts", "turns"}
     for key in raw:
         if key not in allowed:
             raise AmautaError(f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed)}")
@@ -165,14 +167,15 @@ def _parse_item(raw: Any, where: str, seen: set[str]) -> PromptItem:
         reference = raw.get("reference")
         if reference is not None and not isinstance(reference, str):
             raise AmautaError(f"{where}: item '{item_id}': 'reference' must be text")
-        return PromptItem(item_id, category, [prompt.strip()], [reference.strip() if reference else None])
+        return PromptItem(item_id, category, [prompt.strip()], [reference.strip() if reference else None],
+                          key_facts=[_key_facts(raw, where, item_id)])
     turns_raw = raw["turns"]
     if not isinstance(turns_raw, list) or not turns_raw:
         raise AmautaError(f"{where}: item '{item_id}': 'turns' must be a non-empty list of prompts")
-    if raw.get("reference") is not None:
-        raise AmautaError(f"{where}: item '{item_id}': put references inside each turn "
-                          "({prompt: ..., reference: ...}) for a series")
-    turns, refs = [], []
+    if raw.get("reference") is not None or raw.get("key_facts") is not None:
+        raise AmautaError(f"{where}: item '{item_id}': put references and key facts inside each turn "
+                          "({prompt: ..., reference: ..., key_facts: [...]}) for a series")
+    turns, refs, facts = [], [], []
     for k, turn in enumerate(turns_raw, start=1):
         if isinstance(turn, dict):
             text, ref = turn.get("prompt"), turn.get("reference")
@@ -182,7 +185,19 @@ def _parse_item(raw: Any, where: str, seen: set[str]) -> PromptItem:
             raise AmautaError(f"{where}: item '{item_id}': turn {k} is empty")
         turns.append(text.strip())
         refs.append(str(ref).strip() if ref else None)
-    return PromptItem(item_id, category, turns, refs)
+        facts.append(_key_facts(turn, where, item_id) if isinstance(turn, dict) else None)
+    return PromptItem(item_id, category, turns, refs, key_facts=facts)
+
+
+def _key_facts(raw: dict, where: str, item_id: str) -> list[str] | None:
+    """An item's (or turn's) optional `key_facts`: a list of texts, such as ["15 %", "día 28 | 28 de marzo"]."""
+    facts = raw.get("key_facts")
+    if facts is None:
+        return None
+    if not isinstance(facts, list) or not all(isinstance(f, str) and f.strip() for f in facts):
+        raise AmautaError(f"{where}: item '{item_id}': 'key_facts' must be a list of texts such as "
+                          "[\"15 %\", \"día 28 | 28 de marzo\"] (\"|\" separates alternatives)")
+    return [f.strip() for f in facts]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,6 +216,7 @@ class Answer:
     prompt: str
     answer: str
     reference: str | None = None
+    key_facts: list[str] | None = None  # None: the values the reference states
     new_tokens: int = 0
     seconds: float = 0.0
     finish_reason: str = ""
@@ -360,6 +376,7 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
         answers[spec.label] = [
             Answer(candidate=spec.label, item=row["item"], turn=t, attempt=row["attempt"], category=row["category"],
                    prompt=turn["prompt"], answer=turn["answer"], reference=_reference(pset, row["item"], t),
+                   key_facts=_item_key_facts(pset, row["item"], t),
                    new_tokens=turn["new_tokens"], seconds=turn["seconds"], finish_reason=turn["finish_reason"],
                    sources=turn.get("sources") or [])
             for row in result.rows[spec.label] for t, turn in enumerate(row["turns"])]
@@ -369,6 +386,11 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
 def _reference(pset: PromptSet, item_id: str, turn: int) -> str | None:
     item = next((i for i in pset.items if i.id == item_id), None)
     return item.references[turn] if item and turn < len(item.references) else None
+
+
+def _item_key_facts(pset: PromptSet, item_id: str, turn: int) -> list[str] | None:
+    item = next((i for i in pset.items if i.id == item_id), None)
+    return item.key_facts[turn] if item and turn < len(item.key_facts) else None
 
 
 def conversation_before(answers_by_key: dict[tuple, Answer], answer: Answer) -> list[dict[str, str]]:

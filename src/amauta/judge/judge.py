@@ -8,7 +8,10 @@ The recipe, top to bottom:
    JSON; each verdict is appended to `judgments.jsonl` at once, failures included, so nothing is lost;
 4. summarise by candidate and category: best-of-N (the thesis's figure) and mean-of-N (the honest one),
    with bootstrap 95% intervals, the same tables for people's grades (`amauta eval grade`) and the
-   agreement between judge and people when both exist.
+   agreement between judge and people when both exist;
+5. beside the judge, and without one: each answer's key-fact recall (the values its prompt's reference
+   states: numbers, percentages, amounts, dates) and token F1 against that reference, by candidate, so
+   the base / adapter / RAG / adapter+RAG comparison has numbers even when no judge is reachable.
 """
 
 from __future__ import annotations
@@ -327,16 +330,58 @@ def paired_deltas(rows: list[tuple[Answer, dict[str, float]]], candidates: list[
     return deltas
 
 
+def reference_metrics(answer: Answer) -> dict[str, Any]:
+    """An answer against its prompt's reference: token F1, and the recall of its key facts: the prompt's
+    `key_facts` when the set lists them, else the values the reference states (None where there are none)."""
+    from amauta.data.answer_match import key_fact_recall, reference_key_facts, token_f1
+
+    facts = answer.key_facts if answer.key_facts is not None else (
+        reference_key_facts(answer.reference) if answer.reference else [])
+    return {"token_f1": token_f1(answer.answer, answer.reference) if answer.reference else None,
+            "key_fact_recall": key_fact_recall(answer.answer, facts) if facts else None, "key_facts": facts}
+
+
+def reference_table(rows: list[tuple[Answer, dict[str, Any]]], candidates: list[str],
+                    categories: list[str]) -> dict[str, dict[str, Any]]:
+    """candidate → category (and "all") → per metric (token_f1, key_fact_recall): the mean over prompts of
+    each prompt's mean over its N attempts, the number of prompts and a bootstrap 95% interval over them."""
+    from amauta.evaluate.stats import bootstrap_ci
+
+    per_unit: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    category_of: dict[tuple, str] = {}
+    for answer, metrics in rows:
+        unit = (answer.candidate, answer.item, answer.turn)
+        category_of[unit] = answer.category
+        for name in ("token_f1", "key_fact_recall"):
+            if metrics[name] is not None:
+                per_unit[unit][name].append(metrics[name])
+    table: dict[str, dict[str, Any]] = {}
+    for candidate in candidates:
+        for category in [*categories, "all"]:
+            units = [u for u in per_unit if u[0] == candidate and (category == "all" or category_of[u] == category)]
+            entry = {}
+            for name in ("token_f1", "key_fact_recall"):
+                means = [float(np.mean(per_unit[u][name])) for u in units if per_unit[u][name]]
+                if means:
+                    low, high = bootstrap_ci(means)
+                    entry[name] = {"mean": float(np.mean(means)), "n": len(means), "ci": [low, high]}
+            if entry:
+                table.setdefault(candidate, {})[category] = entry
+    return table
+
+
 def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, dict], candidates: list[str],
                   categories: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write items.jsonl and summary.json (judge tables, people's tables, agreement) and return the summary."""
     from amauta.judge.agreement import between_people, judge_vs_people
     from amauta.judge.grade import load_grades
 
-    items, judged = [], []
+    items, judged, measured = [], [], []
     for answer in answers:
         verdict = verdicts.get(answer.key)
-        row = {**answer.__dict__, "judge_key": verdict.get("key") if verdict else None,
+        metrics = reference_metrics(answer)
+        measured.append((answer, metrics))
+        row = {**answer.__dict__, **metrics, "judge_key": verdict.get("key") if verdict else None,
                "scores": verdict.get("scores") if verdict else None,
                "overall": verdict.get("overall") if verdict else None,
                "justification": verdict.get("justification", "") if verdict else "",
@@ -366,6 +411,7 @@ def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, di
         "failed": sum(1 for r in items if r["error"]),
         "judge_table": score_table(judged, candidates, categories) if judged else {},
         "judge_deltas": paired_deltas(judged, candidates) if judged else {},
+        "reference_table": reference_table(measured, candidates, categories),
         "graders": sorted(grades),
         "human_table": score_table(human, candidates, categories) if human else {},
         "agreement": (judge_vs_people(judge_scores, [(k, s) for g in grades.values() for k, s in g.items()], CRITERIA)

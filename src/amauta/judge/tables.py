@@ -1,7 +1,9 @@
 """The judge room's tables: the same rows in the terminal (rich) and in `amauta report` (Markdown).
 
 `comparison_rows` builds the candidate-by-category comparison (the base / adapter / RAG / adapter+RAG
-table) once; `render_comparison` prints it and `report_markdown` writes it. The judge's section of the
+table) once; `render_comparison` prints it and `report_markdown` writes it. `reference_rows` puts each
+candidate's key-fact recall and token F1 against the references beside the judge's mean score (the same
+comparison with numbers that need no judge); `render_reference` and `report_markdown` show it. The judge's section of the
 report is registered with `amauta.core.summaries` for summaries whose `task` is `judge`.
 """
 
@@ -58,6 +60,41 @@ def comparison_rows(summary: dict[str, Any], which: str = "judge_table") -> list
         rows.append(ComparisonRow(candidate, f"{entry['attempts']:.0f}", cells, _ci(entry["mean_of_n"], entry["n"]),
                                   f"{entry['best_of_n']['overall']:.2f}", deltas.get(candidate)))
     return rows
+
+
+REFERENCE_HEADERS = ["Candidate", "Judge (mean-of-N, 1–5)", "Key-fact recall % [95% CI]", "Token F1 % [95% CI]"]
+
+
+def _metric(entry: dict[str, Any] | None, separator: str) -> str:
+    """ "46.7 [30.0–63.3] (n=12)", "46.7 (n=2, sin intervalo)" or "–" (n: prompts with that metric)."""
+    if not entry:
+        return "–"
+    low, high = entry["ci"]
+    if not has_interval(entry["n"]) or low != low:
+        return f"{100 * entry['mean']:.1f} {interval_note(entry['n'])}"
+    return f"{100 * entry['mean']:.1f} [{100 * low:.1f}{separator}{100 * high:.1f}] (n={entry['n']})"
+
+
+def reference_rows(summary: dict[str, Any], separator: str = "–") -> list[list[str]]:
+    """One row per candidate: the judge's mean-of-N over all prompts (– without a judge), then key-fact recall
+    and token F1 against the prompts' references (mean of each prompt's mean over its attempts)."""
+    judge = {row.candidate: row.mean_of_n for row in comparison_rows(summary)}
+    table = summary.get("reference_table") or {}
+    return [[candidate, judge.get(candidate, "–"), _metric(by.get("all", {}).get("key_fact_recall"), separator),
+             _metric(by.get("all", {}).get("token_f1"), separator)]
+            for candidate, by in table.items()]
+
+
+def render_reference(summary: dict[str, Any]):
+    """The candidates' key-fact recall and token F1 against the references, beside the judge's score."""
+    from rich.table import Table
+
+    out = Table(title="Against the references (no judge needed): key-fact recall and token F1", title_justify="left")
+    for header in REFERENCE_HEADERS:
+        out.add_column(header, justify="left" if header == "Candidate" else "right")
+    for row in reference_rows(summary):
+        out.add_row(*row)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,6 +202,8 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
             console.print(render_comparison(summary, key))
             if both:
                 console.print(render_agreement(summary))
+    if summary.get("reference_table"):
+        console.print(render_reference(summary))
     if not summary.get("judge_table") and not summary.get("human_table"):
         if summary.get("judge") and summary.get("judge_failures"):
             console.print(f"[red]{escape(failure_line(summary))}[/]", highlight=False)
@@ -197,6 +236,13 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
             f"- `{s['label']}`: model `{s['model']}`" + (f" + adapter `{s['adapter']}`" if s.get("adapter") else "")
             + (f" + RAG index `{s['rag_index']}`" if s.get("rag_index") else "") + f", {s['strategy']} decoding"
             for s in specs))
+    if summary.get("reference_table"):
+        parts.append("**Against the references (no judge needed)**: key-fact recall is the share of the values a "
+                     "reference states (numbers, percentages, amounts, dates) that the answer repeats, over the "
+                     "prompts whose reference states some; token F1 is the word overlap with the reference "
+                     "(accents, case and articles ignored). Each prompt counts once (the mean of its N attempts); "
+                     "[95% bootstrap CI over prompts] (n = prompts).\n\n"
+                     + markdown_table(REFERENCE_HEADERS, reference_rows(summary, ", ")))
     categories = summary.get("categories", [])
     for key, who in (("judge_table", "LLM judge"), ("human_table", "People")):
         table = summary.get(key) or {}

@@ -109,18 +109,31 @@ def bar_chart(labels: list[str], values: list[float], errors: list[tuple[float, 
     return _png(fig)
 
 
-def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, ylabel: str) -> bytes:
-    """One group of bars per category, one bar per model."""
+def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, ylabel: str,
+                 errors: dict[str, list[tuple[float, float] | None]] | None = None) -> bytes:
+    """One group of bars per category, one bar per model; `errors` adds 95% interval whiskers per series
+    ((low, high) per bar, None for a bar without an interval). NaN values draw no bar."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * max(len(series), 1) + 2), 3.8), dpi=110)
     width = 0.8 / max(len(series), 1)
     for k, (name, values) in enumerate(series.items()):
-        ax.bar([g + k * width for g in range(len(groups))], values, width=width, label=name, color=f"C{k}")
+        yerr = _yerr(values, (errors or {}).get(name))
+        ax.bar([g + k * width for g in range(len(groups))], values, width=width, label=name, color=f"C{k}",
+               yerr=yerr, capsize=3 if yerr is not None else 0)
     ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))], groups, rotation=15)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.legend()
     return _png(fig)
+
+
+def _yerr(values: list[float], intervals: list[tuple[float, float] | None] | None) -> list[list[float]] | None:
+    """matplotlib's asymmetric yerr for bars with (low, high) intervals; no whisker where there is none."""
+    if not intervals or not any(intervals):
+        return None
+    below = [max(v - ci[0], 0.0) if ci and v == v else 0.0 for v, ci in zip(values, intervals, strict=True)]
+    above = [max(ci[1] - v, 0.0) if ci and v == v else 0.0 for v, ci in zip(values, intervals, strict=True)]
+    return [below, above]
 
 
 # --------------------------------------------------------------------------- sections
@@ -233,7 +246,7 @@ def hooked_section(doc: _Doc, folder: Path, summary: dict[str, Any], index: int)
     doc.add(section.markdown(summary, heading_level=3))
     for chart in section.charts(summary):
         doc.figure(f"{index:02d}-{task}-{chart.name}.png",
-                   grouped_bars(chart.groups, chart.series, chart.title, chart.ylabel),
+                   grouped_bars(chart.groups, chart.series, chart.title, chart.ylabel, chart.errors),
                    f"{chart.caption} ({folder.name})")
     doc.add(f"- Per-item results: `{folder / summary.get('items_file', 'items.jsonl')}`")
 

@@ -49,7 +49,7 @@ from pydantic import (
 
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.files import atomic_write_jsonl, read_jsonl
-from amauta.evaluate.answer_match import AnswerScore, fold, normalize, score_answer
+from amauta.data.answer_match import AnswerScore, fold, normalize, score_answer
 
 ABSTAIN_OPTION = "Los documentos no lo indican"
 SPLITS = ("train", "dev", "test")

@@ -432,3 +432,37 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = same / len(pred), same / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+# --- key facts of a free-text reference ----------------------------------------------------------------------
+
+_MONTH_NAMES = {number: name for name, number in reversed(MONTHS.items())}  # 9 → "septiembre", not "setiembre"
+
+
+def _value_text(value: Value) -> str:
+    """A typed value written back as text that `extract_values` reads as the same value."""
+    if value.kind == "percent":
+        return f"{value.value}%"
+    if value.kind == "money":
+        return f"USD {value.value}"
+    if value.kind == "date":
+        parts = value.value.split("-")
+        return f"{parts[0]} de {_MONTH_NAMES[int(parts[1])]}" + (f" de {parts[2]}" if len(parts) == 3 else "")
+    if value.kind == "day":
+        return f"día {value.value}"
+    if value.kind == "month":
+        return _MONTH_NAMES[int(value.value)]
+    if value.kind == "number" and value.unit in {_singular(u) for u in _UNIT_BEFORE}:
+        return f"{value.unit} {value.value}"
+    return f"{value.value} {value.unit}".strip()
+
+
+def reference_key_facts(reference: str) -> list[str]:
+    """The key facts of a free-text reference answer: every typed value it states (percentages, amounts,
+    dates, days, months, years, numbers with their unit), once each, as key-fact strings.
+
+    For prompt sets whose items have a reference but no key facts (the judge's `law-ec`): an answer's
+    `key_fact_recall` against these is the share of the reference's values it repeats. A reference that
+    states no value ("¿Qué es el RUC?") has none; score it by token F1 instead.
+    """
+    return list(dict.fromkeys(_value_text(v) for v in _stated(extract_values(reference))))
