@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-ARCHITECTURES = ("llama", "mistral", "falcon", "gemma3")
+ARCHITECTURES = ("llama", "mistral", "falcon", "gemma3", "qwen2")
 
 # Special tokens of every template we ship, so each renders to whole tokens on the tiny tokenizer.
 SPECIAL_TOKENS = [
@@ -69,7 +69,7 @@ def tiny_tokenizer(chat_template: str | None = None):
 
 def tiny_config(arch: str, vocab_size: int):
     """A transformers config for a 2-layer, 64-wide model of the given architecture."""
-    from transformers import FalconConfig, Gemma3TextConfig, LlamaConfig, MistralConfig
+    from transformers import FalconConfig, Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
 
     common = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                   max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=3)
@@ -82,8 +82,11 @@ def tiny_config(arch: str, vocab_size: int):
         return FalconConfig(multi_query=True, parallel_attn=True, new_decoder_architecture=False,
                             alibi=False, bias=False, **common)
     if arch == "gemma3":
+        # query_pre_attn_scalar = head_dim, as in the real Gemma 3 models (and what llama.cpp assumes).
         return Gemma3TextConfig(intermediate_size=128, num_key_value_heads=1, head_dim=16,
-                                sliding_window=64, **common)
+                                query_pre_attn_scalar=16, sliding_window=64, **common)
+    if arch == "qwen2":  # Qwen 2.5's layout: grouped-query attention with query/key/value biases
+        return Qwen2Config(intermediate_size=128, num_key_value_heads=2, **common)
     raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 

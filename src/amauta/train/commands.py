@@ -67,17 +67,28 @@ def export_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the exported model to."),
     merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base weights (else export the adapter)."),
     gguf: bool = typer.Option(False, "--gguf", help="Also write a GGUF file for llama.cpp / Ollama (implies --merge)."),
+    gguf_type: str = typer.Option(None, "--gguf-type",
+                                  help="GGUF weights: f16 (default), f32, or quantized by llama.cpp: q8_0, q4_k_m, "
+                                       "q4_0, q5_k_m, q6_k (implies --gguf)."),
+    ollama: bool = typer.Option(False, "--ollama",
+                                help="Also write an Ollama Modelfile (with --merge over the merged GGUF; without, "
+                                     "over the base GGUF with the adapter as a GGUF LoRA)."),
     dtype: str = typer.Option("float16", "--dtype", help="Weights' data type: float16, bfloat16 or float32."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an export made from other inputs (never any other folder)."),
 ) -> None:
-    """Export a trained run: merged safetensors + tokenizer + model card, optionally a GGUF file."""
+    """Export a trained run: merged safetensors + tokenizer + model card, optionally a GGUF file and an Ollama Modelfile."""
     from amauta.core.console import make_console
     from amauta.train.export import export_run
 
-    folder = export_run(run_dir, out, merge=merge or gguf, gguf=gguf, dtype=dtype, overwrite=overwrite)
+    merge = merge or gguf or (gguf_type is not None and not ollama)
+    folder = export_run(run_dir, out, merge=merge, gguf=gguf or gguf_type is not None and merge, dtype=dtype,
+                        overwrite=overwrite, ollama=ollama, gguf_type=gguf_type)
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
-    make_console().print(f"wrote {folder}: {files}", highlight=False)
+    console = make_console()
+    console.print(f"wrote {folder}: {files}", highlight=False)
+    if ollama:
+        console.print(f"for Ollama: ollama create {folder.name} -f {folder / 'Modelfile'}", highlight=False)
 
 
 def plot_loss_command(

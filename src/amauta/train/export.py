@@ -2,15 +2,17 @@
 
     amauta export runs/sri --merge --out exports/sri            # merged safetensors, README.md
     amauta export runs/sri --merge --gguf --out exports/sri     # ... and exports/sri/model-f16.gguf
+    amauta export runs/sri --merge --gguf-type q4_k_m --out x   # ... quantized by llama.cpp: model-q4_k_m.gguf
+    amauta export runs/sri --merge --ollama --out exports/sri   # ... and an Ollama Modelfile
+    amauta export runs/sri --ollama --out exports/sri-lora      # base GGUF + GGUF LoRA (Modelfile's ADAPTER)
 
 A 4-bit (QLoRA) base is de-quantized first: the adapter was trained against the de-quantized 4-bit
 weights, so those, not the original full-precision ones, are what it is added to. Without `--merge`
 the folder holds the adapter alone (small, for sharing; load it with `load_model(base, adapter=...)`).
 
-The GGUF writer is ours, built on the `gguf` package (llama.cpp's own Python library): tensor names
-come from gguf's name map, metadata keys from the same table transformers reads GGUF with, and the
-query/key rows are permuted into llama.cpp's rotary layout. It covers the llama family (Llama,
-Mistral, SmolLM2); other architectures get a one-line pointer to llama.cpp's converter.
+The GGUF writer is ours (`amauta.train.gguf_export`, on the `gguf` package): Llama, Mistral, SmolLM2,
+Qwen2.5, Gemma 3 and Falcon; other architectures (Mixtral included) get a one-line pointer to llama.cpp's
+converter. The Ollama Modelfile comes from `amauta.train.ollama`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,18 @@ from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_json, atomic_write_text, give_usual_permissions
 from amauta.core.manifest import write_manifest
 from amauta.core.outdir import OutputFolder, claim
-from amauta.models.embedded import GGUF_INFO_KEYS
 from amauta.models.load import MODEL_INFO_FILE, model_info
 from amauta.train.config import TrainConfig
+from amauta.train.gguf_export import (  # noqa: F401  (write_gguf: the public name, here since the first export)
+    GGUF_ARCHITECTURES,
+    check_gguf_architecture,
+    check_gguf_type,
+    quantize_gguf,
+    write_gguf,
+    write_gguf_lora,
+)
+from amauta.train.ollama import MODELFILE, modelfile
 
-GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama"}  # model_type → llama.cpp architecture
 _DTYPES = ("float16", "bfloat16", "float32")
 
 
@@ -43,10 +52,13 @@ def read_run(run_dir: str | Path) -> tuple[Path, TrainConfig]:
     return run_dir, TrainConfig.model_validate(read_yaml(run_dir / "config.yaml"))
 
 
-def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
-    """The base model with the run's adapter merged in, as a plain transformers model (and tokenizer, profile)."""
+def base_model(config: TrainConfig):
+    """The base weights the run's adapter was trained against, as a plain float32 model: `(model, loaded)`.
+
+    A 4-bit (QLoRA) base is de-quantized (to float32, exactly the values training saw); merging into
+    4-bit blocks would round the update away.
+    """
     import torch
-    from peft import PeftModel
 
     from amauta.models.load import load_model
 
@@ -54,36 +66,57 @@ def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
     if config.quantization.mode != "none":
         loaded = load_model(config.model, quantization=config.quantization.mode, dtype=config.dtype,
                             system_prompt=prompt)  # as trained
-        # De-quantize first (to float32, exactly the values training saw): merging into 4-bit blocks
-        # would round the update away.
-        base = loaded.model.dequantize(dtype=torch.float32)
-    else:
-        # Merge in float32 on the CPU (exact to the last bit that matters), then cast to the export type.
-        loaded = load_model(config.model, dtype="float32", device="cpu", system_prompt=prompt)
-        base = loaded.model
+        return loaded.model.dequantize(dtype=torch.float32), loaded
+    # Merge in float32 on the CPU (exact to the last bit that matters), then cast to the export type.
+    loaded = load_model(config.model, dtype="float32", device="cpu", system_prompt=prompt)
+    return loaded.model, loaded
+
+
+def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
+    """The base model with the run's adapter merged in, as a plain transformers model (and tokenizer, profile)."""
+    import torch
+    from peft import PeftModel
+
+    base, loaded = base_model(config)
     model = PeftModel.from_pretrained(base, run_dir / "adapter").merge_and_unload()
     return model.to(getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.profile
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True, gguf: bool = False,
-               dtype: str = "float16", overwrite: bool = False) -> Path:
+               dtype: str = "float16", overwrite: bool = False, ollama: bool = False,
+               gguf_type: str | None = None) -> Path:
     """Write an export folder and return it.
 
     run_dir: a run folder from `amauta train`.
     out: the folder to write (built under a temporary name, renamed when complete).
     merge: merge the adapter into the base weights; otherwise copy the adapter only.
-    gguf: also write `model-<f16|f32>.gguf` (needs merge; llama-family architectures).
+    gguf: also write `model-<gguf_type>.gguf` (needs merge; see `GGUF_ARCHITECTURES`).
     dtype: weight type of the merged safetensors: float16, bfloat16 or float32.
     overwrite: replace `out` when it is an export made from other inputs (never a folder `amauta export`
         did not make, nor one holding the run: see core/outdir.py).
+    ollama: also write an Ollama `Modelfile`; merged, over `model-<gguf_type>.gguf`; unmerged, over the
+        base as `base-<gguf_type>.gguf` with the adapter as a GGUF LoRA (`adapter.gguf`, its ADAPTER line).
+    gguf_type: f16 (float32 dtype: f32) by default; q8_0, q4_k_m... are quantized with llama.cpp (implies gguf
+        when merging).
     """
     if dtype not in _DTYPES:
         raise AmautaError(f"--dtype {dtype}: choose one of {', '.join(_DTYPES)}")
+    if gguf_type is not None:
+        if not (merge or ollama):
+            raise AmautaError(f"--gguf-type {gguf_type} needs --merge (or --ollama): it sets the type of a GGUF file")
+        check_gguf_type(gguf_type)  # before anything is loaded: a missing quantizer is one line
+        gguf = gguf or merge
     run_dir, config = read_run(run_dir)
     out = Path(out)
+    gguf = gguf or (ollama and merge)
     if gguf and not merge:
-        raise AmautaError("--gguf needs --merge (a GGUF file holds whole weights)")
-    settings = {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype}
+        raise AmautaError("--gguf needs --merge (a GGUF file holds whole weights; --ollama alone writes the base "
+                          "GGUF with the adapter as a GGUF LoRA)")
+    settings: dict[str, Any] = {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype}
+    if ollama:
+        settings["ollama"] = True
+    if gguf_type is not None:
+        settings["gguf_type"] = gguf_type
     inputs = [run_dir / "adapter" / "adapter_model.safetensors", run_dir / "config.yaml"]
     with claim(out, "export", overwrite=overwrite) as folder:
         if folder.up_to_date(settings, inputs):
@@ -97,32 +130,58 @@ def _export(run_dir: Path, config: TrainConfig, folder: OutputFolder, settings: 
             inputs: list[Path]) -> None:
     """Write the export folder (built aside, renamed into place) while `folder` is held."""
     out, merge, gguf, dtype = folder.path, settings["merge"], settings["gguf"], settings["dtype"]
+    ollama = settings.get("ollama", False)
+    gguf_type = settings.get("gguf_type") or ("f32" if dtype == "float32" else "f16")
+    gguf_file = adapter_file = None
     with folder.replace() as tmp:
         if merge:
             model, tokenizer, profile = merged_model(run_dir, config, dtype)
             if gguf:  # check before the slow writes
-                arch = model.config.model_type
-                if arch not in GGUF_ARCHITECTURES:
-                    raise AmautaError(f"{run_dir}: GGUF export supports {', '.join(GGUF_ARCHITECTURES)} models, not "
-                                      f"'{arch}'; export with --merge and convert with llama.cpp's convert_hf_to_gguf.py")
+                check_gguf_architecture(model.config, where=str(run_dir))
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             # How to talk to these weights (profile, template, system prompt), read back by load_model.
             info = model_info(profile, tokenizer)
             atomic_write_json(tmp / MODEL_INFO_FILE, info)
             if gguf:
-                suffix = "f32" if dtype == "float32" else "f16"
-                write_gguf(model, tokenizer, tmp / f"model-{suffix}.gguf", name=out.name, float32=dtype == "float32",
-                           info=info)
+                gguf_file = _write_model_gguf(model, tokenizer, tmp / "model", gguf_type, dtype=dtype,
+                                              name=out.name, info=info)
         else:
             shutil.copytree(run_dir / "adapter", tmp, dirs_exist_ok=True)
+            if ollama:  # Ollama's ADAPTER: the base as GGUF, the adapter as a GGUF LoRA applied on load
+                model, loaded = base_model(config)
+                tokenizer, profile = loaded.tokenizer, loaded.profile
+                check_gguf_architecture(model.config, where=str(run_dir))
+                adapter_file = write_gguf_lora(model, run_dir / "adapter", tmp / "adapter.gguf", name=f"{out.name}-lora")
+                gguf_file = _write_model_gguf(model, tokenizer, tmp / "base", gguf_type, dtype=dtype,
+                                              name=f"{out.name}-base", info=model_info(profile, tokenizer))
+        if ollama:
+            atomic_write_text(tmp / MODELFILE, modelfile(
+                profile, model_file=gguf_file.name, adapter_file=adapter_file.name if adapter_file else None,
+                tokenizer_adds_bos=bool(getattr(tokenizer, "add_bos_token", False)), eos_token=tokenizer.eos_token or ""))
         atomic_write_text(tmp / "README.md", model_card(run_dir, config, merged=merge, dtype=dtype,
-                                                        files=sorted(p.name for p in tmp.iterdir())))
+                                                        files=sorted(p.name for p in tmp.iterdir()), ollama=ollama))
         write_manifest(tmp, "export", settings, inputs=inputs)
         give_usual_permissions(tmp)  # safetensors writes 0600: an export is for other people too
 
 
-def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, files: list[str]) -> str:
+def _write_model_gguf(model: Any, tokenizer: Any, stem: Path, gguf_type: str, *, dtype: str, name: str,
+                      info: dict[str, Any]) -> Path:
+    """`<stem>-<gguf_type>.gguf`: written directly (f16, f32), or written in F16 (F32 for float32 exports) and
+    quantized by llama.cpp, the unquantized file removed (it was only ever in the folder being built)."""
+    if gguf_type in ("f16", "f32"):
+        return write_gguf(model, tokenizer, stem.with_name(f"{stem.name}-{gguf_type}.gguf"), name=name,
+                          float32=gguf_type == "f32", info=info)
+    source_type = "f32" if dtype == "float32" else "f16"
+    source = write_gguf(model, tokenizer, stem.with_name(f"{stem.name}-{source_type}.gguf"), name=name,
+                        float32=source_type == "f32", info=info)
+    target = quantize_gguf(source, stem.with_name(f"{stem.name}-{gguf_type}.gguf"), gguf_type)
+    source.unlink()
+    return target
+
+
+def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, files: list[str],
+               ollama: bool = False) -> str:
     """README.md: base model, training config, data and results (YAML front matter for model hubs)."""
     summary = _json(run_dir / "summary.json")
     manifest = _json(run_dir / "manifest.json")
@@ -160,7 +219,9 @@ def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, 
               f"{summary.get('tokens_total', '?')} tokens in {summary.get('train_seconds', '?')} s.", "",
               "## Files", ""] + [f"- `{name}`" for name in files + ["README.md", "manifest.json"]] + [
               "", "## Use", "", "```bash", f"amauta chat --model {'.' if merged else config.model}"
-              + ("" if merged else " --adapter ."), "```", "",
+              + ("" if merged else " --adapter ."), "```", ""] + (
+              ["With Ollama:", "", "```bash", f"ollama create {run_dir.name} -f Modelfile", f"ollama run {run_dir.name}",
+               "```", ""] if ollama else []) + [
               "Resumen: modelo ajustado con Amauta para responder en español; la tabla lista la configuración del "
               "entrenamiento y los datos usados.", ""]
     return "\n".join(lines)
@@ -180,130 +241,3 @@ def _json(path: Path) -> dict[str, Any]:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "?"
-
-
-# ---------------------------------------------------------------------------------------------- GGUF
-def _permute_rotary(weight, n_head: int):
-    """HF's rotary layout (halves) → llama.cpp's (interleaved pairs), per head: what llama.cpp expects."""
-    rows = weight.shape[0]
-    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
-def _tokenizer_fields(tokenizer: Any) -> dict[str, Any]:
-    """tokens / types / merges / scores for `tokenizer.ggml.*`, from a fast tokenizer's tokenizer.json."""
-    import gguf
-
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    model = spec["model"]
-    if model.get("type") != "BPE":
-        raise AmautaError(f"GGUF export: tokenizer model {model.get('type')} is not supported (BPE only)")
-    vocab = dict(model["vocab"])
-    special = set()
-    for added in spec.get("added_tokens", []):
-        vocab[added["content"]] = added["id"]
-        if added.get("special"):
-            special.add(added["content"])
-    size = max(vocab.values()) + 1
-    tokens = [f"[PAD{i}]" for i in range(size)]
-    types = [gguf.TokenType.UNUSED] * size
-    for token, index in vocab.items():
-        tokens[index] = token
-        types[index] = gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    if model.get("byte_fallback"):  # sentencepiece-style (Llama 2, Mistral): llama.cpp's "llama" vocabulary
-        for index, token in enumerate(tokens):
-            if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
-                types[index] = gguf.TokenType.BYTE
-        unk = model.get("unk_token")
-        if unk in vocab:
-            types[vocab[unk]] = gguf.TokenType.UNKNOWN
-        kind, pre = "llama", "default"
-    else:  # byte-level BPE (GPT-2 style: SmolLM2, Falcon, the tiny test models)
-        kind, pre = "gpt2", "gpt-2"
-    # Scores order the vocabulary for llama.cpp's sentencepiece path: earlier tokens merge first.
-    return {"model": kind, "pre": pre, "tokens": tokens, "types": types, "merges": merges,
-            "scores": [-float(i) for i in range(size)]}
-
-
-def write_gguf(model: Any, tokenizer: Any, path: Path, *, name: str = "amauta", float32: bool = False,
-               info: dict[str, Any] | None = None) -> Path:
-    """Write a merged llama-family model as GGUF (F16 matrices, F32 norms; or all F32).
-
-    info: `amauta.models.load.model_info` (profile, template, system prompt), written as `amauta.*` keys
-        that loading the GGUF reads back (`amauta.models.embedded.gguf_model_info`).
-    """
-    import gguf
-    import numpy as np
-    import torch
-
-    config = model.config
-    arch = GGUF_ARCHITECTURES.get(config.model_type)
-    if arch is None:
-        raise AmautaError(f"GGUF export supports {', '.join(GGUF_ARCHITECTURES)} models, not '{config.model_type}'")
-    n_head, n_kv = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
-    rope = getattr(config, "rope_parameters", None) or {}
-    theta = rope.get("rope_theta") or getattr(config, "rope_theta", 10000.0)
-
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(name)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_kv)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(theta))
-    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
-    writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if float32 else gguf.LlamaFileType.MOSTLY_F16)
-
-    fields = _tokenizer_fields(tokenizer)
-    writer.add_tokenizer_model(fields["model"])
-    writer.add_tokenizer_pre(fields["pre"])
-    writer.add_token_list(fields["tokens"])
-    writer.add_token_types(fields["types"])
-    writer.add_token_scores(fields["scores"])
-    if fields["merges"]:
-        writer.add_token_merges(fields["merges"])
-    for key, method in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
-                        ("unk_token_id", writer.add_unk_token_id), ("pad_token_id", writer.add_pad_token_id)):
-        value = getattr(tokenizer, key, None)
-        if value is not None:
-            method(int(value))
-    writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
-    if getattr(tokenizer, "chat_template", None):
-        writer.add_chat_template(tokenizer.chat_template)
-    for key, field in GGUF_INFO_KEYS.items():
-        value = (info or {}).get(field)
-        if key.startswith("amauta.") and isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif key.startswith("amauta.") and isinstance(value, str):  # add_string would drop "" (no system prompt)
-            writer.add_key_value(key, value, gguf.GGUFValueType.STRING)
-
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    state = model.state_dict()
-    tied = getattr(config, "tie_word_embeddings", False)
-    for hf_name, tensor in state.items():
-        if tied and hf_name == "lm_head.weight":
-            continue  # llama.cpp reuses token_embd when there is no output tensor
-        if hf_name.endswith("rotary_emb.inv_freq"):
-            continue
-        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if gguf_name is None:
-            raise AmautaError(f"GGUF export: no llama.cpp name for tensor '{hf_name}'")
-        data = tensor.detach().to(torch.float32).cpu().numpy()
-        if hf_name.endswith("q_proj.weight"):
-            data = _permute_rotary(data, n_head)
-        elif hf_name.endswith("k_proj.weight"):
-            data = _permute_rotary(data, n_kv)
-        # llama.cpp's convention: 1-D tensors (norms) stay F32, matrices F16.
-        if not float32 and data.ndim > 1:
-            data = data.astype(np.float16)
-        writer.add_tensor(gguf_name, np.ascontiguousarray(data))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
