@@ -505,6 +505,19 @@ class ExamTask:
         return exam_metrics(rows, seed=self.seed)
 
 
+def score_multiple_choice(loaded: Any, items: list[ExamItem], *, prompt_format: str = "chat",
+                          batch_size: int = 8) -> dict[str, Any]:
+    """Closed-book multiple choice of an already loaded model on `items`, no files written: the exam's
+    metrics (`exam_metrics`: acc, acc_norm, by slice). Training's early stopping scores its weights in
+    memory with it, exactly as `amauta eval exam` would score the saved run."""
+    task = ExamTask(items, prompt_format=prompt_format, short_answer=False)
+    examinee = Examinee(loaded, "closed")
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        rows += task.evaluate(examinee, [{"id": item.id} for item in items[start:start + batch_size]])
+    return exam_metrics(rows)
+
+
 # --- metrics --------------------------------------------------------------------------------------------------
 
 SLICES: dict[str, Callable[[dict], bool]] = {
