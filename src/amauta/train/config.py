@@ -124,7 +124,7 @@ class TrainConfig(StageConfig):
     """A LoRA/QLoRA fine-tuning run: what to train, on what, how, and where to write it."""
 
     preset: str | None = None
-    """Start from this shipped preset (thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick)."""
+    """Start from this shipped preset (thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick, knowledge-cpu)."""
     model: str
     """Base model: a registry profile name, a hub id, a local folder or a .gguf file."""
     dataset: Path
