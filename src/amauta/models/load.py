@@ -302,6 +302,9 @@ def adapter_dir(adapter: str | Path) -> Path:
             return candidate
     if not path.exists():
         raise AmautaError(f"{path}: adapter folder not found")
+    if (path / "model" / "config.json").is_file():
+        raise AmautaError(f"{path}: a full fine-tuning run holds a whole model, not an adapter; load it as the model "
+                          f"(--model {path}) without --adapter")
     raise AmautaError(f"{path}: no adapter_config.json here or in {path / 'adapter'}; pass the adapter/ folder "
                       "a training run wrote (or the run folder itself)")
 
@@ -322,7 +325,8 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
                template: str | None = None) -> LoadedModel:
     """Load a model and its tokenizer.
 
-    spec: a registry name (`amauta models`), a hub id (`org/name`), a local folder, or a `.gguf` file.
+    spec: a registry name (`amauta models`), a hub id (`org/name`), a local folder (or a full fine-tuning
+        run folder, whose model/ it loads), or a `.gguf` file.
     quantization: `none`, `8bit` or `4bit` (bitsandbytes; 4-bit = nf4 + double quantization + bf16 compute).
     dtype: `auto` (bf16 on a GPU or a bf16-capable CPU, else fp32; tiny test models stay fp32), or explicit.
     device: `auto` (cuda when available), `cpu` or `cuda`.
@@ -398,6 +402,8 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
     elif path.exists():
         if not path.is_dir():
             raise AmautaError(f"{path}: not a model folder or a .gguf file")
+        if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+            path = path / "model"  # a full fine-tuning run folder: its weights are in model/
         model, tokenizer, chosen = _from_folder(str(path), dtype=dtype, quantization=quantization, device=device,
                                                 name=path.name, params=None, profile=chosen)
         source = str(path)
