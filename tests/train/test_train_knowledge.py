@@ -52,29 +52,6 @@ def mixed(tmp_path: Path) -> Path:
 
 # --- completion records ---------------------------------------------------------------------------------------
 
-def test_tokenize_text_has_no_template_and_one_eos(tiny):
-    from amauta.data.tokenize import tokenize_text
-
-    tokenizer = tiny("llama").tokenizer
-    ids = tokenize_text(tokenizer, "Hola mundo")
-    assert ids[-1] == tokenizer.eos_token_id and ids[-2] != tokenizer.eos_token_id
-    assert tokenizer.decode(ids, skip_special_tokens=True).strip() == "Hola mundo"  # no [INST] or other template text
-    assert tokenize_text(tokenizer, "Hola mundo" + tokenizer.eos_token)[-2:] != [tokenizer.eos_token_id] * 2
-
-
-def test_pack_documents_lays_documents_end_to_end_and_drops_nothing():
-    from amauta.data.tokenize import pack_documents
-
-    documents = [[5, 6, 7, 2], [8, 9, 2], [10, 11, 12, 13, 14, 2], [15, 2]]
-    blocks = pack_documents(documents, 4)
-    stream = [t for d in documents for t in d]
-    assert [b["input_ids"] for b in blocks] == [stream[0:4], stream[4:8], stream[8:12], stream[12:15]]
-    assert all(b["labels"] == b["input_ids"] for b in blocks)  # loss on every token
-    assert pack_documents([[1, 2, 3, 4, 5]], 4) == [{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}]  # a 1-token tail teaches nothing
-    with pytest.raises(AmautaError, match="block_size"):
-        pack_documents(documents, 1)
-
-
 def test_mixed_run_packs_completions_and_masks_only_chat_prompts(run_config, mixed, tmp_path):
     cfg = build_config(run_config(dataset=str(mixed), max_length=128, max_steps=4, checkpoint_every=4,
                                   eval_every=4), {})
