@@ -282,3 +282,26 @@ def test_knowledge_cpu_preset_is_not_cpu_quick(tmp_path):
     assert cfg.model == "smollm2-135m-instruct" and cfg.max_steps >= 4 * quick.max_steps
     assert cfg.quantization.mode == "none" and cfg.lora.targets == "all-linear"
     assert cfg.lora.r > quick.lora.r and cfg.finetuning == "lora"
+
+
+def test_a_full_finetuning_run_is_an_exam_candidate_and_leak_checked(tmp_path):
+    """`amauta eval exam --candidates base,RUN` takes a full fine-tuning run as a model, and refuses it when
+    its training data holds a test question, as it refuses such an adapter."""
+    from amauta.evaluate.candidate_spec import parse_candidates
+    from amauta.evaluate.exam import check_leaks
+    from amauta.evaluate.exam_items import read_exam
+
+    question = read_exam(EXAM, "test")[0].question
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    row = {"id": "a", "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": "15%"}],
+           "source": "s"}
+    (dataset / "train.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "config.json").write_text("{}")
+    (run_dir / "manifest.json").write_text(json.dumps({"stage": "train", "config": {"dataset": str(dataset)}}))
+    candidates = parse_candidates(f"base,{run_dir}", "tiny-llama", default_strategy="greedy")
+    assert candidates[1].model == str(run_dir) and candidates[1].adapter is None
+    with pytest.raises(AmautaError, match="holds the test question"):
+        check_leaks(candidates, EXAM)
