@@ -220,6 +220,8 @@ def test_full_finetuning_saves_a_loadable_model_and_exports(run_config, tmp_path
     assert "model" in names and "adapter" not in names
     assert (out / "checkpoints" / "step-3" / "model" / "model.safetensors").is_file()
     assert json.loads((out / "summary.json").read_text())["finetuning"] == "full"
+    saved_config = json.loads((out / "model" / "config.json").read_text())
+    assert saved_config["use_cache"] and "amauta" not in json.dumps(saved_config)  # generation-ready, loads anywhere
 
     tuned, base = load_model(out), load_model("tiny-llama")
     assert tuned.profile.template == "llama2"
@@ -233,18 +235,16 @@ def test_full_finetuning_saves_a_loadable_model_and_exports(run_config, tmp_path
         export_run(out, tmp_path / "adapter-only", merge=False)
 
 
-def test_full_finetuning_resumes_exactly(run_config, tmp_path):
-    """Interrupted at step 3 (an error, as a crash), resumed from step 2's checkpoint: same losses, same weights."""
+def crash_then_resume(cfg, at_step: int) -> Path:
+    """Run `cfg`, interrupted by an error right after logging step `at_step` (as a crash would), then rerun it:
+    the rerun resumes from the newest checkpoint. Returns the run folder."""
     from amauta.train import recipe as recipe_module
 
-    common = {"finetuning": "full", "max_steps": 4, "checkpoint_every": 2, "lora": {"dropout": 0.0}}
-    clean = run(build_config(run_config("a.yaml", output_dir=str(tmp_path / "a"), **common), {}), progress=False)
-    cfg = build_config(run_config("b.yaml", output_dir=str(tmp_path / "b"), **common), {})
     original = recipe_module.LoRARecipe._log
 
     def crash(self, row):
         original(self, row)
-        if row.get("step") == 3 and "loss" in row:
+        if row.get("step") == at_step and "loss" in row:
             raise KeyboardInterrupt
 
     recipe_module.LoRARecipe._log = crash
@@ -253,11 +253,29 @@ def test_full_finetuning_resumes_exactly(run_config, tmp_path):
             run(cfg, progress=False)
     finally:
         recipe_module.LoRARecipe._log = original
-    resumed = run(cfg, progress=False)
+    return run(cfg, progress=False)
+
+
+def test_full_finetuning_resumes_exactly(run_config, tmp_path):
+    """Interrupted at step 3, resumed from step 2's checkpoint: the same losses and weights as a clean run."""
+    common = {"finetuning": "full", "max_steps": 4, "checkpoint_every": 2}
+    clean = run(build_config(run_config("a.yaml", output_dir=str(tmp_path / "a"), **common), {}), progress=False)
+    resumed = crash_then_resume(build_config(run_config("b.yaml", output_dir=str(tmp_path / "b"), **common), {}), 3)
     losses = [[r["loss"] for r in _rows(d / "log.jsonl") if "loss" in r] for d in (clean, resumed)]
     assert losses[0] == losses[1]
     a, b = (load_file(d / "model" / "model.safetensors") for d in (clean, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mixed_run_resumes_exactly(run_config, mixed, tmp_path):
+    """Conversations and completion blocks shuffled together: a resumed run sees the same examples per step."""
+    common = {"dataset": str(mixed), "max_steps": 6, "checkpoint_every": 2, "batch_size": 4, "lora": {"dropout": 0.1}}
+    clean = run(build_config(run_config("a.yaml", output_dir=str(tmp_path / "a"), **common), {}), progress=False)
+    resumed = crash_then_resume(build_config(run_config("b.yaml", output_dir=str(tmp_path / "b"), **common), {}), 5)
+    rows = [[(r["step"], r["loss"], r["tokens"]) for r in _rows(d / "log.jsonl") if "loss" in r] for d in (clean, resumed)]
+    assert rows[0] == rows[1] and len(rows[0]) == 6
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (clean, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_full_finetuning_refuses_quantized_weights(run_config):

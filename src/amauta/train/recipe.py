@@ -630,6 +630,7 @@ class LoRARecipe:
         from amauta.models.load import model_info
         from amauta.models.types import MODEL_INFO_FILE
 
+        model.config.use_cache = True  # training turned the KV cache off; whoever generates with model/ wants it
         with atomic_dir(self.out / "model", overwrite=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             self.loaded.tokenizer.save_pretrained(tmp)
