@@ -407,7 +407,8 @@ class LoRARecipe:
                           target_parameters=targets["target_parameters"] or None,
                           bias=cfg.lora.bias, task_type="CAUSAL_LM", **modules_to_save_settings(model, cfg.lora.modules_to_save))
         model = get_peft_model(model, lora)  # adapter weights stay fp32 over a bf16/4-bit base
-        low = {str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32}
+        low = {str(p.dtype) for name, p in model.named_parameters()
+               if p.requires_grad and p.dtype != torch.float32 and "modules_to_save" in name}
         if low:  # peft keeps a module_to_save's dtype: small updates to bf16 weights round away
             self.print(f"[yellow]lora.modules_to_save train in {', '.join(low)} (the base's dtype); set dtype: float32 "
                        "for learning rates below ~1e-3[/]")
