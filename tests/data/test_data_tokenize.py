@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from amauta.data.tokenize import IGNORE, pack_examples, pad_batch, tokenize_messages
+from amauta.core.errors import AmautaError
+from amauta.data.tokenize import (
+    IGNORE,
+    pack_documents,
+    pack_examples,
+    pad_batch,
+    tokenize_messages,
+    tokenize_text,
+)
 from amauta.models.registry import get_profile
 from amauta.models.tiny import tiny_tokenizer
 
@@ -116,3 +124,24 @@ def test_mask_on_smollm2_chat_template():
     assert labelled_text(tokenizer, out) == "La tarifa general es 15 %.<|im_end|>\nLo paga el consumidor final.<|im_end|>\n"
     text = tokenizer.decode(out["input_ids"])
     assert text.startswith("<|im_start|>system\nEres un asesor tributario.<|im_end|>")
+
+
+def test_tokenize_text_has_no_template_and_one_eos():
+    """A completion record is raw text: the tokenizer's own tokens, no template, one EOS at the end."""
+    tokenizer = tiny_tokenizer()
+    ids = tokenize_text(tokenizer, "Hola mundo")
+    assert ids[-1] == tokenizer.eos_token_id and ids[-2] != tokenizer.eos_token_id
+    assert tokenizer.decode(ids, skip_special_tokens=True).strip() == "Hola mundo"  # no [INST] or other template text
+    assert tokenize_text(tokenizer, "Hola mundo" + tokenizer.eos_token)[-2:] != [tokenizer.eos_token_id] * 2
+
+
+def test_pack_documents_lays_documents_end_to_end_and_drops_nothing():
+    """Completion records end to end in blocks, every token labelled, nothing cut away."""
+    documents = [[5, 6, 7, 2], [8, 9, 2], [10, 11, 12, 13, 14, 2], [15, 2]]
+    blocks = pack_documents(documents, 4)
+    stream = [t for d in documents for t in d]
+    assert [b["input_ids"] for b in blocks] == [stream[0:4], stream[4:8], stream[8:12], stream[12:15]]
+    assert all(b["labels"] == b["input_ids"] for b in blocks)  # loss on every token
+    assert pack_documents([[1, 2, 3, 4, 5]], 4) == [{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}]  # a 1-token tail teaches nothing
+    with pytest.raises(AmautaError, match="block_size"):
+        pack_documents(documents, 1)

@@ -12,6 +12,11 @@ assistant turn labelled.
 `pack_examples` concatenates tokenized examples into fixed-size rows with `position_ids` restarting at
 each example (what padding-free attention in transformers reads to keep examples apart) and the first
 label of each example masked, so no example learns to predict across a boundary.
+
+Completion records (raw text, continued pretraining) take the other road: `tokenize_text` tokenizes a
+document as plain text (no template, the tokenizer's own BOS if it adds one) and ends it with EOS, and
+`pack_documents` lays the documents end to end and cuts the stream into blocks of the run's length, every
+token labelled (run_clm's `group_texts`, with an EOS between documents so the model learns where one ends).
 """
 
 from __future__ import annotations
@@ -106,6 +111,30 @@ def _tokenize_by_segments(tokenizer: Any, text: str, spans: list[tuple[int, int]
     if max_length is not None:
         ids, labels = ids[:max_length], labels[:max_length]
     return {"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)}
+
+
+def tokenize_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a completion record's raw text: no chat template, the tokenizer's own special tokens
+    (a BOS for Llama-style tokenizers, nothing for GPT-2-style ones), then one EOS (not doubled)."""
+    ids = list(map(int, tokenizer(text, verbose=False)["input_ids"]))
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids.append(int(eos))
+    return ids
+
+
+def pack_documents(documents: Sequence[Sequence[int]], block_size: int) -> list[dict[str, list[int]]]:
+    """Documents' token ids laid end to end and cut into blocks of `block_size` tokens, labels = ids.
+
+    Nothing is dropped: a document longer than a block continues in the next one, and the last block may be
+    shorter (a block of one token teaches nothing and is left out). Within a block, tokens attend to the
+    documents before them as in pretraining; the EOS `tokenize_text` puts after each document marks the seam.
+    """
+    if block_size <= 1:
+        raise AmautaError(f"pack_documents: block_size must be at least 2, got {block_size}")
+    stream = [token for document in documents for token in document]
+    blocks = [stream[i: i + block_size] for i in range(0, len(stream), block_size)]
+    return [{"input_ids": list(block), "labels": list(block)} for block in blocks if len(block) > 1]
 
 
 def conversation_lengths(tokenizer: Any, profile: Any, conversations: Sequence[Sequence[dict]],

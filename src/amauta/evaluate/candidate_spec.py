@@ -81,8 +81,9 @@ def parse_candidates(text: str | Iterable[str], base_model: str, default_strateg
                 path = Path(part)
                 if _is_adapter_dir(path):
                     adapter = part
-                elif path.suffix == ".gguf" or (path / "config.json").is_file():
-                    model = part  # another local model
+                elif path.suffix == ".gguf" or (path / "config.json").is_file() or \
+                        (path / "model" / "config.json").is_file():
+                    model = part  # another local model, or a full fine-tuning run (its model/)
                 else:
                     raise AmautaError(f"candidate '{entry}': {part} is neither a run/adapter folder (no "
                                       "adapter_config.json) nor a model folder (no config.json) or .gguf file")

@@ -225,11 +225,13 @@ def check_leaks(candidates: list[CandidateSpec], exam_path: str | Path) -> dict[
     report: dict[str, str] = {}
     items: list[ExamItem] | None = None
     for spec in candidates:
-        if not spec.adapter or spec.adapter in report:
+        # A full fine-tuning run is a model folder of its own (its weights in model/): checked like an adapter.
+        trained = spec.adapter or (spec.model if (Path(spec.model) / "model" / "config.json").is_file() else None)
+        if not trained or trained in report:
             continue
-        dataset, why = training_dataset(spec.adapter)
+        dataset, why = training_dataset(trained)
         if dataset is None:
-            report[spec.adapter] = f"not checked: {why}"
+            report[trained] = f"not checked: {why}"
             continue
         items = items if items is not None else read_exam(exam_path)
         leaks = leaked_questions(items, iter_dataset_texts(dataset))
@@ -237,9 +239,9 @@ def check_leaks(candidates: list[CandidateSpec], exam_path: str | Path) -> dict[
             leak = leaks[0]
             more = f" (and {len(leaks) - 1} more)" if len(leaks) > 1 else ""
             raise AmautaError(f"{leak.where}: holds the {leak.split} question {leak.item_id!r} of {exam_path}"
-                              f"{more}, and {spec.adapter} was trained on it, so it cannot be scored on this exam: "
+                              f"{more}, and {trained} was trained on it, so it cannot be scored on this exam: "
                               "remove the exam's dev/test questions from the dataset and retrain")
-        report[spec.adapter] = f"checked: {dataset}"
+        report[trained] = f"checked: {dataset}"
     return report
 
 
@@ -503,6 +505,19 @@ class ExamTask:
 
     def summarize(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return exam_metrics(rows, seed=self.seed)
+
+
+def score_multiple_choice(loaded: Any, items: list[ExamItem], *, prompt_format: str = "chat",
+                          batch_size: int = 8) -> dict[str, Any]:
+    """Closed-book multiple choice of an already loaded model on `items`, no files written: the exam's
+    metrics (`exam_metrics`: acc, acc_norm, by slice). Training's early stopping scores its weights in
+    memory with it, exactly as `amauta eval exam` would score the saved run."""
+    task = ExamTask(items, prompt_format=prompt_format, short_answer=False)
+    examinee = Examinee(loaded, "closed")
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        rows += task.evaluate(examinee, [{"id": item.id} for item in items[start:start + batch_size]])
+    return exam_metrics(rows)
 
 
 # --- metrics --------------------------------------------------------------------------------------------------

@@ -256,6 +256,9 @@ def adapter_dir(adapter: str | Path) -> Path:
             return candidate
     if not path.exists():
         raise AmautaError(f"{path}: adapter folder not found")
+    if (path / "model" / "config.json").is_file():
+        raise AmautaError(f"{path}: a full fine-tuning run holds a whole model, not an adapter; load it as the model "
+                          f"(--model {path}) without --adapter")
     raise AmautaError(f"{path}: no adapter_config.json here or in {path / 'adapter'}; pass the adapter/ folder "
                       "a training run wrote (or the run folder itself)")
 
@@ -276,7 +279,8 @@ def load_model(spec: str | Path, *, quantization: Quantization = "none", dtype: 
                template: str | None = None) -> LoadedModel:
     """Load a model and its tokenizer.
 
-    spec: a registry name (`amauta models`), a hub id (`org/name`), a local folder, or a `.gguf` file
+    spec: a registry name (`amauta models`), a hub id (`org/name`), a local folder (or a full fine-tuning
+        run folder, whose model/ it loads), or a `.gguf` file
         (`amauta.models.resolve.resolve` says which).
     quantization: `none`, `8bit` or `4bit` (bitsandbytes; 4-bit = nf4 + double quantization + bf16 compute).
     dtype: `auto` (bf16 on a GPU or a bf16-capable CPU, else fp32; tiny test models stay fp32), or explicit.

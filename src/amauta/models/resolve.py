@@ -124,6 +124,8 @@ def _from_path(path: Path) -> ModelSource:
     from amauta.models.embedded import gguf_model_info
 
     kind = _path_kind(path)
+    if kind == "folder" and not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"  # a full fine-tuning run folder: its weights (and amauta_model.json) are in model/
     if kind == "gguf":
         info = gguf_model_info(path) if path.is_file() else {}
     else:

@@ -69,13 +69,14 @@ def save_checkpoint(run_dir: Path, step: int, *, adapter_model: Any, optimizer: 
                     state: dict[str, Any], keep: int) -> Path:
     """Write `checkpoints/step-{step}` atomically and drop all but the newest `keep` checkpoints.
 
-    adapter_model: the (unwrapped) peft model; only its adapter weights are saved.
+    adapter_model: the (unwrapped) peft model, whose adapter weights are saved (adapter/), or for full
+        fine-tuning the plain model, saved whole (model/).
     optimizer: its state is saved unless None (FSDP/DeepSpeed shard it across processes: not resumable yet).
     state: JSON-able facts (step, epoch, fingerprint, micro-batch size, guard baseline...).
     """
     target = Path(run_dir) / "checkpoints" / f"step-{step}"
     with atomic_dir(target, overwrite=True) as tmp:  # inside the run folder the run holds
-        adapter_model.save_pretrained(tmp / "adapter")
+        save_weights(adapter_model, tmp / weights_folder(adapter_model))
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -86,18 +87,47 @@ def save_checkpoint(run_dir: Path, step: int, *, adapter_model: Any, optimizer: 
     return target
 
 
-def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    """Load a checkpoint into the live objects and return its state.json (RNG restored last)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+def weights_folder(model: Any) -> str:
+    """Where a run keeps its trained weights: `adapter` (LoRA), `model` (full fine-tuning)."""
+    return "adapter" if hasattr(model, "peft_config") else "model"
 
-    state = json.loads((path / "state.json").read_text())
-    weights = load_file(path / "adapter" / "adapter_model.safetensors")
-    result = set_peft_model_state_dict(adapter_model, weights)
+
+def save_weights(model: Any, folder: Path) -> None:
+    """The trained weights into `folder`: a peft model's adapter (and its modules_to_save), or a whole
+    model as model.safetensors (tied tensors stored once)."""
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(folder)
+        return
+    from safetensors.torch import save_model
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_model(model, str(Path(folder) / "model.safetensors"))
+
+
+def load_weights(model: Any, folder: Path) -> None:
+    """Load what `save_weights` wrote into the live `model`; a damaged file stops with one line."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file, load_model
+
+    folder = Path(folder)
+    if not hasattr(model, "peft_config"):
+        try:
+            load_model(model, str(folder / "model.safetensors"))
+        except (RuntimeError, OSError) as exc:
+            raise AmautaError(f"{folder}: the saved model does not load ({str(exc).strip().splitlines()[0][:160]}); "
+                              "it is damaged: delete this checkpoint to resume from the one before") from None
+        return
+    result = set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if missing:
-        raise AmautaError(f"{path}/adapter: {len(missing)} LoRA weights missing (e.g. {missing[0]}); "
+        raise AmautaError(f"{folder}: {len(missing)} LoRA weights missing (e.g. {missing[0]}); "
                           "the checkpoint is damaged, delete it to resume from the one before")
+
+
+def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    """Load a checkpoint into the live objects and return its state.json (RNG restored last)."""
+    state = json.loads((path / "state.json").read_text())
+    load_weights(adapter_model, path / weights_folder(adapter_model))
     if not state.get("optimizer_saved", True):
         raise AmautaError(f"{path}: written under FSDP/DeepSpeed without the sharded optimizer state, so it cannot "
                           "be resumed; its adapter/ is usable, or start a new output_dir")
@@ -108,7 +138,8 @@ def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler
 
 
 # What `amauta train` writes at the top of a run folder (see core/outdir.py: the rest is the user's).
-RUN_FILES = ("adapter", "checkpoints", "log.jsonl", "loss.png", "config.yaml", "summary.json", "manifest.json")
+RUN_FILES = ("adapter", "model", "best", "checkpoints", "log.jsonl", "loss.png", "config.yaml", "summary.json",
+             "manifest.json")
 
 
 def is_legacy_run(run_dir: Path) -> bool:

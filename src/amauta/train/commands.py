@@ -11,7 +11,7 @@ from amauta.core.threads import THREADS_OPTION, apply_threads
 
 def train_command(
     config: Path = typer.Argument(None, help="Run config YAML (see examples/train-*.yaml); optional with --preset."),
-    preset: str = typer.Option(None, "--preset", help="Start from a preset: thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick."),
+    preset: str = typer.Option(None, "--preset", help="Start from a preset: thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick, knowledge-cpu."),
     model: str = typer.Option(None, "--model", help="Base model: registry name, hub id, folder or .gguf."),
     dataset: Path = typer.Option(None, "--dataset", help="Dataset folder from `amauta data prepare`."),
     output_dir: Path = typer.Option(None, "--output-dir", "--out", "-o", help="Run folder to write (or resume)."),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from amauta.core.config import StageConfig, read_yaml, validate_config
 from amauta.core.errors import AmautaError, did_you_mean
@@ -46,6 +46,10 @@ class LoraConfig(StageConfig):
     """`attention` or `all-linear` (the model profile's presets), or a list of module names."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases are trained along with the adapter."""
+    modules_to_save: list[str] = []
+    """Whole modules trained and saved beside the adapter, e.g. `[embed_tokens, lm_head]` for new vocabulary
+    or continued pretraining (peft's `modules_to_save`). Tied input/output embeddings (SmolLM2) stay tied:
+    one trained copy serves both."""
 
 
 class OptimizerConfig(StageConfig):
@@ -84,11 +88,43 @@ class GuardConfig(StageConfig):
     """What to do on a drop beyond the margin: log a warning, or checkpoint and stop."""
 
 
+class EarlyStoppingConfig(StageConfig):
+    """Stop when a held-out score stops improving, and keep the best weights (Gekhman et al. 2024: new
+    facts are learned late and with them hallucination; stopping on a dev set helps)."""
+
+    enabled: bool = False
+    """Turn early stopping on."""
+    metric: Literal["mc_acc", "mc_acc_norm", "val_loss"] = "mc_acc"
+    """`mc_acc`/`mc_acc_norm`: the exam's multiple-choice accuracy by log-likelihood (`amauta eval exam`'s
+    scorer, closed-book); `val_loss`: the validation loss (no exam needed)."""
+    exam: Path | None = None
+    """Exam JSONL for the `mc_*` metrics (docs/evaluate.md, 'The document exam')."""
+    split: Literal["train", "dev"] = "dev"
+    """Exam split scored; `test` is refused: it is read once, at the end."""
+    every: int = Field(50, gt=0)
+    """Evaluate every this many optimizer steps (and at the last step)."""
+    patience: int = Field(3, gt=0)
+    """Stop after this many evaluations in a row without an improvement."""
+    min_delta: float = Field(0.0, ge=0)
+    """An improvement must beat the best score by more than this."""
+    limit: int | None = Field(None, gt=0)
+    """Score only the first N items of the split (faster evaluations)."""
+    prompt_format: Literal["chat", "plain"] = "chat"
+    """How the exam asks (as `amauta eval exam --prompt-format`)."""
+
+    @model_validator(mode="after")
+    def _needs_an_exam(self) -> EarlyStoppingConfig:
+        if self.enabled and self.metric != "val_loss" and self.exam is None:
+            raise ValueError(f"early_stopping.metric {self.metric} needs early_stopping.exam (an exam JSONL); "
+                             "or use metric: val_loss")
+        return self
+
+
 class TrainConfig(StageConfig):
     """A LoRA/QLoRA fine-tuning run: what to train, on what, how, and where to write it."""
 
     preset: str | None = None
-    """Start from this shipped preset (thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick)."""
+    """Start from this shipped preset (thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick, knowledge-cpu)."""
     model: str
     """Base model: a registry profile name, a hub id, a local folder or a .gguf file."""
     dataset: Path
@@ -140,6 +176,11 @@ class TrainConfig(StageConfig):
     """Seed for adapter initialisation, data order and dropout."""
     guard: GuardConfig = GuardConfig()
     """The optional forgetting guard."""
+    finetuning: Literal["lora", "full"] = "lora"
+    """`lora`: train an adapter over the frozen base (adapter/); `full`: train every weight (model/ holds
+    the whole model; cheap at 135M, learns more and forgets more than LoRA: Biderman et al. 2024)."""
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    """Optional early stopping on the exam's dev split (or the validation loss), best weights restored."""
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +190,17 @@ class TrainConfig(StageConfig):
         if isinstance(data, dict) and data.get("preset"):
             return _merge(read_preset(data["preset"]), data)
         return data
+
+    @field_validator("finetuning", mode="after")
+    @classmethod
+    def _full_finetuning_fits(cls, value: str, info: ValidationInfo) -> str:
+        quantization, lora = info.data.get("quantization"), info.data.get("lora")
+        if value == "full" and quantization is not None and quantization.mode != "none":
+            raise ValueError(f"full fine-tuning cannot train {quantization.mode} weights; set quantization.mode none, "
+                             "or use finetuning lora (QLoRA)")
+        if value == "full" and lora is not None and lora.modules_to_save:
+            raise ValueError("lora.modules_to_save is for LoRA runs; full fine-tuning already trains every module")
+        return value
 
     @field_validator("lora", mode="after")
     @classmethod
@@ -168,6 +220,13 @@ def fingerprint_fields(config: TrainConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     if data.get("system_prompt") is None:  # the profile's, as before the field existed: old checkpoints match
         data.pop("system_prompt", None)
+    # Newer keys at their defaults are left out for the same reason.
+    if data.get("finetuning") == "lora":
+        data.pop("finetuning")
+    if not (data.get("lora") or {}).get("modules_to_save"):
+        (data.get("lora") or {}).pop("modules_to_save", None)
+    if not (data.get("early_stopping") or {}).get("enabled"):
+        data.pop("early_stopping", None)
     return {k: v for k, v in data.items() if k not in NON_MATH_KEYS}
 
 

@@ -47,9 +47,20 @@ def read_run(run_dir: str | Path) -> tuple[Path, TrainConfig]:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise AmautaError(f"{run_dir}: not a run folder (no config.yaml); pass a folder written by `amauta train`")
-    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+    config = TrainConfig.model_validate(read_yaml(run_dir / "config.yaml"))
+    if config.finetuning == "full":
+        if not (run_dir / "model" / "config.json").is_file():
+            raise AmautaError(f"{run_dir}/model: no trained model yet; finish the run (`amauta train ... --resume`)")
+    elif not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise AmautaError(f"{run_dir}/adapter: no trained adapter yet; finish the run (`amauta train ... --resume`)")
-    return run_dir, TrainConfig.model_validate(read_yaml(run_dir / "config.yaml"))
+    return run_dir, config
+
+
+def trained_weights(run_dir: Path, config: TrainConfig) -> Path:
+    """The file holding what the run trained: the adapter's weights, or a full fine-tune's model."""
+    if config.finetuning == "full":
+        return run_dir / "model" / "model.safetensors"
+    return run_dir / "adapter" / "adapter_model.safetensors"
 
 
 def base_model(config: TrainConfig):
@@ -77,6 +88,12 @@ def merged_model(run_dir: Path, config: TrainConfig, dtype: str = "float32"):
     import torch
     from peft import PeftModel
 
+    if config.finetuning == "full":  # nothing to merge: the run saved the whole model (float32)
+        from amauta.models.load import load_model
+
+        loaded = load_model(run_dir / "model", dtype="float32", device="cpu",
+                            system_prompt=getattr(config, "system_prompt", None))
+        return loaded.model.to(getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.profile
     base, loaded = base_model(config)
     model = PeftModel.from_pretrained(base, run_dir / "adapter").merge_and_unload()
     return model.to(getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.profile
@@ -112,12 +129,14 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True, gguf
     if gguf and not merge:
         raise AmautaError("--gguf needs --merge (a GGUF file holds whole weights; --ollama alone writes the base "
                           "GGUF with the adapter as a GGUF LoRA)")
+    if config.finetuning == "full" and not merge:
+        raise AmautaError(f"{run_dir}: a full fine-tuning run has no adapter to export alone; export with --merge")
     settings: dict[str, Any] = {"run_dir": str(run_dir), "merge": merge, "gguf": gguf, "dtype": dtype}
     if ollama:
         settings["ollama"] = True
     if gguf_type is not None:
         settings["gguf_type"] = gguf_type
-    inputs = [run_dir / "adapter" / "adapter_model.safetensors", run_dir / "config.yaml"]
+    inputs = [trained_weights(run_dir, config), run_dir / "config.yaml"]
     with claim(out, "export", overwrite=overwrite) as folder:
         if folder.up_to_date(settings, inputs):
             return out
@@ -188,19 +207,24 @@ def model_card(run_dir: Path, config: TrainConfig, *, merged: bool, dtype: str, 
     data_manifest = _json(Path(config.dataset) / "manifest.json") or manifest.get("dataset_manifest") or {}
     stats = _json(Path(config.dataset) / "stats.json").get("totals", {})
     library = "transformers" if merged else "peft"
+    full = config.finetuning == "full"
+    method = "full fine-tuning" if full else "4-bit QLoRA" if config.quantization.mode == "4bit" else "LoRA"
     lines = [
         "---", f"library_name: {library}", f"base_model: {_base_model_id(config.model)}",
-        "language: [es]", "tags: [amauta, lora" + (", qlora" if config.quantization.mode != "none" else "") + "]", "---", "",
+        "language: [es]", "tags: [amauta, " + ("full-finetuning" if full else "lora") +
+        (", qlora" if config.quantization.mode != "none" else "") + "]", "---", "",
         f"# {run_dir.name}", "",
         f"{'Merged model' if merged else 'LoRA adapter'} trained with Amauta from "
-        f"`{config.model}` ({'4-bit QLoRA' if config.quantization.mode == '4bit' else 'LoRA'}); weights in {dtype}.", "",
+        f"`{config.model}` ({method}); weights in {dtype}.", "",
         "## Training", "",
         "| setting | value |", "|---|---|",
         f"| preset | {config.preset or '-'} |",
         f"| base quantization | {config.quantization.mode}"
         + (f" ({config.quantization.quant_type}, double quant {config.quantization.double_quant}, "
            f"compute {config.quantization.compute_dtype})" if config.quantization.mode == "4bit" else "") + " |",
-        f"| LoRA | r {config.lora.r}, alpha {config.lora.alpha}, dropout {config.lora.dropout}, targets {config.lora.targets} |",
+        "| method | full fine-tuning (every weight trained) |" if full else
+        f"| LoRA | r {config.lora.r}, alpha {config.lora.alpha}, dropout {config.lora.dropout}, targets {config.lora.targets}"
+        + (f", modules_to_save {config.lora.modules_to_save}" if config.lora.modules_to_save else "") + " |",
         f"| optimizer | {config.optimizer.name}, lr {config.optimizer.lr}, weight decay {config.optimizer.weight_decay} |",
         f"| schedule | {config.scheduler}, warmup ratio {config.warmup_ratio} |",
         f"| epochs / steps | {config.epochs} / {summary.get('steps', '?')} |",

@@ -96,6 +96,29 @@ def resolve_targets(model: Any, profile: Any, targets: str | list[str]) -> dict[
                           f"{type(model).__name__}; its linear modules are: {', '.join(present)}") from None
 
 
+def embeddings_tied(model: Any) -> bool:
+    """Whether the model's input embeddings and output layer are one tensor (SmolLM2, Gemma)."""
+    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+    return inputs is not None and outputs is not None and outputs.weight is inputs.weight
+
+
+def modules_to_save_settings(model: Any, names: list[str]) -> dict[str, Any]:
+    """peft's settings for whole modules trained beside the adapter (`lora.modules_to_save`).
+
+    With tied embeddings peft would otherwise give `embed_tokens` and `lm_head` a trainable copy each and
+    untie them silently; `ensure_weight_tying` makes it one trained tensor serving both, which reloading
+    and merging keep tied (the adapter file lists it under both names, peft's format).
+    """
+    if not names:
+        return {}
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    absent = [name for name in names if name not in present]
+    if absent:
+        raise AmautaError(f"lora.modules_to_save: {', '.join(absent)} not in this {type(model).__name__}; "
+                          "name whole modules such as embed_tokens, lm_head")
+    return {"modules_to_save": list(names), "ensure_weight_tying": embeddings_tied(model)}
+
+
 def pack(examples: list[dict[str, list[int]]], device: torch.device) -> dict[str, torch.Tensor]:
     """Concatenate examples into one row with per-example position ids (padding-free).
 
@@ -265,11 +288,11 @@ class LoRARecipe:
         self.model = self._attach_adapter(self.loaded)
         self._check_template()
 
-        # 4. Tokenize: labels are -100 everywhere but the assistant's replies.
-        self.train_examples = self._tokenize(self._records("train"), "train")
-        if cfg.max_examples:
-            self.train_examples = self.train_examples[: cfg.max_examples]
-        self.val_examples = self._tokenize(self._records("val")[: cfg.eval_max_examples], "val")
+        # 4. Tokenize: conversations with labels on the assistant's replies only, completion records packed
+        #    end to end into blocks with labels on every token. The list's order is fixed by the data, so
+        #    the step's indices (`batch_indices`) are all a checkpoint needs to resume one mixed run exactly.
+        self.train_examples = self._examples("train", cfg.max_examples)
+        self.val_examples = self._examples("val", cfg.eval_max_examples)
         world = self.accelerator.num_processes
         if len(self.train_examples) < max(cfg.batch_size, world):
             raise AmautaError(f"{cfg.dataset}/train.jsonl: {len(self.train_examples)} usable examples, fewer than "
@@ -279,6 +302,7 @@ class LoRARecipe:
         self.micro = self._initial_micro_batch()
         if cfg.guard.enabled:
             self._setup_guard()
+        self._setup_early_stopping()
 
         # 5. Optimizer and schedule, then hand model and optimizer to accelerate (DDP wrap, devices).
         self.optimizer = self._build_optimizer()
@@ -292,6 +316,7 @@ class LoRARecipe:
         # 6. Resume, or start a new run folder.
         self.tokens_total, self.elapsed_before, self.guard_baseline = 0, 0.0, None
         self.last_val: float | None = None
+        self.early = {"best_step": None, "best_score": None, "bad_evals": 0, "evaluations": 0, "stopped": False}
         if self.resume_from is not None:
             self._resume()
         elif self.main:
@@ -317,8 +342,24 @@ class LoRARecipe:
         if not self.main:
             inspect(self.out, "train", legacy=ckpt.is_legacy_run)
 
-    def _records(self, split: str) -> list[list[dict[str, str]]]:
-        return [record.messages for record in getattr(self.dataset, split)]
+    def _examples(self, split: str, limit: int | None) -> list[dict[str, list[int]]]:
+        """A split's tokenized examples: each conversation alone (labels on the replies), then the split's
+        completion records tokenized as raw text and packed end to end into blocks of `max_length` tokens
+        (labels on every token). `limit` keeps the split's first records."""
+        from amauta.data.tokenize import pack_documents, tokenize_text
+
+        records = getattr(self.dataset, split)[:limit]
+        examples = self._tokenize([r.messages for r in records if not r.is_completion], split)
+        documents = [tokenize_text(self.loaded.tokenizer, r.text) for r in records if r.is_completion]
+        if documents:
+            blocks = pack_documents(documents, self.config.max_length)
+            self.print(f"{split}: {len(documents)} completion records → {len(blocks)} blocks of up to "
+                       f"{self.config.max_length} tokens")
+            examples += blocks
+        if split == "train" and not examples:
+            raise AmautaError(f"{self.config.dataset}/train.jsonl: no example has answer tokens within max_length "
+                              f"{self.config.max_length}; raise max_length")
+        return examples
 
     def _load_base(self):
         from amauta.models.load import load_model
@@ -329,7 +370,10 @@ class LoRARecipe:
             self.print(f"[yellow]{cfg.quantization.mode} base on a CPU: bitsandbytes works there but slowly; "
                        "QLoRA is meant for a CUDA GPU[/]")
         # `auto` is load_model's choice: bf16 on GPUs and bf16-capable CPUs (tiny test models stay fp32).
-        loaded = load_model(cfg.model, quantization=cfg.quantization.mode, dtype=cfg.dtype, device=device,
+        # Full fine-tuning updates the weights themselves: they stay float32 (bf16 would round small updates
+        # away); GPUs still compute in bf16 under autocast.
+        dtype = "float32" if cfg.finetuning == "full" and cfg.dtype == "auto" else cfg.dtype
+        loaded = load_model(cfg.model, quantization=cfg.quantization.mode, dtype=dtype, device=device,
                             system_prompt=cfg.system_prompt)
         self.print(f"loaded {cfg.model} ({cfg.quantization.mode if cfg.quantization.mode != 'none' else loaded.model.dtype}) "
                    f"on {device}")
@@ -350,6 +394,8 @@ class LoRARecipe:
         model.config.use_cache = False  # a cache would also disable the padding-free mask detection
         gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else self.device.type == "cuda"
         self.gradient_checkpointing = bool(gc)
+        if cfg.finetuning == "full":
+            return self._prepare_full(model)
         targets = resolve_targets(model, loaded.profile, cfg.lora.targets)
         if cfg.quantization.mode != "none":
             # Norms and embeddings to fp32, input grads enabled: the QLoRA paper's recipe.
@@ -361,8 +407,13 @@ class LoRARecipe:
         lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=targets["target_modules"],
                           target_parameters=targets["target_parameters"] or None,
-                          bias=cfg.lora.bias, task_type="CAUSAL_LM")
+                          bias=cfg.lora.bias, task_type="CAUSAL_LM", **modules_to_save_settings(model, cfg.lora.modules_to_save))
         model = get_peft_model(model, lora)  # adapter weights stay fp32 over a bf16/4-bit base
+        low = {str(p.dtype) for name, p in model.named_parameters()
+               if p.requires_grad and p.dtype != torch.float32 and "modules_to_save" in name}
+        if low:  # peft keeps a module_to_save's dtype: small updates to bf16 weights round away
+            self.print(f"[yellow]lora.modules_to_save train in {', '.join(low)} (the base's dtype); set dtype: float32 "
+                       "for learning rates below ~1e-3[/]")
         if cfg.packing and use_packed_attention(model):
             self.print("attention: causal SDPA per packed example (no block-diagonal mask)")
         model.train()
@@ -370,6 +421,19 @@ class LoRARecipe:
         total = sum(p.numel() for p in model.parameters())
         self.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} on {', '.join(targets['target_modules'] + targets['target_parameters'])}: "
                    f"{trainable:,} trainable parameters ({100 * trainable / max(total, 1):.2f}% of {total:,})")
+        return model
+
+    def _prepare_full(self, model):
+        """Full fine-tuning: every weight trains (no adapter), in the float32 `_load_base` gave it."""
+        cfg = self.config
+        if self.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.requires_grad_(True)
+        if cfg.packing and use_packed_attention(model):
+            self.print("attention: causal SDPA per packed example (no block-diagonal mask)")
+        model.train()
+        total = sum(p.numel() for p in model.parameters())
+        self.print(f"full fine-tuning: {total:,} trainable parameters ({model.dtype})")
         return model
 
     def _check_template(self) -> None:
@@ -398,9 +462,6 @@ class LoRARecipe:
         if skipped:
             self.print(f"[yellow]{split}: skipped {skipped} examples with no answer tokens left after "
                        f"max_length {self.config.max_length}[/]")
-        if split == "train" and not examples:
-            raise AmautaError(f"{self.config.dataset}/train.jsonl: no example has answer tokens within max_length "
-                              f"{self.config.max_length}; raise max_length")
         return examples
 
     def _initial_micro_batch(self) -> int:
@@ -433,6 +494,7 @@ class LoRARecipe:
         self.elapsed_before = state.get("elapsed_s", 0.0)
         self.guard_baseline = state.get("guard_baseline")
         self.last_val = state.get("val_loss")
+        self.early = state.get("early_stopping") or self.early
         if self.config.micro_batch_size == "auto":
             self.micro = min(self.micro, state.get("micro_batch_size", self.micro))
         if self.main:
@@ -522,8 +584,8 @@ class LoRARecipe:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         cfg = self.config
-        if self.step >= self.total_steps:
-            self.print(f"{self.out}: already trained to step {self.total_steps}; writing the outputs again")
+        if self.step >= self.total_steps or self.early["stopped"]:
+            self.print(f"{self.out}: already trained to step {self.step}; writing the outputs again")
             return
         if self.step == 0 and cfg.guard.enabled:
             self.guard_baseline = self._guard_score()
@@ -559,11 +621,27 @@ class LoRARecipe:
                         self._log({"step": self.step, "val_loss": self.last_val})
                 if cfg.guard.enabled and self.step % cfg.guard.every == 0:
                     stop = self._guard_check()
+                early = cfg.early_stopping
+                if early.enabled and (self.step % early.every == 0 or self.step == self.total_steps):
+                    stop = self._early_stopping_check() or stop
                 if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps or stop:
                     self._checkpoint(self.elapsed_before + time.perf_counter() - started)
                 if stop:
                     break
         self.elapsed_before += time.perf_counter() - started
+
+    def _save_full_model(self, model: Any) -> None:
+        """model/: the whole fine-tuned model as a transformers folder (safetensors, tokenizer, and the
+        profile it talks with), which `load_model(RUN)`, chat and export read."""
+        from amauta.core.files import atomic_dir
+        from amauta.models.load import model_info
+        from amauta.models.types import MODEL_INFO_FILE
+
+        model.config.use_cache = True  # training turned the KV cache off; whoever generates with model/ wants it
+        with atomic_dir(self.out / "model", overwrite=True) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            self.loaded.tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / MODEL_INFO_FILE, model_info(self.loaded.profile, self.loaded.tokenizer))
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.main:
@@ -575,7 +653,7 @@ class LoRARecipe:
             state = {"fingerprint": fingerprint(cfg), "fingerprint_fields": fingerprint_fields(cfg),
                      "dataset_sha256": self.dataset_hash, "total_steps": self.total_steps,
                      "micro_batch_size": self.micro, "tokens_total": self.tokens_total, "elapsed_s": round(elapsed, 2),
-                     "guard_baseline": self.guard_baseline, "val_loss": self.last_val}
+                     "guard_baseline": self.guard_baseline, "val_loss": self.last_val, "early_stopping": self.early}
             sharded = self.accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
             ckpt.save_checkpoint(self.out, self.step, adapter_model=self.accelerator.unwrap_model(self.model),
                                  optimizer=None if sharded else self.optimizer, scheduler=self.scheduler, state=state,
@@ -618,19 +696,108 @@ class LoRARecipe:
             return cfg.action == "stop"
         return False
 
+    # ------------------------------------------------------------------ early stopping
+    def _setup_early_stopping(self) -> None:
+        """Read the exam's split once (the `mc_*` metrics score it in memory at every evaluation)."""
+        cfg = self.config.early_stopping
+        self.early_items: list[Any] = []
+        if not cfg.enabled or cfg.metric == "val_loss":
+            if cfg.enabled and not self.val_examples:
+                raise AmautaError(f"{self.config.dataset}/val.jsonl: early_stopping on val_loss needs validation "
+                                  "records; add some or use metric mc_acc with an exam")
+            return
+        # train may use evaluate (as the guard does); imported here so plain runs never load it.
+        from amauta.data.exam_items import read_exam
+
+        self.early_items = read_exam(cfg.exam, cfg.split)[: cfg.limit]
+        if not self.early_items:
+            raise AmautaError(f"{cfg.exam}: no items in split '{cfg.split}' for early stopping; "
+                              "add some or set early_stopping.split")
+
+    def _early_score(self) -> float:
+        """The early-stopping metric of the weights as they are now (in memory, nothing written)."""
+        cfg = self.config.early_stopping
+        if cfg.metric == "val_loss":
+            return self.last_val if self.step % self.config.eval_every == 0 and self.last_val is not None \
+                else self.evaluate()
+        from amauta.evaluate.exam import score_multiple_choice
+        from amauta.models.types import LoadedModel
+
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        loaded = LoadedModel(model=model, tokenizer=self.loaded.tokenizer, profile=self.loaded.profile,
+                             source=self.loaded.source, extra=self.loaded.extra)
+        metrics = score_multiple_choice(loaded, self.early_items, prompt_format=cfg.prompt_format)
+        model.train()
+        return float(metrics["acc" if cfg.metric == "mc_acc" else "acc_norm"])
+
+    def _early_stopping_check(self) -> bool:
+        """Score, keep the weights in best/ when they beat the best so far; True when patience ran out."""
+        cfg, early = self.config.early_stopping, self.early
+        score = self._early_score()
+        best = early["best_score"]
+        lower_is_better = cfg.metric == "val_loss"
+        improved = best is None or (score < best - cfg.min_delta if lower_is_better else score > best + cfg.min_delta)
+        early["evaluations"] += 1
+        if improved:
+            early.update(best_step=self.step, best_score=score, bad_evals=0)
+            self._save_best()
+        else:
+            early["bad_evals"] += 1
+        self._log({"step": self.step, "early_stopping_metric": cfg.metric, "early_stopping_score": score,
+                   "best_step": early["best_step"], "best_score": early["best_score"]})
+        if early["bad_evals"] >= cfg.patience and self.step < self.total_steps:
+            early["stopped"] = True
+            self.print(f"[bold]early stopping:[/] {cfg.metric} {score:.4f} has not beaten {early['best_score']:.4f} "
+                       f"(step {early['best_step']}) in {cfg.patience} evaluations; stopping at step {self.step}")
+        return early["stopped"]
+
+    def _save_best(self) -> None:
+        """best/: the trained weights of the best evaluation so far, with its step (written atomically)."""
+        from amauta.core.files import atomic_dir
+
+        if self.main:
+            with atomic_dir(self.out / "best", overwrite=True) as tmp:
+                ckpt.save_weights(self.accelerator.unwrap_model(self.model), tmp)
+                atomic_write_json(tmp / "state.json", {"step": self.early["best_step"],
+                                                       "score": self.early["best_score"],
+                                                       "metric": self.config.early_stopping.metric})
+        self.accelerator.wait_for_everyone()
+
+    def _restore_best(self) -> None:
+        """Put best/'s weights back into the model before the final save (when they are not the last ones)."""
+        import json
+
+        best_step = self.early["best_step"]
+        if not self.config.early_stopping.enabled or best_step is None or best_step == self.step:
+            return
+        folder = self.out / "best"
+        saved = json.loads((folder / "state.json").read_text()) if (folder / "state.json").is_file() else {}
+        if saved.get("step") != best_step:
+            raise AmautaError(f"{folder}: holds step {saved.get('step')}, not the best step {best_step} this run "
+                              "recorded; resume from an earlier checkpoint or start a new output_dir")
+        ckpt.load_weights(self.accelerator.unwrap_model(self.model), folder)
+        self.print(f"restored the best weights: step {best_step} ({self.config.early_stopping.metric} "
+                   f"{self.early['best_score']:.4f})")
+
     # ------------------------------------------------------------------ save
     def save(self) -> Path:
-        """Write adapter/, loss.png, summary.json and manifest.json; return the run folder."""
+        """Write adapter/ (model/ for full fine-tuning), loss.png, summary.json and manifest.json; return the
+        run folder. With early stopping the weights saved are the best evaluation's."""
         from amauta.core.files import atomic_dir, read_jsonl
         from amauta.train.plots import plot_loss
 
         self.accelerator.wait_for_everyone()
         if not self.main:
             return self.out
+        self._restore_best()
         model = self.accelerator.unwrap_model(self.model)
-        with atomic_dir(self.out / "adapter", overwrite=True) as tmp:
-            model.save_pretrained(tmp)
-            self.loaded.tokenizer.save_pretrained(tmp)
+        if self.config.finetuning == "full":
+            self._save_full_model(model)
+        else:
+            with atomic_dir(self.out / "adapter", overwrite=True) as tmp:
+                model.save_pretrained(tmp)
+                self.loaded.tokenizer.save_pretrained(tmp)
         rows = list(read_jsonl(self.log_path, tolerate_torn_tail=True)) if self.log_path.is_file() else []
         train_rows = [r for r in rows if "loss" in r]
         val_rows = [r for r in rows if "val_loss" in r]
@@ -644,8 +811,12 @@ class LoRARecipe:
             "tokens_total": self.tokens_total, "train_seconds": round(self.elapsed_before, 2),
             "tokens_per_s": round(self.tokens_total / self.elapsed_before, 1) if self.elapsed_before else None,
             "micro_batch_size": self.micro, "device": str(self.device), "processes": self.accelerator.num_processes,
-            "completed": self.step >= self.total_steps,
+            "finetuning": self.config.finetuning,
+            # An early-stopped run is finished (a rerun has nothing to do); a guard-stopped one is not.
+            "completed": self.step >= self.total_steps or self.early["stopped"],
         }
+        if self.config.early_stopping.enabled:
+            summary["early_stopping"] = {"metric": self.config.early_stopping.metric, **self.early}
         atomic_write_json(self.out / "summary.json", summary)
         write_manifest(self.out, "train", self.config,
                        inputs=[Path(self.config.dataset) / "train.jsonl", Path(self.config.dataset) / "val.jsonl"],
