@@ -21,8 +21,8 @@ declared per command, as a mapping from the field (dotted for a nested one) to i
     def belebele_command(config: ConfigArgs, progress: bool = PROGRESS) -> None:
         cfg = config.load()          # a validated BelebeleConfig
 
-The command's own parameters (`--progress`, `--threads`, `--overwrite`) are declared as usual and come
-after the config's.
+The command's own parameters (`--progress`, `--threads`, `--overwrite`) are declared as usual, before or
+after the `ConfigArgs` one: --help lists them in that place around the config's options.
 """
 
 from __future__ import annotations
@@ -118,8 +118,7 @@ class _Field:
 
 
 def config_options(cls: type[BaseModel], flags: dict[str, FlagSpec] | None = None, *,
-                   config: Any = CONFIG_OPTION, only: tuple[str, ...] | None = None,
-                   show_defaults: bool | str = True) -> Callable[[Callable], Callable]:
+                   config: Any = CONFIG_OPTION, show_defaults: bool | str = True) -> Callable[[Callable], Callable]:
     """A decorator giving a typer command one parameter per field of `cls`, plus `--config` and `--set`.
 
     The decorated function takes a `ConfigArgs` parameter (any name) and its own parameters; those before it
@@ -127,7 +126,6 @@ def config_options(cls: type[BaseModel], flags: dict[str, FlagSpec] | None = Non
     flags: field (dotted for a nested one) → its spellings, a `Flag`, or None to leave it off the command
         line. A nested field has a flag only when it is named here; the rest are reachable with `--set`.
     config: the parameter that names the YAML file (a typer Option or Argument), or None for none.
-    only: give flags to these top-level fields alone (and the nested ones in `flags`).
     show_defaults: show each field's default in --help; or, where the defaults come from elsewhere, one
         text to show for all (e.g. "the model profile's").
     """
@@ -136,7 +134,7 @@ def config_options(cls: type[BaseModel], flags: dict[str, FlagSpec] | None = Non
     if unknown:
         raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}")
     fields = [_cli_field(key, info, flags.get(key), show_defaults)
-              for key, info in _flag_fields(cls, flags, only)]
+              for key, info in _flag_fields(cls, flags)]
     nested = [name for name, info in cls.model_fields.items() if _flag_type(info.annotation) is None]
 
     def decorate(func: Callable) -> Callable:
@@ -192,12 +190,11 @@ def _field_info(cls: type[BaseModel], key: str) -> FieldInfo | None:
     return info
 
 
-def _flag_fields(cls: type[BaseModel], flags: dict[str, FlagSpec],
-                 only: tuple[str, ...] | None) -> list[tuple[str, FieldInfo]]:
+def _flag_fields(cls: type[BaseModel], flags: dict[str, FlagSpec]) -> list[tuple[str, FieldInfo]]:
     """(key, info) of every field that gets a flag: the top-level ones a flag can carry, then the nested
     ones the command names, minus those it maps to None."""
     chosen = [(name, info) for name, info in cls.model_fields.items()
-              if _flag_type(info.annotation) is not None and (only is None or name in only)]
+              if _flag_type(info.annotation) is not None]
     chosen += [(key, _field_info(cls, key)) for key in flags if "." in key]
     return [(key, info) for key, info in chosen if not (key in flags and flags[key] is None)]
 
