@@ -13,6 +13,7 @@ from amauta.chat.decoding import GenerationSettings, check_strategy
 from amauta.core.cli_options import ConfigArgs, Flag, FlagSpec, config_options
 from amauta.core.errors import AmautaError
 from amauta.core.threads import THREADS_OPTION, apply_threads
+from amauta.models.types import DType, Quantization
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -33,7 +34,7 @@ TEMPLATE_HELP = ("Render with this Amauta template (chatml, llama2, mistral, fal
                  "instead of the tokenizer's: for a folder or .gguf whose template is not recorded.")
 
 
-def _load(model: str, adapter: Path | None, dtype: str, quantization: str, quiet: bool = False,
+def _load(model: str, adapter: Path | None, dtype: DType, quantization: Quantization, quiet: bool = False,
           template: str | None = None):
     from amauta.core.console import make_console
     from amauta.models.load import load_model
@@ -58,8 +59,8 @@ def register(app: typer.Typer) -> None:
         adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
         raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: text, tokens, seconds, tok/s."),
-        dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
-        quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
+        dtype: DType = typer.Option("auto", "--dtype", help="Weights' data type (auto: bf16 where supported)."),
+        quantization: Quantization = typer.Option("none", "--quantization", "-q", help="8bit or 4bit: bitsandbytes."),
         threads: int | None = THREADS_OPTION,
     ) -> None:
         """Answer one prompt and print the answer (streamed), or JSON with --json."""
@@ -112,8 +113,8 @@ def register(app: typer.Typer) -> None:
         template: str | None = typer.Option(None, "--template", help=TEMPLATE_HELP),
         rag: str | None = typer.Option(None, "--rag", help="Answer from this RAG index (name or folder)."),
         rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages retrieved per question with --rag."),
-        dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
-        quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
+        dtype: DType = typer.Option("auto", "--dtype", help="Weights' data type (auto: bf16 where supported)."),
+        quantization: Quantization = typer.Option("none", "--quantization", "-q", help="8bit or 4bit: bitsandbytes."),
         threads: int | None = THREADS_OPTION,
     ) -> None:
         """A multi-turn chat in the terminal (/help inside lists the commands; Ctrl-C stops an answer)."""

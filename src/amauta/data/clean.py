@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig
@@ -266,10 +265,14 @@ def _hashed(shingles: set[bytes]):
     """The 3-grams as a sorted array of CRC32 values (compact: 4 bytes each, kept for every kept record)."""
     import zlib
 
+    import numpy as np  # here, not at the top: the CLI imports this module for a config and needs no numpy
+
     return np.unique(np.fromiter((zlib.crc32(s) for s in shingles), dtype=np.uint32, count=len(shingles)))
 
 
 def _jaccard(a, b) -> float:
+    import numpy as np
+
     if not len(a) and not len(b):
         return 1.0
     inter = len(np.intersect1d(a, b, assume_unique=True))

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig
@@ -39,6 +38,8 @@ from amauta.rag.embed import DEFAULT_EMBEDDER, Embedder, make_embedder
 from amauta.rag.retrieve import SpanishBM25
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from amauta.documents import Chunk
 
 STAGE = "rag.index"
@@ -252,6 +253,8 @@ class Index:
 
     def fetch(self, ids: list[str], query_vector: np.ndarray) -> dict[str, tuple[dict, float]]:
         """Payloads of `ids` and each one's cosine similarity to `query_vector`."""
+        import numpy as np
+
         if not ids:
             return {}
         points = self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=True)

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
     """Add `serve` to the `amauta` command."""
 
     @app.command("serve")
-    @config_options(ServeConfig, {"port": "-p"}, config=None)
+    @config_options(ServeConfig, {"port": "-p", "quantization": "-q"}, config=None)
     def serve_command(
         model: list[str] | None = typer.Option(None, "--model", "-m", help="Model to serve (repeatable): registry "
                                                   "name, hub id, folder or .gguf. Default: smollm2-135m-instruct."),
@@ -56,8 +56,6 @@ def register(app: typer.Typer) -> None:
         template: str | None = typer.Option(None, "--template", help="Render with this Amauta template (chatml, llama2, "
                                                "...) instead of the tokenizer's: for a folder or .gguf whose "
                                                "template is not recorded."),
-        dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
-        quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
         threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch and llama.cpp (default: "
                                               "$AMAUTA_THREADS, else torch's choice; llama.cpp: half the cores)."),
         context: int | None = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
@@ -113,8 +111,9 @@ def register(app: typer.Typer) -> None:
             else:
                 from amauta.serve.backends import TransformersBackend
 
-                engine = TransformersBackend.load(models, adapters, dtype=dtype, quantization=quantization,
-                                                  system_prompt=system, template=template)
+                engine = TransformersBackend.load(models, adapters, dtype=settings.dtype,
+                                                  quantization=settings.quantization, system_prompt=system,
+                                                  template=template)
             answerer = None
             if rag:
                 from amauta.rag.answer import RagAnswerer

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from amauta.core.config import StageConfig
+from amauta.models.types import DType, Quantization
 
 
 class ServeConfig(StageConfig):
@@ -25,3 +26,7 @@ class ServeConfig(StageConfig):
     max_queue: int = Field(64, ge=1, description="Requests waiting or running per model before 503s.")
     rag: str | None = Field(None, description="RAG index name or folder: chat answers cite its documents.")
     rag_top_k: int = Field(4, ge=1, description="Passages given to the model per RAG answer.")
+    dtype: DType = Field("auto", description="transformers backend: the weights' data type (auto: bf16 where "
+                                             "supported).")
+    quantization: Quantization = Field("none", description="transformers backend: 8bit or 4bit through "
+                                                           "bitsandbytes (a CUDA GPU).")

@@ -18,12 +18,13 @@ from pydantic import Field, field_validator, model_validator
 
 from amauta.core.config import StageConfig, read_yaml, set_dotted, validate_config
 from amauta.core.errors import AmautaError, did_you_mean
+from amauta.models.types import DType, Quantization
 
 
 class QuantizationConfig(StageConfig):
     """How the frozen base weights are stored (QLoRA = 4-bit here, LoRA on top)."""
 
-    mode: Literal["none", "8bit", "4bit"] = Field(
+    mode: Quantization = Field(
         "none", description="`4bit` (QLoRA, needs CUDA), `8bit`, or `none` (weights in `dtype`).")
     quant_type: Literal["nf4", "fp4"] = Field(
         "nf4", description="4-bit data type; NF4 is the QLoRA paper's (and the thesis's) choice.")
@@ -99,7 +100,7 @@ class TrainConfig(StageConfig):
                           "prepared with the same one.")
     quantization: QuantizationConfig = Field(
         QuantizationConfig(), description="Base-weight quantization (4-bit for QLoRA).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: DType = Field(
         "auto", description="Data type of non-quantized base weights (`auto`: bfloat16 where the hardware "
                             "supports it).")
     lora: LoraConfig = Field(LoraConfig(), description="The adapter.")
