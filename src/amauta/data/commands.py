@@ -46,7 +46,7 @@ def _print_stats(folder: Path) -> None:
 
 
 @data_app.command("prepare")
-@config_options(PrepareConfig, {"out": "-o"}, config=typer.Argument(
+@config_options(PrepareConfig, {"out": "-o", "system_prompt": "--system"}, config=typer.Argument(
     ..., help="Prepare config YAML (sources, model, clean, split); see examples/prepare.yaml."))
 def prepare_command(
     config: ConfigArgs,

@@ -10,9 +10,10 @@ from amauta.core.cli_options import ConfigArgs, FlagSpec, config_options
 from amauta.core.threads import THREADS_OPTION, apply_threads
 from amauta.train.config import TrainConfig
 
-# Spellings older than the derived options: the learning rate and the LoRA rank have flags of their own.
+# Spellings older than the derived options (the learning rate and the LoRA rank have flags of their own),
+# and the system prompt spelt as every other command spells it.
 TRAIN_FLAGS: dict[str, FlagSpec] = {"output_dir": ("--output-dir", "--out", "-o"), "optimizer.lr": "--lr",
-                                    "lora.r": "--lora-r"}
+                                    "lora.r": "--lora-r", "system_prompt": "--system"}
 
 
 @config_options(TrainConfig, TRAIN_FLAGS, config=typer.Argument(
