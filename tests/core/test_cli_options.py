@@ -181,10 +181,11 @@ def test_help_of_a_command_shows_its_config_fields_descriptions():
         assert BelebeleConfig.model_fields[name].description in text, name
 
 
-def test_the_cli_starts_without_torch_transformers_or_fastapi():
+def test_the_cli_starts_without_torch_transformers_numpy_or_fastapi():
     """The options come from the config classes, so importing them may not pull the heavy libraries in."""
     code = ("import sys, typer, amauta.cli; typer.main.get_command(amauta.cli.app); "
-            "print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'peft', 'datasets') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'peft', 'datasets', 'numpy') "
+            "if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "[]"
 
