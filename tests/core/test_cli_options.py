@@ -269,3 +269,12 @@ def test_eval_exam_options_come_from_exam_config_with_its_yaml(tmp_path, monkeyp
     assert isinstance(cfg, exam.ExamConfig) and progress is False
     assert (cfg.split, cfg.limit, cfg.model, cfg.short_answer, cfg.candidates, cfg.dtype, cfg.options_only) == \
         ("dev", 3, "tiny-llama", False, "base,runs/a", "float32", True)
+
+
+def test_a_system_prompt_field_is_spelt_system_on_every_command():
+    """`system_prompt` (eval, data prepare, train) takes the `--system` of chat, generate and serve."""
+    found = [path for path, command in TREE.items() for p in command.params if p.name == "system_prompt"]
+    assert {"eval belebele", "data prepare", "train"} <= set(found)
+    for path in found:
+        (param,) = [p for p in TREE[path].params if p.name == "system_prompt"]
+        assert param.opts == ["--system"], (path, param.opts)
