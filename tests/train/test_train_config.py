@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from amauta.core.config import parse_set
 from amauta.core.errors import AmautaError
-from amauta.train.config import build_config, fingerprint, parse_set, preset_names, read_preset
+from amauta.train.config import build_config, fingerprint, preset_names, read_preset
 
 REQUIRED = {"dataset": "data", "output_dir": "run"}
 

@@ -9,10 +9,24 @@ from pathlib import Path
 
 import typer
 
+from amauta.chat.decoding import GenerationSettings, check_strategy
+from amauta.core.cli_options import ConfigArgs, Flag, FlagSpec, config_options
 from amauta.core.errors import AmautaError
 from amauta.core.threads import THREADS_OPTION, apply_threads
+from amauta.models.types import DType, Quantization
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+# The decoding flags are GenerationSettings' fields; unset ones keep the model profile's defaults. The
+# strategy is read as text and checked by `check_strategy`, whose error suggests the closest name.
+DECODING_FLAGS: dict[str, FlagSpec] = {"strategy": Flag(("-s",), type=str), "max_new_tokens": "-n",
+                                       "stop": Flag(repeat=True)}
+
+
+def check_decoding(decoding: ConfigArgs) -> None:
+    """Refuse an unknown --strategy before a model loads."""
+    if "strategy" in decoding.values:
+        check_strategy(decoding.values["strategy"])
 
 
 SYSTEM_HELP = "System prompt (default: the model profile's, see `amauta models show`; '' = none)."
@@ -20,7 +34,7 @@ TEMPLATE_HELP = ("Render with this Amauta template (chatml, llama2, mistral, fal
                  "instead of the tokenizer's: for a folder or .gguf whose template is not recorded.")
 
 
-def _load(model: str, adapter: Path | None, dtype: str, quantization: str, quiet: bool = False,
+def _load(model: str, adapter: Path | None, dtype: DType, quantization: Quantization, quiet: bool = False,
           template: str | None = None):
     from amauta.core.console import make_console
     from amauta.models.load import load_model
@@ -34,32 +48,23 @@ def register(app: typer.Typer) -> None:
     """Add `generate` and `chat` to the `amauta` command."""
 
     @app.command("generate")
+    @config_options(GenerationSettings, DECODING_FLAGS, config=None, show_defaults="the profile's")
     def generate_command(
         prompt: str = typer.Argument(..., help="The question or instruction ('-' reads it from standard input)."),
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registry name, hub id, folder or .gguf file."),
-        strategy: str | None = typer.Option(None, "--strategy", "-s",
-                                               help="greedy, sampling, beam or contrastive (default: the profile's)."),
-        max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens to generate."),
+        *,
+        decoding: ConfigArgs,
         system: str | None = typer.Option(None, "--system", help=SYSTEM_HELP),
         template: str | None = typer.Option(None, "--template", help=TEMPLATE_HELP),
         adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
         raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: text, tokens, seconds, tok/s."),
-        temperature: float | None = typer.Option(None, help="Sampling temperature."),
-        top_k: int | None = typer.Option(None, "--top-k", help="Sampling top-k, or contrastive candidates."),
-        top_p: float | None = typer.Option(None, "--top-p", help="Sampling nucleus mass."),
-        penalty_alpha: float | None = typer.Option(None, "--penalty-alpha", help="Contrastive degeneration penalty."),
-        repetition_penalty: float | None = typer.Option(None, "--repetition-penalty", help="1.0 = off."),
-        num_beams: int | None = typer.Option(None, "--num-beams", help="Beams for beam search."),
-        stop: list[str] | None = typer.Option(None, "--stop", help="Extra stop string (repeatable)."),
-        seed: int | None = typer.Option(None, "--seed", help="Seed for sampling."),
-        dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
-        quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
+        dtype: DType = typer.Option("auto", "--dtype", help="Weights' data type (auto: bf16 where supported)."),
+        quantization: Quantization = typer.Option("none", "--quantization", "-q", help="8bit or 4bit: bitsandbytes."),
         threads: int | None = THREADS_OPTION,
     ) -> None:
         """Answer one prompt and print the answer (streamed), or JSON with --json."""
         apply_threads(threads)
-        from amauta.chat.decoding import GenerationSettings, check_strategy
         from amauta.chat.generate import Generation
         from amauta.core.console import make_console
 
@@ -67,13 +72,9 @@ def register(app: typer.Typer) -> None:
             prompt = sys.stdin.read()
         if not prompt.strip():
             raise AmautaError("the prompt is empty; pass the text to answer (or '-' to read standard input)")
-        if strategy is not None:
-            check_strategy(strategy)
+        check_decoding(decoding)
         loaded = _load(model, adapter, dtype, quantization, quiet=as_json, template=template)
-        settings = GenerationSettings.from_profile(
-            loaded.profile, strategy=strategy, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-            top_p=top_p, penalty_alpha=penalty_alpha, repetition_penalty=repetition_penalty, num_beams=num_beams,
-            stop=stop or None, seed=seed)
+        settings = GenerationSettings.from_profile(loaded.profile, **decoding.values)
         if raw:
             for flag, value in (("--system", system), ("--template", template)):
                 if value is not None:
@@ -102,33 +103,31 @@ def register(app: typer.Typer) -> None:
                                    f"{result.finish_reason}[/]")
 
     @app.command("chat")
+    @config_options(GenerationSettings, DECODING_FLAGS, config=None, show_defaults="the profile's")
     def chat_command(
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registry name, hub id, folder or .gguf file."),
         adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
-        strategy: str | None = typer.Option(None, "--strategy", "-s",
-                                               help="greedy, sampling, beam or contrastive (default: the profile's)."),
+        *,
+        decoding: ConfigArgs,
         system: str | None = typer.Option(None, "--system", help=SYSTEM_HELP),
         template: str | None = typer.Option(None, "--template", help=TEMPLATE_HELP),
         rag: str | None = typer.Option(None, "--rag", help="Answer from this RAG index (name or folder)."),
         rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages retrieved per question with --rag."),
-        max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens per answer."),
-        dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
-        quantization: str = typer.Option("none", "--quantization", "-q", help="none, 8bit or 4bit."),
+        dtype: DType = typer.Option("auto", "--dtype", help="Weights' data type (auto: bf16 where supported)."),
+        quantization: Quantization = typer.Option("none", "--quantization", "-q", help="8bit or 4bit: bitsandbytes."),
         threads: int | None = THREADS_OPTION,
     ) -> None:
         """A multi-turn chat in the terminal (/help inside lists the commands; Ctrl-C stops an answer)."""
         apply_threads(threads)
-        from amauta.chat.decoding import GenerationSettings, check_strategy
         from amauta.chat.session import ChatSession
         from amauta.chat.terminal import run_chat
 
-        if strategy is not None:
-            check_strategy(strategy)
+        check_decoding(decoding)
         answerer = None
         if rag is not None:
             from amauta.rag.answer import RagAnswerer  # built by the rag room; only needed with --rag
 
             answerer = RagAnswerer(rag, top_k=rag_top_k)
         loaded = _load(model, adapter, dtype, quantization, template=template)
-        settings = GenerationSettings.from_profile(loaded.profile, strategy=strategy, max_new_tokens=max_new_tokens)
+        settings = GenerationSettings.from_profile(loaded.profile, **decoding.values)
         run_chat(ChatSession(loaded, settings, system=system, rag=answerer))

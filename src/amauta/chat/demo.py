@@ -21,6 +21,7 @@ from amauta.core.config import StageConfig
 from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
 from amauta.core.manifest import write_manifest
 from amauta.core.summaries import ReportSection, register_section
+from amauta.models.types import DType
 
 TASK = "chat.demo"  # the `task` of its summary.json, under which the report finds its section
 
@@ -43,7 +44,7 @@ class DemoConfig(StageConfig):
     strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1,
                                        description="Decoding strategies to compare.")
     max_new_tokens: int = Field(48, ge=1, description="Most tokens per answer.")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    dtype: DType = Field("auto", description="auto, float32, bfloat16 or float16.")
     seed: int = Field(0, description="Seed for the sampling strategy.")
     out: str = Field("runs/demo/chat", description="Output folder: generations.jsonl, summary.json, manifest.json.")
 

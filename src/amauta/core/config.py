@@ -21,11 +21,13 @@ C = TypeVar("C", bound=BaseModel)
 
 
 class StageConfig(BaseModel):
-    """Base for stage configs: unknown keys are errors, values are validated on assignment."""
+    """Base for stage configs: unknown keys are errors, values are validated on assignment.
 
-    # Attribute docstrings become field descriptions: did-you-mean reads them ("learning_rate" → optimizer.lr).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
-                              use_attribute_docstrings=True)
+    Fields are documented with `Field(description=...)`, the one style: the description is the field's
+    `--help` line (core/cli_options.py) and what did-you-mean reads ("learning_rate" → optimizer.lr).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -144,17 +146,41 @@ def validate_config(model: type[C], data: dict[str, Any], source: str = "config"
         raise AmautaError(f"{source}: '{key}': {err.get('msg')} (got {err.get('input')!r})") from None
 
 
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `data["optim"]["lr"] = value` for dotted "optim.lr", making the sections it needs."""
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = data.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AmautaError(f"override '{dotted}': '{part}' is not a section")
+        data = child
+    data[last] = value
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`["lora.r=8", "optimizer.lr=1e-4"]` → {"lora.r": 8, "optimizer.lr": 0.0001} (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AmautaError(f"--set '{item}': expected KEY=VALUE, e.g. --set lora.r=8")
+        parsed = yaml.safe_load(value) if value.strip() else None
+        # YAML reads 1e-4 as a string (it wants 1.0e-4); numbers are what people mean here.
+        if isinstance(parsed, str):
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
+    return out
+
+
 def load_config(model: type[C], path: str | Path, overrides: dict[str, Any] | None = None) -> C:
-    """Read YAML at `path`, apply dotted `overrides` ({"optim.lr": 1e-4}), and validate as `model`."""
+    """Read YAML at `path`, apply dotted `overrides` ({"optim.lr": 1e-4}; None = keep), and validate as `model`."""
     data = read_yaml(path)
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        target = data
-        *parents, last = dotted.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
+        if value is not None:
+            set_dotted(data, dotted, value)
     return validate_config(model, data, source=str(path))
 
 

@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig
@@ -37,26 +36,33 @@ RULES = ("empty", "too_short", "exact_duplicate", "too_long", "language", "near_
 class CleanConfig(StageConfig):
     """What `prepare` removes."""
 
-    min_answer_chars: int = Field(2, ge=0)
-    """Drop records whose assistant reply has fewer characters (after normalizing)."""
-    max_tokens: int | None = Field(2048, gt=0)
-    """Drop conversations longer than this many tokens with the target template; null keeps all."""
-    exact_dedup: bool = True
-    """Drop exact duplicates (after normalizing and case-folding), across sources."""
-    near_dedup_threshold: float | None = Field(0.9, gt=0, le=1)
-    """Jaccard similarity of word 3-grams (prompt and reply each) at which a record is a near-duplicate; null disables."""
-    near_dedup_num_perm: int = Field(128, ge=16)
-    """MinHash permutations (more: a finer estimate, slower)."""
-    language: str | None = "es"
-    """ISO 639-1 code the text must be in; null disables the language filter."""
-    language_candidates: list[str] = Field(default_factory=lambda: ["es", "en", "pt", "fr", "it", "de"])
-    """Languages the detector chooses among (a short list is fast and enough to catch leftovers)."""
-    language_min_chars: int = Field(50, ge=1)
-    """Paragraphs shorter than this are not checked (names and short answers fool any detector)."""
-    language_fast: bool = False
-    """lingua's low-accuracy mode: loads in under a second instead of several, but flags more short texts."""
-    language_min_confidence: float = Field(0.2, ge=0, le=1)
-    """A paragraph whose confidence of being in `language` is below this removes its record."""
+    min_answer_chars: int = Field(
+        2, ge=0, description="Drop records whose assistant reply has fewer characters (after normalizing).")
+    max_tokens: int | None = Field(
+        2048, gt=0, description="Drop conversations longer than this many tokens with the target template; "
+                                "null keeps all.")
+    exact_dedup: bool = Field(
+        True, description="Drop exact duplicates (after normalizing and case-folding), across sources.")
+    near_dedup_threshold: float | None = Field(
+        0.9, gt=0, le=1, description="Jaccard similarity of word 3-grams (prompt and reply each) at which a "
+                                     "record is a near-duplicate; null disables.")
+    near_dedup_num_perm: int = Field(
+        128, ge=16, description="MinHash permutations (more: a finer estimate, slower).")
+    language: str | None = Field(
+        "es", description="ISO 639-1 code the text must be in; null disables the language filter.")
+    language_candidates: list[str] = Field(
+        default_factory=lambda: ["es", "en", "pt", "fr", "it", "de"],
+        description="Languages the detector chooses among (a short list is fast and enough to catch "
+                    "leftovers).")
+    language_min_chars: int = Field(
+        50, ge=1, description="Paragraphs shorter than this are not checked (names and short answers fool "
+                              "any detector).")
+    language_fast: bool = Field(
+        False, description="lingua's low-accuracy mode: loads in under a second instead of several, but "
+                           "flags more short texts.")
+    language_min_confidence: float = Field(
+        0.2, ge=0, le=1, description="A paragraph whose confidence of being in `language` is below this "
+                                     "removes its record.")
 
 
 @dataclass
@@ -259,10 +265,14 @@ def _hashed(shingles: set[bytes]):
     """The 3-grams as a sorted array of CRC32 values (compact: 4 bytes each, kept for every kept record)."""
     import zlib
 
+    import numpy as np  # here, not at the top: the CLI imports this module for a config and needs no numpy
+
     return np.unique(np.fromiter((zlib.crc32(s) for s in shingles), dtype=np.uint32, count=len(shingles)))
 
 
 def _jaccard(a, b) -> float:
+    import numpy as np
+
     if not len(a) and not len(b):
         return 1.0
     inter = len(np.intersect1d(a, b, assume_unique=True))

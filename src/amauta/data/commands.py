@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.cli_options import ConfigArgs, config_options
+from amauta.data.prepare import PrepareConfig
+
 data_app = typer.Typer(help="Instruction datasets: prepare (read, clean, mix, split), show, augment; build-qa, review.",
                        no_args_is_help=True)
 
@@ -43,24 +46,20 @@ def _print_stats(folder: Path) -> None:
 
 
 @data_app.command("prepare")
+@config_options(PrepareConfig, {"out": "-o", "system_prompt": "--system"}, config=typer.Argument(
+    ..., help="Prepare config YAML (sources, model, clean, split); see examples/prepare.yaml."))
 def prepare_command(
-    config: Path = typer.Argument(..., help="Prepare config YAML (sources, model, clean, split); see examples/prepare.yaml."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output dataset folder (overrides 'out:' in the config)."),
-    skip_invalid: bool = typer.Option(None, "--skip-invalid/--no-skip-invalid",
-                                      help="Skip and count malformed rows instead of stopping at the first."),
-    model: str = typer.Option(None, "--model", help="Target model whose tokenizer and template measure lengths."),
+    config: ConfigArgs,
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace a dataset folder prepared from other inputs (never any other folder)."),
 ) -> None:
     """Read the config's sources, clean them, mix and split, and write a dataset folder."""
     import json
 
-    from amauta.core.config import load_config
     from amauta.core.console import make_console
-    from amauta.data.prepare import PrepareConfig, run
+    from amauta.data.prepare import run
 
-    cfg = load_config(PrepareConfig, config, {"model": model})
-    folder = run(cfg, out=out, skip_invalid=skip_invalid, overwrite=overwrite)
+    folder = run(config.load(), overwrite=overwrite)
     _print_stats(folder)
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
     make_console().print(f"{stats['totals']['read']} records in {stats['seconds']['total']:.1f} s; wrote {folder}/"

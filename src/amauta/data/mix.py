@@ -23,12 +23,12 @@ from amauta.data.records import Record
 class SplitConfig(StageConfig):
     """How validation records are chosen."""
 
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    """Share of each source's records that go to validation (by hashed id)."""
-    val_max: int | None = Field(None, gt=0)
-    """At most this many validation records in all (the rest of those chosen go back to train)."""
-    seed: int = 0
-    """Changes every hash-based choice (split, sampling, train order)."""
+    val_fraction: float = Field(
+        0.05, ge=0, lt=1, description="Share of each source's records that go to validation (by hashed id).")
+    val_max: int | None = Field(
+        None, gt=0, description="At most this many validation records in all (the rest of those chosen go "
+                                "back to train).")
+    seed: int = Field(0, description="Changes every hash-based choice (split, sampling, train order).")
 
 
 def unit_hash(key: str, seed: int, salt: str) -> float:

@@ -34,25 +34,27 @@ from amauta.models.load import load_tokenizer
 class PrepareConfig(StageConfig):
     """Config of `amauta data prepare` (and the pipeline's `data.prepare` stage)."""
 
-    sources: list[SourceConfig] = Field(min_length=1)
-    """The inputs, each with its format, mixing weight and cap (see `SourceConfig`)."""
-    out: str | None = None
-    """The dataset folder to write (the CLI's --out overrides it)."""
-    model: str = "smollm2-135m-instruct"
-    """The target model: its tokenizer and template measure token lengths (`clean.max_tokens`)."""
-    system_prompt: str | None = None
-    """System prompt rendered into every conversation that brings none (lengths are measured with it):
-    None = the model profile's (`amauta models show MODEL`), "" = none. Training must use the same."""
-    length_templates: list[str] = Field(default_factory=list)
-    """More templates to report token-length percentiles for (with the same tokenizer), e.g. [llama2, mistral]."""
-    clean: CleanConfig = Field(default_factory=CleanConfig)
-    """Cleaning rules."""
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    """Train/validation split."""
-    skip_invalid: bool = False
-    """Skip and count malformed rows instead of stopping at the first one."""
-    max_record_chars: int = Field(1_000_000, gt=0)
-    """A single input record (JSONL line or array element) longer than this is malformed."""
+    sources: list[SourceConfig] = Field(
+        min_length=1, description="The inputs, each with its format, mixing weight and cap (see "
+                                  "`SourceConfig`).")
+    out: str | None = Field(None, description="The dataset folder to write (the CLI's --out overrides it).")
+    model: str = Field(
+        "smollm2-135m-instruct", description="The target model: its tokenizer and template measure token "
+                                             "lengths (`clean.max_tokens`).")
+    system_prompt: str | None = Field(
+        None, description="System prompt rendered into every conversation that brings none (lengths are "
+                          "measured with it): None = the model profile's (`amauta models show MODEL`), \"\" = "
+                          "none. Training must use the same.")
+    length_templates: list[str] = Field(
+        default_factory=list, description="More templates to report token-length percentiles for (with the "
+                                          "same tokenizer), e.g. [llama2, mistral].")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning rules.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation split.")
+    skip_invalid: bool = Field(
+        False, description="Skip and count malformed rows instead of stopping at the first one.")
+    max_record_chars: int = Field(
+        1_000_000, gt=0, description="A single input record (JSONL line or array element) longer than this "
+                                     "is malformed.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> PrepareConfig:

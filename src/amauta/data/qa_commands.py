@@ -6,51 +6,23 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.cli_options import ConfigArgs, Flag, config_options
 from amauta.core.threads import THREADS_OPTION, apply_threads
+from amauta.data.build_qa import BuildQAConfig
 
 
 def register(data_app: typer.Typer) -> None:
     """Add `build-qa`, `build-exam` and `review` to the `data` command group."""
 
     @data_app.command("build-qa")
-    def build_qa_command(
-        docs: list[Path] = typer.Argument(None, help="Document files or folders (PDF, HTML, Markdown, text)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Output JSONL of question–answer pairs (default: qa.jsonl)."),
-        config: Path = typer.Option(None, "--config", "-c", help="A BuildQAConfig YAML; flags override it."),
-        model: str = typer.Option(None, "--model", "-m", help="Endpoint model name, or a local profile/folder/GGUF "
-                                  "(default: smollm2-135m-instruct)."),
-        base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
-        api_key: str = typer.Option(None, "--api-key", help="Endpoint API key (never written to disk; default: "
-                                    "$AMAUTA_LLM_API_KEY, then $AMAUTA_API_KEY, then $OPENAI_API_KEY)."),
-        adapter: str = typer.Option(None, "--adapter", help="LoRA adapter or run folder for a local model."),
-        pairs_per_chunk: int = typer.Option(None, "--pairs-per-chunk", "-n", help="Pairs asked per chunk (default: 3)."),
-        retries: int = typer.Option(None, "--retries", help="Extra tries when a reply is not valid JSON (default: 3)."),
-        max_chars: int = typer.Option(None, "--max-chars", help="Largest chunk in characters (default: 2000)."),
-        min_chars: int = typer.Option(None, "--min-chars", help="Skip chunks shorter than this (default: 80)."),
-        max_retries: int = typer.Option(None, "--max-retries", help="Endpoint retries after connection errors, "
-                                        "timeouts and 5xx, with exponential backoff (default: 3)."),
-        workers: int = typer.Option(None, "--workers", help="Parallel requests to an endpoint (default: 1)."),
-        temperature: float = typer.Option(None, "--temperature", help="Sampling temperature; 0 = greedy (default: 0)."),
-        cache: Path = typer.Option(None, "--cache", help="Cache JSONL (default: $AMAUTA_HOME/build-qa/cache.jsonl)."),
-        threads: int | None = THREADS_OPTION,
-    ) -> None:
+    @config_options(BuildQAConfig, {"docs": Flag(argument=True), "out": "-o", "model": "-m", "pairs_per_chunk": "-n"})
+    def build_qa_command(config: ConfigArgs, threads: int | None = THREADS_OPTION) -> None:
         """Ask a model for Spanish question–answer pairs about each article of DOCS (cached, resumable)."""
         apply_threads(threads)
-        from amauta.core.config import load_config, validate_config
-        from amauta.core.errors import AmautaError
-        from amauta.data.build_qa import BuildQAConfig, run
+        from amauta.data.build_qa import run
 
-        overrides = {"docs": [str(d) for d in docs] if docs else None, "out": str(out) if out else None,
-                     "model": model, "base_url": base_url, "api_key": api_key, "adapter": adapter,
-                     "pairs_per_chunk": pairs_per_chunk, "retries": retries, "max_retries": max_retries, "max_chars": max_chars, "min_chars": min_chars,
-                     "workers": workers, "temperature": temperature, "cache": str(cache) if cache else None}
-        if config:
-            cfg = load_config(BuildQAConfig, config, overrides)
-        else:
-            if not docs:
-                raise AmautaError("build-qa: give at least one document or folder (e.g. examples/docs) or --config")
-            cfg = validate_config(BuildQAConfig, {k: v for k, v in overrides.items() if v is not None}, source="build-qa")
-        run(cfg)
+        run(config.load(missing={"docs": "build-qa: give at least one document or folder (e.g. examples/docs) "
+                                         "or --config"}))
 
     @data_app.command("build-exam")
     def build_exam_command(

@@ -44,30 +44,31 @@ SQUAD_PROMPT = "Lee el texto y responde la pregunta con las palabras del texto.\
 class SourceConfig(StageConfig):
     """One input of `amauta data prepare`."""
 
-    path: str | None = None
-    """A file (.json, .jsonl, .csv) or a local `datasets` folder."""
-    hf: str | None = None
-    """A Hugging Face dataset id, read with `datasets.load_dataset` (instead of `path`)."""
-    name: str | None = None
-    """The source's name in records and stats (default: the file or dataset name)."""
-    format: Format = "auto"
-    """Record layout; `auto` tells Alpaca, Dolly, chat, ShareGPT and SQuAD apart by their keys."""
-    columns: dict[str, str] = Field(default_factory=dict)
-    """Our field → the input's column, e.g. {instruction: pregunta, output: respuesta} (CSV, odd datasets)."""
-    delimiter: str = ","
-    """CSV field separator."""
-    split: str = "train"
-    """Which split of a Hugging Face dataset (or a saved DatasetDict) to read."""
-    subset: str | None = None
-    """The dataset's configuration name on the hub, if it has several."""
-    category: str | None = None
-    """Category given to records that carry none."""
-    system: str | None = None
-    """A system prompt put before every conversation of this source."""
-    weight: float = Field(1.0, gt=0)
-    """Mixing weight: below 1 keeps that fraction of the records, above 1 repeats them in train."""
-    cap: int | None = Field(None, gt=0)
-    """Keep at most this many records of this source (after cleaning), chosen by hashed id."""
+    path: str | None = Field(None, description="A file (.json, .jsonl, .csv) or a local `datasets` folder.")
+    hf: str | None = Field(
+        None, description="A Hugging Face dataset id, read with `datasets.load_dataset` (instead of `path`).")
+    name: str | None = Field(
+        None, description="The source's name in records and stats (default: the file or dataset name).")
+    format: Format = Field(
+        "auto", description="Record layout; `auto` tells Alpaca, Dolly, chat, ShareGPT and SQuAD apart by "
+                            "their keys.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Our field → the input's column, e.g. {instruction: pregunta, "
+                                          "output: respuesta} (CSV, odd datasets).")
+    delimiter: str = Field(",", description="CSV field separator.")
+    split: str = Field(
+        "train", description="Which split of a Hugging Face dataset (or a saved DatasetDict) to read.")
+    subset: str | None = Field(
+        None, description="The dataset's configuration name on the hub, if it has several.")
+    category: str | None = Field(None, description="Category given to records that carry none.")
+    system: str | None = Field(
+        None, description="A system prompt put before every conversation of this source.")
+    weight: float = Field(
+        1.0, gt=0, description="Mixing weight: below 1 keeps that fraction of the records, above 1 repeats "
+                               "them in train.")
+    cap: int | None = Field(
+        None, gt=0, description="Keep at most this many records of this source (after cleaning), chosen by "
+                                "hashed id.")
 
     @model_validator(mode="after")
     def _one_input(self) -> SourceConfig:

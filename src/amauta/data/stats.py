@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 PERCENTILES = (50, 90, 95, 99)
 
 
 def length_summary(lengths: Sequence[int]) -> dict[str, float | int]:
     """count, mean, min, p50/p90/p95/p99 and max of token lengths (empty → zeros)."""
+    import numpy as np  # here, not at the top: the CLI imports this module for a config and needs no numpy
+
     if not lengths:
         return {"count": 0, "mean": 0.0, "min": 0, **{f"p{p}": 0 for p in PERCENTILES}, "max": 0}
     arr = np.asarray(lengths)
@@ -23,6 +23,7 @@ def plot_lengths(lengths_by_template: dict[str, Sequence[int]], path: str | Path
                  title: str = "Token length per conversation") -> Path:
     """Overlaid histograms of token lengths, one per template, with the `max_tokens` cut as a line."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -21,15 +21,17 @@ import json
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import parse_json, read_text
 from amauta.evaluate import stats
-from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import EvalModelsConfig, run_eval
+
+if TYPE_CHECKING:  # loglik imports torch: the CLI imports this module for its config's options, torch only on use
+    from amauta.evaluate.loglik import SharedPrefix
 
 LETTERS = ("A", "B", "C", "D")
 SHORT_FIELDS = ("passage", "question", "options", "gold")
@@ -269,6 +271,8 @@ def score_batch(loaded: Any, batch: list[dict], formulation: str, prompt: str, s
             pred = extract_letter(output, item["options"])
             rows.append({"gold": item["gold"], "pred": pred, "output": output, "correct": pred == item["gold"]})
         return rows
+    from amauta.evaluate.loglik import encode_pair, score_continuations
+
     tok = loaded.tokenizer
     limit = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
     contexts, continuations, texts = [], [], []
@@ -338,6 +342,8 @@ def score(loaded: Any, items: list[dict], formulation: str = "cloze", shots: int
     examples, scored = split_shots(items, shots, shot_items)
     by_id: dict[str, dict[str, Any]] = {}
     ordered = sorted(scored, key=BelebeleTask.length, reverse=True)  # less padding per batch
+    from amauta.evaluate.loglik import SharedPrefix
+
     prefix = SharedPrefix()  # the shots run once for the whole call, not once per batch
     for start in range(0, len(ordered), batch_size):
         batch = ordered[start:start + batch_size]
@@ -365,6 +371,8 @@ class BelebeleTask:
         self._items, self.shots = items, shots
         self.formulation, self.prompt, self.max_new_tokens = formulation, prompt, max_new_tokens
         self.digest, self.source = digest, source
+        from amauta.evaluate.loglik import SharedPrefix
+
         self._prefix = SharedPrefix()  # the shots' KV cache; it starts afresh for each model
 
     @property

@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -44,11 +44,14 @@ from amauta.core.summaries import Chart, ReportSection, register_section
 from amauta.data.exam_items import ExamItem, exam_counts, iter_dataset_texts, leaked_questions, read_exam
 from amauta.evaluate import stats
 from amauta.evaluate.candidate_spec import CandidateSpec, parse_candidates, rag_index_fingerprint
-from amauta.evaluate.loglik import SharedPrefix, encode_pair, score_continuations
 from amauta.evaluate.runner import ModelSpec, run_eval
+from amauta.models.types import Device, DType, Quantization
 from amauta.rag.answer import NOT_FOUND, RagAnswerer
 from amauta.rag.answer import SYSTEM_PROMPT as RAG_SYSTEM_PROMPT
 from amauta.rag.retrieve import Hit
+
+if TYPE_CHECKING:  # loglik imports torch: the CLI imports this module for ExamConfig's options, torch only on use
+    from amauta.evaluate.loglik import SharedPrefix
 
 Mode = Literal["closed", "open", "gold", "options"]
 MODE_NAMES = {"closed": "libro cerrado", "open": "RAG", "gold": "con la fuente", "options": "solo opciones"}
@@ -93,9 +96,9 @@ class ExamConfig(StageConfig):
                                                          "this folder instead of scoring it.")
     batch_size: int = Field(8, ge=1, description="Items per forward pass or generation batch.")
     out: str = Field("runs/eval-exam", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
-    device: str = Field("auto", description="auto, cpu or cuda.")
-    quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
+    dtype: DType = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
+    device: Device = Field("auto", description="auto, cpu or cuda.")
+    quantization: Quantization = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
 
     def load_kwargs(self) -> dict[str, str]:
         """How `load_model` loads each model."""
@@ -271,7 +274,14 @@ class Examinee:
     loaded: Any
     mode: str
     passages: Any = None  # a RagAnswerer (open) or GoldPassages (gold)
-    prefix: SharedPrefix = field(default_factory=SharedPrefix)
+    prefix: SharedPrefix = field(default_factory=lambda: _new_prefix())
+
+
+def _new_prefix() -> SharedPrefix:
+    """An empty KV cache of the shared prompt start (loglik, and torch with it, load on first use)."""
+    from amauta.evaluate.loglik import SharedPrefix
+
+    return SharedPrefix()
 
 
 class _ExamLoader:
@@ -457,6 +467,8 @@ class ExamTask:
 
     def _choose(self, examinee: Examinee, items: list[ExamItem], prompts: list[Prompt]) -> list[dict[str, Any]]:
         """Multiple choice by log-likelihood: every option after the context, packed in one row per item."""
+        from amauta.evaluate.loglik import encode_pair, score_continuations
+
         loaded = examinee.loaded
         limit = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
         contexts, continuations = [], []

@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import Field
 
 from amauta.core.errors import AmautaError
@@ -63,31 +62,33 @@ def load_texts(source: str | Path) -> list[dict[str, str]]:
     return [{"id": f"t{n:04d}", "text": text} for n, text in enumerate(unique, start=1)]
 
 
-@torch.inference_mode()
 def text_nll(model, tokenizer, texts: list[str], max_length: int = 1024) -> list[tuple[float, int]]:
     """(Σ negative log-likelihood in nats, tokens predicted) of each text; long texts in windows."""
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    windows, owner = [], []
-    for k, text in enumerate(texts):
-        ids = tokenizer(text).input_ids
-        for start in range(0, max(len(ids) - 1, 1), max_length - 1):  # windows share one token of context
-            windows.append(ids[start:start + max_length])
-            owner.append(k)
-    width = max(len(w) for w in windows)
-    inp = torch.full((len(windows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(inp)
-    for row, w in enumerate(windows):
-        inp[row, :len(w)] = torch.tensor(w)
-        mask[row, :len(w)] = 1
-    logits = model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
-    target, valid = inp[:, 1:].to(device), mask[:, 1:].to(device).bool()
-    nll = -torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    totals = [[0.0, 0] for _ in texts]
-    for row, k in enumerate(owner):
-        totals[k][0] += float((nll[row] * valid[row]).sum())
-        totals[k][1] += int(valid[row].sum())
-    return [(n, t) for n, t in totals]
+    import torch  # here, not at the top: the CLI imports this module for its config's options
+
+    with torch.inference_mode():
+        device = next(model.parameters()).device
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        windows, owner = [], []
+        for k, text in enumerate(texts):
+            ids = tokenizer(text).input_ids
+            for start in range(0, max(len(ids) - 1, 1), max_length - 1):  # windows share one token of context
+                windows.append(ids[start:start + max_length])
+                owner.append(k)
+        width = max(len(w) for w in windows)
+        inp = torch.full((len(windows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(inp)
+        for row, w in enumerate(windows):
+            inp[row, :len(w)] = torch.tensor(w)
+            mask[row, :len(w)] = 1
+        logits = model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        target, valid = inp[:, 1:].to(device), mask[:, 1:].to(device).bool()
+        nll = -torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        totals = [[0.0, 0] for _ in texts]
+        for row, k in enumerate(owner):
+            totals[k][0] += float((nll[row] * valid[row]).sum())
+            totals[k][1] += int(valid[row].sum())
+        return [(n, t) for n, t in totals]
 
 
 class PerplexityTask:

@@ -33,6 +33,7 @@ from amauta.core.errors import AmautaError
 from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
 from amauta.core.manifest import write_manifest
 from amauta.evaluate import stats
+from amauta.models.types import Device, DType, Quantization
 
 ITEMS_FILE = "items.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -107,9 +108,9 @@ class EvalModelsConfig(StageConfig):
     compare: str | None = Field(None, description="Comma list: 'base' and run/adapter folders, evaluated together.")
     batch_size: int = Field(8, ge=1, description="Items per forward pass or generation batch.")
     out: str = Field("runs/eval", description="Eval folder (items.jsonl, summary.json, manifest.json).")
-    dtype: str = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
-    device: str = Field("auto", description="auto, cpu or cuda.")
-    quantization: str = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
+    dtype: DType = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
+    device: Device = Field("auto", description="auto, cpu or cuda.")
+    quantization: Quantization = Field("none", description="none, 8bit or 4bit (bitsandbytes).")
     system_prompt: str | None = Field(None, description="System prompt of the tasks answered by chat: None = the "
                                       "model profile's (amauta models show), '' = none.")
 

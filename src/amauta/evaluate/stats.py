@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on use: the CLI imports this module for its config's options
+    import numpy as np
 
 MIN_CI_N = 5
 """The fewest bootstrap units (items, prompts) for which an interval is computed and printed."""
@@ -43,6 +45,8 @@ def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000, level: float
     statistic: a function of a resampled array; the mean when None.
     min_n: fewer values than this give (nan, nan): no interval rather than a false one.
     """
+    import numpy as np
+
     data = np.asarray(values, dtype=float)
     if len(data) == 0 or len(data) < min_n:
         return (float("nan"), float("nan"))
@@ -59,6 +63,8 @@ def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000, level: float
 
 def perplexity_ci(nll: Sequence[float], tokens: Sequence[int], **kwargs) -> tuple[float, float]:
     """Bootstrap interval of corpus perplexity exp(sum nll / sum tokens), resampling whole texts."""
+    import numpy as np
+
     rows = np.stack([np.asarray(nll, dtype=float), np.asarray(tokens, dtype=float)], axis=1)
     return bootstrap_ci(rows, statistic=lambda r: math.exp(r[:, 0].sum() / max(r[:, 1].sum(), 1.0)), **kwargs)
 
@@ -79,6 +85,8 @@ def paired_flips(base: dict[str, bool], other: dict[str, bool]) -> dict:
     base, other: item id → correct. Returns counts, the flipped item ids in both directions, the
     accuracy difference with a paired bootstrap interval, and McNemar's exact p-value.
     """
+    import numpy as np
+
     shared = [i for i in base if i in other]
     lost = [i for i in shared if base[i] and not other[i]]
     gained = [i for i in shared if not base[i] and other[i]]
@@ -110,6 +118,8 @@ def clustered_bootstrap_ci(values: Sequence[float], clusters: Sequence[str], *, 
     values: per-item scores. clusters: each item's cluster (its fact id), in the same order.
     min_clusters: below this many clusters (the bootstrap's units here) the interval is (NaN, NaN).
     """
+    import numpy as np
+
     data = np.asarray(values, dtype=float)
     if len(data) != len(clusters):
         raise ValueError(f"{len(data)} values but {len(clusters)} cluster labels")

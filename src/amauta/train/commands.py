@@ -6,23 +6,20 @@ from pathlib import Path
 
 import typer
 
+from amauta.core.cli_options import ConfigArgs, FlagSpec, config_options
 from amauta.core.threads import THREADS_OPTION, apply_threads
+from amauta.train.config import TrainConfig
+
+# Spellings older than the derived options (the learning rate and the LoRA rank have flags of their own),
+# and the system prompt spelt as every other command spells it.
+TRAIN_FLAGS: dict[str, FlagSpec] = {"output_dir": ("--output-dir", "--out", "-o"), "optimizer.lr": "--lr",
+                                    "lora.r": "--lora-r", "system_prompt": "--system"}
 
 
+@config_options(TrainConfig, TRAIN_FLAGS, config=typer.Argument(
+    None, help="Run config YAML (see examples/train-*.yaml); optional with --preset."))
 def train_command(
-    config: Path = typer.Argument(None, help="Run config YAML (see examples/train-*.yaml); optional with --preset."),
-    preset: str = typer.Option(None, "--preset", help="Start from a preset: thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick, knowledge-cpu."),
-    model: str = typer.Option(None, "--model", help="Base model: registry name, hub id, folder or .gguf."),
-    dataset: Path = typer.Option(None, "--dataset", help="Dataset folder from `amauta data prepare`."),
-    output_dir: Path = typer.Option(None, "--output-dir", "--out", "-o", help="Run folder to write (or resume)."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate (optimizer.lr)."),
-    epochs: float = typer.Option(None, "--epochs", help="Passes over the training set."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Examples per optimizer step (all processes)."),
-    micro_batch_size: int = typer.Option(None, "--micro-batch-size", help="Examples per forward pass (default: fitted)."),
-    lora_r: int = typer.Option(None, "--lora-r", help="LoRA rank (lora.r)."),
-    seed: int = typer.Option(None, "--seed", help="Random seed."),
-    set_: list[str] = typer.Option(None, "--set", help="Any other key as KEY=VALUE, e.g. --set lora.dropout=0.1 (repeatable)."),
+    config: ConfigArgs,
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint (a plain rerun does too)."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Start afresh in a run folder of another config or dataset (only a folder `amauta train` made)."),
@@ -33,7 +30,7 @@ def train_command(
     """Fine-tune a model with LoRA/QLoRA on a prepared dataset; checkpoints let a killed run resume."""
     apply_threads(threads)
     from amauta.core.console import make_console
-    from amauta.train.config import build_config, parse_set, preset_names, read_preset
+    from amauta.train.config import build_config, preset_names, read_preset
 
     console = make_console()
     if list_presets:
@@ -44,11 +41,10 @@ def train_command(
             console.print(f"[bold]{name}[/]: {data.get('model')}, {q}, LoRA r {lora.get('r')} on {lora.get('targets')}, "
                           f"lr {data.get('optimizer', {}).get('lr')}", highlight=False)
         return
-    overrides = {"model": model, "dataset": str(dataset) if dataset else None,
-                 "output_dir": str(output_dir) if output_dir else None, "optimizer.lr": lr, "epochs": epochs,
-                 "max_steps": max_steps, "batch_size": batch_size, "micro_batch_size": micro_batch_size,
-                 "lora.r": lora_r, "seed": seed, **parse_set(set_ or [])}
-    cfg = build_config(config, overrides, preset=preset)
+    overrides = dict(config.values)
+    # A preset named on the command line wins over the file's `preset:` and lies under the file's keys.
+    preset = overrides.pop("preset", None)
+    cfg = build_config(config.path, overrides, preset=preset)
 
     from amauta.train.recipe import run
 

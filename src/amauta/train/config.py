@@ -16,101 +16,96 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from amauta.core.config import StageConfig, read_yaml, validate_config
+from amauta.core.config import StageConfig, read_yaml, set_dotted, validate_config
 from amauta.core.errors import AmautaError, did_you_mean
+from amauta.models.types import DType, Quantization
 
 
 class QuantizationConfig(StageConfig):
     """How the frozen base weights are stored (QLoRA = 4-bit here, LoRA on top)."""
 
-    mode: Literal["none", "8bit", "4bit"] = "none"
-    """`4bit` (QLoRA, needs CUDA), `8bit`, or `none` (weights in `dtype`)."""
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    """4-bit data type; NF4 is the QLoRA paper's (and the thesis's) choice."""
-    double_quant: bool = True
-    """Quantize the quantization constants too (saves ~0.4 bit per weight)."""
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    """Data type the 4-bit weights are de-quantized to for each matrix product."""
+    mode: Quantization = Field(
+        "none", description="`4bit` (QLoRA, needs CUDA), `8bit`, or `none` (weights in `dtype`).")
+    quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit data type; NF4 is the QLoRA paper's (and the thesis's) choice.")
+    double_quant: bool = Field(
+        True, description="Quantize the quantization constants too (saves ~0.4 bit per weight).")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Data type the 4-bit weights are de-quantized to for each matrix product.")
 
 
 class LoraConfig(StageConfig):
     """The low-rank adapter trained on top of the frozen base."""
 
-    r: int = Field(16, gt=0)
-    """Rank of the update matrices."""
-    alpha: float = Field(32, gt=0)
-    """Scale numerator: the update is multiplied by alpha / r."""
-    dropout: float = Field(0.05, ge=0, lt=1)
-    """Dropout on the adapter's input."""
-    targets: str | list[str] = "attention"
-    """`attention` or `all-linear` (the model profile's presets), or a list of module names."""
-    bias: Literal["none", "all", "lora_only"] = "none"
-    """Which biases are trained along with the adapter."""
-    modules_to_save: list[str] = []
-    """Whole modules trained and saved beside the adapter, e.g. `[embed_tokens, lm_head]` for new vocabulary
-    or continued pretraining (peft's `modules_to_save`). Tied input/output embeddings (SmolLM2) stay tied:
-    one trained copy serves both."""
+    r: int = Field(16, gt=0, description="Rank of the update matrices.")
+    alpha: float = Field(32, gt=0, description="Scale numerator: the update is multiplied by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    targets: str | list[str] = Field(
+        "attention", description="`attention` or `all-linear` (the model profile's presets), or a list of "
+                                 "module names.")
+    bias: Literal["none", "all", "lora_only"] = Field(
+        "none", description="Which biases are trained along with the adapter.")
+    modules_to_save: list[str] = Field(
+        [], description="Whole modules trained and saved beside the adapter, e.g. `[embed_tokens, lm_head]` for "
+                        "new vocabulary or continued pretraining (peft's `modules_to_save`). Tied input/output "
+                        "embeddings (SmolLM2) stay tied: one trained copy serves both.")
 
 
 class OptimizerConfig(StageConfig):
     """Optimizer and its hyper-parameters."""
 
-    name: Literal["paged_adamw_8bit", "adamw_8bit", "adamw"] = "paged_adamw_8bit"
-    """bitsandbytes' paged 8-bit AdamW on CUDA; on a CPU Amauta falls back to torch AdamW (and says so)."""
-    lr: float = Field(2e-4, gt=0)
-    """Peak learning rate."""
-    weight_decay: float = Field(0.001, ge=0)
-    """Decoupled weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam's moment decay rates."""
-    eps: float = Field(1e-8, gt=0)
-    """Adam's epsilon."""
-    max_grad_norm: float = Field(1.0, ge=0)
-    """Clip the gradient's global norm to this (0 = no clipping)."""
+    name: Literal["paged_adamw_8bit", "adamw_8bit", "adamw"] = Field(
+        "paged_adamw_8bit", description="bitsandbytes' paged 8-bit AdamW on CUDA; on a CPU Amauta falls back "
+                                        "to torch AdamW (and says so).")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.001, ge=0, description="Decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's moment decay rates.")
+    eps: float = Field(1e-8, gt=0, description="Adam's epsilon.")
+    max_grad_norm: float = Field(
+        1.0, ge=0, description="Clip the gradient's global norm to this (0 = no clipping).")
 
 
 class GuardConfig(StageConfig):
     """The forgetting guard: score a Belebele-format Spanish sample while training."""
 
-    enabled: bool = False
-    """Turn the guard on."""
-    items: str | None = None
-    """Belebele items: a JSONL/Parquet file or folder, or a hub id (`amauta.evaluate.belebele.load_items`)."""
-    every: int = Field(50, gt=0)
-    """Score every this many optimizer steps (and before the first one, as the baseline)."""
-    sample: int = Field(60, gt=0)
-    """How many items to score each time (the same items every time)."""
-    formulation: Literal["cloze", "letter"] = "cloze"
-    """Scoring formulation passed to the Belebele scorer."""
-    margin: float = Field(0.05, ge=0, le=1)
-    """Allowed drop in accuracy below the baseline before acting."""
-    action: Literal["warn", "stop"] = "warn"
-    """What to do on a drop beyond the margin: log a warning, or checkpoint and stop."""
+    enabled: bool = Field(False, description="Turn the guard on.")
+    items: str | None = Field(
+        None, description="Belebele items: a JSONL/Parquet file or folder, or a hub id "
+                          "(`amauta.evaluate.belebele.load_items`).")
+    every: int = Field(
+        50, gt=0, description="Score every this many optimizer steps (and before the first one, as the "
+                              "baseline).")
+    sample: int = Field(
+        60, gt=0, description="How many items to score each time (the same items every time).")
+    formulation: Literal["cloze", "letter"] = Field(
+        "cloze", description="Scoring formulation passed to the Belebele scorer.")
+    margin: float = Field(
+        0.05, ge=0, le=1, description="Allowed drop in accuracy below the baseline before acting.")
+    action: Literal["warn", "stop"] = Field(
+        "warn", description="What to do on a drop beyond the margin: log a warning, or checkpoint and stop.")
 
 
 class EarlyStoppingConfig(StageConfig):
     """Stop when a held-out score stops improving, and keep the best weights (Gekhman et al. 2024: new
     facts are learned late and with them hallucination; stopping on a dev set helps)."""
 
-    enabled: bool = False
-    """Turn early stopping on."""
-    metric: Literal["mc_acc", "mc_acc_norm", "val_loss"] = "mc_acc"
-    """`mc_acc`/`mc_acc_norm`: the exam's multiple-choice accuracy by log-likelihood (`amauta eval exam`'s
-    scorer, closed-book); `val_loss`: the validation loss (no exam needed)."""
-    exam: Path | None = None
-    """Exam JSONL for the `mc_*` metrics (docs/evaluate.md, 'The document exam')."""
-    split: Literal["train", "dev"] = "dev"
-    """Exam split scored; `test` is refused: it is read once, at the end."""
-    every: int = Field(50, gt=0)
-    """Evaluate every this many optimizer steps (and at the last step)."""
-    patience: int = Field(3, gt=0)
-    """Stop after this many evaluations in a row without an improvement."""
-    min_delta: float = Field(0.0, ge=0)
-    """An improvement must beat the best score by more than this."""
-    limit: int | None = Field(None, gt=0)
-    """Score only the first N items of the split (faster evaluations)."""
-    prompt_format: Literal["chat", "plain"] = "chat"
-    """How the exam asks (as `amauta eval exam --prompt-format`)."""
+    enabled: bool = Field(False, description="Turn early stopping on.")
+    metric: Literal["mc_acc", "mc_acc_norm", "val_loss"] = Field(
+        "mc_acc", description="`mc_acc`/`mc_acc_norm`: the exam's multiple-choice accuracy by log-likelihood "
+                              "(`amauta eval exam`'s scorer, closed-book); `val_loss`: the validation loss (no "
+                              "exam needed).")
+    exam: Path | None = Field(
+        None, description="Exam JSONL for the `mc_*` metrics (docs/evaluate.md, 'The document exam').")
+    split: Literal["train", "dev"] = Field(
+        "dev", description="Exam split scored; `test` is refused: it is read once, at the end.")
+    every: int = Field(50, gt=0, description="Evaluate every this many optimizer steps (and at the last step).")
+    patience: int = Field(
+        3, gt=0, description="Stop after this many evaluations in a row without an improvement.")
+    min_delta: float = Field(0.0, ge=0, description="An improvement must beat the best score by more than this.")
+    limit: int | None = Field(
+        None, gt=0, description="Score only the first N items of the split (faster evaluations).")
+    prompt_format: Literal["chat", "plain"] = Field(
+        "chat", description="How the exam asks (as `amauta eval exam --prompt-format`).")
 
     @model_validator(mode="after")
     def _needs_an_exam(self) -> EarlyStoppingConfig:
@@ -123,64 +118,64 @@ class EarlyStoppingConfig(StageConfig):
 class TrainConfig(StageConfig):
     """A LoRA/QLoRA fine-tuning run: what to train, on what, how, and where to write it."""
 
-    preset: str | None = None
-    """Start from this shipped preset (thesis-llama2, thesis-mistral, thesis-falcon, cpu-quick, knowledge-cpu)."""
-    model: str
-    """Base model: a registry profile name, a hub id, a local folder or a .gguf file."""
-    dataset: Path
-    """Dataset folder written by `amauta data prepare` (train.jsonl, val.jsonl, manifest.json)."""
-    output_dir: Path
-    """Run folder: adapter/, checkpoints/, log.jsonl, loss.png, config.yaml, manifest.json."""
-    system_prompt: str | None = None
-    """System prompt of every training conversation that brings none: None = the model profile's
-    (`amauta models show MODEL`), "" = none. The dataset must have been prepared with the same one."""
-    quantization: QuantizationConfig = QuantizationConfig()
-    """Base-weight quantization (4-bit for QLoRA)."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Data type of non-quantized base weights (`auto`: bfloat16 where the hardware supports it)."""
-    lora: LoraConfig = LoraConfig()
-    """The adapter."""
-    optimizer: OptimizerConfig = OptimizerConfig()
-    """The optimizer."""
-    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    """Learning-rate schedule after warmup (transformers' schedules)."""
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
-    """Fraction of the optimizer steps spent warming the learning rate up from 0."""
-    epochs: float = Field(1.0, gt=0)
-    """Passes over the training set (fractions allowed)."""
-    max_steps: int | None = Field(None, gt=0)
-    """Stop after this many optimizer steps (overrides epochs)."""
-    max_examples: int | None = Field(None, gt=0)
-    """Use only the first N training records (quick demos)."""
-    batch_size: int = Field(8, gt=0)
-    """Effective batch: examples per optimizer step, across all processes."""
-    micro_batch_size: int | Literal["auto"] = "auto"
-    """Examples per forward pass; `auto` fits it to memory (on CUDA an out-of-memory halves it)."""
-    max_length: int = Field(1024, gt=8)
-    """Longest example in tokens; longer ones are cut."""
-    packing: bool = True
-    """Padding-free batches: a micro-batch's examples are concatenated with per-example positions."""
-    gradient_checkpointing: bool | Literal["auto"] = "auto"
-    """Recompute activations in the backward pass (`auto`: on for GPUs, off on a CPU)."""
-    log_every: int = Field(1, gt=0)
-    """Write a log.jsonl row every N steps."""
-    eval_every: int = Field(50, gt=0)
-    """Compute the validation loss every N steps (and at the end)."""
-    eval_max_examples: int = Field(200, gt=0)
-    """Validation records used for the validation loss."""
-    checkpoint_every: int = Field(50, gt=0)
-    """Write a resumable checkpoint every N steps (and at the end)."""
-    keep_checkpoints: int = Field(2, gt=0)
-    """How many recent checkpoints to keep."""
-    seed: int = 42
-    """Seed for adapter initialisation, data order and dropout."""
-    guard: GuardConfig = GuardConfig()
-    """The optional forgetting guard."""
-    finetuning: Literal["lora", "full"] = "lora"
-    """`lora`: train an adapter over the frozen base (adapter/); `full`: train every weight (model/ holds
-    the whole model; cheap at 135M, learns more and forgets more than LoRA: Biderman et al. 2024)."""
-    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    """Optional early stopping on the exam's dev split (or the validation loss), best weights restored."""
+    preset: str | None = Field(
+        None, description="Start from this shipped preset (thesis-llama2, thesis-mistral, thesis-falcon, "
+                          "cpu-quick, knowledge-cpu).")
+    model: str = Field(
+        description="Base model: a registry profile name, a hub id, a local folder or a .gguf file.")
+    dataset: Path = Field(
+        description="Dataset folder written by `amauta data prepare` (train.jsonl, val.jsonl, "
+                    "manifest.json).")
+    output_dir: Path = Field(
+        description="Run folder: adapter/, checkpoints/, log.jsonl, loss.png, config.yaml, manifest.json.")
+    system_prompt: str | None = Field(
+        None, description="System prompt of every training conversation that brings none: None = the model "
+                          "profile's (`amauta models show MODEL`), \"\" = none. The dataset must have been "
+                          "prepared with the same one.")
+    quantization: QuantizationConfig = Field(
+        QuantizationConfig(), description="Base-weight quantization (4-bit for QLoRA).")
+    dtype: DType = Field(
+        "auto", description="Data type of non-quantized base weights (`auto`: bfloat16 where the hardware "
+                            "supports it).")
+    lora: LoraConfig = Field(LoraConfig(), description="The adapter.")
+    optimizer: OptimizerConfig = Field(OptimizerConfig(), description="The optimizer.")
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup (transformers' schedules).")
+    warmup_ratio: float = Field(
+        0.03, ge=0, le=1, description="Fraction of the optimizer steps spent warming the learning rate up "
+                                      "from 0.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training set (fractions allowed).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    max_examples: int | None = Field(
+        None, gt=0, description="Use only the first N training records (quick demos).")
+    batch_size: int = Field(
+        8, gt=0, description="Effective batch: examples per optimizer step, across all processes.")
+    micro_batch_size: int | Literal["auto"] = Field(
+        "auto", description="Examples per forward pass; `auto` fits it to memory (on CUDA an out-of-memory "
+                            "halves it).")
+    max_length: int = Field(1024, gt=8, description="Longest example in tokens; longer ones are cut.")
+    packing: bool = Field(
+        True, description="Padding-free batches: a micro-batch's examples are concatenated with per-example "
+                          "positions.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Recompute activations in the backward pass (`auto`: on for GPUs, off on a CPU).")
+    log_every: int = Field(1, gt=0, description="Write a log.jsonl row every N steps.")
+    eval_every: int = Field(
+        50, gt=0, description="Compute the validation loss every N steps (and at the end).")
+    eval_max_examples: int = Field(200, gt=0, description="Validation records used for the validation loss.")
+    checkpoint_every: int = Field(
+        50, gt=0, description="Write a resumable checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
+    seed: int = Field(42, description="Seed for adapter initialisation, data order and dropout.")
+    guard: GuardConfig = Field(GuardConfig(), description="The optional forgetting guard.")
+    finetuning: Literal["lora", "full"] = Field(
+        "lora", description="`lora`: train an adapter over the frozen base (adapter/); `full`: train every weight "
+                            "(model/ holds the whole model; cheap at 135M, learns more and forgets more than LoRA: "
+                            "Biderman et al. 2024).")
+    early_stopping: EarlyStoppingConfig = Field(
+        EarlyStoppingConfig(), description="Optional early stopping on the exam's dev split (or the validation "
+                                           "loss), best weights restored.")
 
     @model_validator(mode="before")
     @classmethod
@@ -259,34 +254,6 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    for part in parents:
-        child = data.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise AmautaError(f"override '{dotted}': '{part}' is not a section")
-        data = child
-    data[last] = value
-
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """`["lora.r=8", "optimizer.lr=1e-4"]` → {"lora.r": 8, "optimizer.lr": 0.0001} (values parsed as YAML)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise AmautaError(f"--set '{item}': expected KEY=VALUE, e.g. --set lora.r=8")
-        parsed = yaml.safe_load(value) if value.strip() else None
-        # YAML reads 1e-4 as a string (it wants 1.0e-4); numbers are what people mean here.
-        if isinstance(parsed, str):
-            try:
-                parsed = float(parsed)
-            except ValueError:
-                pass
-        out[key.strip()] = parsed
-    return out
-
-
 def build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  preset: str | None = None) -> TrainConfig:
     """Preset ← YAML file ← dotted overrides, validated as a `TrainConfig`.
@@ -303,7 +270,7 @@ def build_config(path: str | Path | None = None, overrides: dict[str, Any] | Non
         data["preset"] = preset
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(data, dotted, value)
+            set_dotted(data, dotted, value)
     for required in ("model", "dataset", "output_dir"):
         if required not in data:
             raise AmautaError(f"{source}: missing '{required}'; set it in the YAML or pass --{required.replace('_', '-')}")
