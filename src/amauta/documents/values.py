@@ -188,7 +188,8 @@ class Value:
     unit: str = ""
 
 
-def _singular(word: str) -> str:
+def singular(word: str) -> str:
+    """A Spanish plural made singular, roughly ("dias" → "dia", "meses" → "mes"): enough to compare units."""
     if word in _IRREGULAR_PLURALS:
         return _IRREGULAR_PLURALS[word]
     return word[:-1] if word.endswith("s") and len(word) > 3 else word
@@ -249,10 +250,10 @@ def extract_values(text: str, *, prepared: bool = False) -> list[Value]:
 def _unit(text: str, start: int, end: int) -> str:
     before = _WORD_RE.findall(text[max(0, start - 20):start])
     if before and before[-1] in _UNIT_BEFORE:
-        return _singular(before[-1])
+        return singular(before[-1])
     after = re.match(r"\s*([a-z]+)", text[end:])
     if after and after.group(1) not in _STOPWORDS:
-        return _singular(after.group(1))
+        return singular(after.group(1))
     return ""
 
 
