@@ -17,14 +17,16 @@ For each, the share of answerable and of unanswerable questions that each stage 
     model+all  the whole path: the gate, the model, and values no cited passage gives turned into "the
                documents do not say" (for the exam's answerable items also: correct, wrong)
 
-The model stages generate once per question (greedy, so the prompt gives the same answer with or without
-the check) and derive both rows from it. `--sweep` prints the gate at several `min_overlap` values on the
-calibration splits (how the default was chosen). Prints a table and one JSON line.
+The model stages run on the reporting splits only (exam `test`; SQuAD `report`, `--squad-model-limit`
+questions of each kind): they generate once per question (greedy, at most 64 new tokens; the prompt is
+the same with or without the check, so is the answer) and derive both rows from it. `--sweep` prints the
+gate at several `min_overlap` values on the calibration splits (how the default was chosen). Prints a
+table and one JSON line.
 
     .venv/bin/python benchmarks/abstention.py                      # exam dev+test, SQuAD samples, SmolLM2
     .venv/bin/python benchmarks/abstention.py --model none         # the pre-model gate only (minutes)
     .venv/bin/python benchmarks/abstention.py --sweep --model none
-    .venv/bin/python benchmarks/abstention.py --squad-model-limit 100   # SmolLM2 on 100 SQuAD questions per sample
+    .venv/bin/python benchmarks/abstention.py --squad-model-limit 100 --threads 1   # busy cores: 1 thread decodes faster
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAM = ROOT / "examples" / "exams" / "leyes.jsonl"
 DOCS = ROOT / "examples" / "docs"
 SQUAD = ROOT.parent / "shared" / "data" / "squad-es" / "dev-v2.0-es_small.json"
+MAX_NEW_TOKENS = 64  # answers here are a value or a sentence; SmolLM2 repeats itself past that
 SWEEP = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
 
@@ -177,8 +180,9 @@ def _model_stages(q: Question, hits, plain: RagAnswerer, checked: RagAnswerer, l
     if not hits:
         out.stages["model"] = out.stages["model+all"] = True
         return
-    messages, given = plain.build_messages(q.text, loaded=getattr(llm, "loaded", None), max_new_tokens=128, hits=hits)
-    text = llm.complete(messages, max_tokens=128, temperature=0.0).strip()
+    loaded = getattr(llm, "loaded", None)
+    messages, given = plain.build_messages(q.text, loaded=loaded, max_new_tokens=MAX_NEW_TOKENS, hits=hits)
+    text = llm.complete(messages, max_tokens=MAX_NEW_TOKENS, temperature=0.0).strip()
     out.stages["model"] = is_abstention(text)
     if checked.check_question(q.text, hits) is not None:
         final = None
@@ -215,6 +219,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="local model for the whole path, or 'none'")
     parser.add_argument("--squad-per-sample", type=int, default=300, help="questions per SQuAD sample (half unanswerable)")
     parser.add_argument("--squad-articles", type=int, default=4, help="articles per SQuAD sample")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: torch's)")
     parser.add_argument("--squad-model-limit", type=int, default=50,
                         help="questions of each kind per SQuAD sample given to the model (0: all)")
     parser.add_argument("--sets", default="exam,squad", help="comma list of: exam, squad")
@@ -224,10 +229,14 @@ def main() -> None:
 
     llm = None
     if args.model != "none":
+        import torch
+
         from amauta.llm import LocalLLM
         from amauta.models.load import load_model
 
-        llm = LocalLLM(load_model(args.model))
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        llm = LocalLLM(load_model(args.model, dtype="float32"))
     default = (DEFAULT_MIN_OVERLAP,)
     rows: list[dict] = []
     start = time.perf_counter()
@@ -236,7 +245,8 @@ def main() -> None:
             index = build_index(Path(tmp) / "exam", docs=[str(DOCS)])
             for split in ("dev", "test"):
                 sweep = SWEEP if args.sweep and split == "dev" else default
-                rows += summarize(f"exam-{split}", run_set(index, exam_questions(split), sweep, llm, None))
+                model = llm if split == "test" else None
+                rows += summarize(f"exam-{split}", run_set(index, exam_questions(split), sweep, model, None))
                 print(f"exam {split} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         if "squad" in args.sets.split(","):
             if not SQUAD.is_file():
@@ -246,7 +256,8 @@ def main() -> None:
                 index = build_index(Path(tmp) / f"squad-{name}", paragraphs=paragraphs)
                 sweep = SWEEP if args.sweep and name == "calibration" else default
                 rows += summarize(f"squad-{name} ({len(paragraphs)} paragraphs)",
-                                  run_set(index, questions, sweep, llm, args.squad_model_limit or None))
+                                  run_set(index, questions, sweep, llm if name == "report" else None,
+                                          args.squad_model_limit or None))
                 print(f"squad {name} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
     print(f"\n{'set':<34} {'stage':<12} {'n ans':>5} {'abst ans':>9} {'n unans':>7} {'abst unans':>10} "
