@@ -14,7 +14,7 @@ from amauta.evaluate.answer_match import is_abstention
 from amauta.llm import OpenAICompatibleLLM
 from amauta.llm.fake_server import FakeOpenAIServer
 from amauta.rag.answer import NOT_FOUND_CONTEXT, RagAnswerer
-from amauta.rag.grounding import Grounding, asked_value, describe, unsupported_values
+from amauta.rag.grounding import Grounding, asked_value, describe, passage_answers, unsupported_values
 from amauta.rag.retrieve import SpanishBM25
 
 MULTA = "¿Cuánto es la multa por presentar tarde la declaración del IVA?"
@@ -135,6 +135,18 @@ def test_a_grounded_answer_in_other_words_passes(law_index):
 def test_asked_value_reads_what_a_question_asks_for(question, kinds, unit):
     asked = asked_value(question)
     assert (asked and set(asked.kinds), asked and asked.unit or "") == (kinds, unit)
+
+
+def test_a_passage_answers_with_a_value_of_the_asked_kind():
+    count = asked_value("¿Dentro de cuántos días se entrega el comprobante?")
+    assert passage_answers(count, "Se entrega dentro de los cinco días siguientes.", "")
+    assert not passage_answers(count, "Art. 5.- Se entrega en el mes siguiente, hasta el día 14.", "")
+    amount = asked_value("¿Cuánto IVA entrega al SRI?")
+    assert not passage_answers(amount, "Art. 7.- Al SRI se le paga solo la diferencia.", "")  # "Art. 7" points
+    year = asked_value("¿En qué año murió Zhu Shijie?")
+    assert passage_answers(year, "Zhu Shijie murió en 1303.", "")  # years outside 1900-2100 count too
+    fee = asked_value("Si vendo por USD 200, ¿qué monto de IVA cobro?")
+    assert not passage_answers(fee, "Una venta de USD 200 paga IVA.", "Si vendo por USD 200, ¿qué monto de IVA cobro?")
 
 
 def test_unsupported_values_normalise_spellings_and_allow_one_step():
