@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amauta.core.files import atomic_write_json
 from amauta.evaluate.answer_match import is_abstention, score_answer
 from amauta.evaluate.exam_items import read_exam
 from amauta.rag.answer import RagAnswerer
@@ -79,9 +80,21 @@ def exam_questions(split: str) -> list[Question]:
             for i in read_exam(EXAM, split)]
 
 
-def squad_samples(per_sample: int, articles: int, seed: int) -> dict[str, tuple[list[str], list[Question]]]:
+def _check_out(out: Path | None) -> None:
+    """Refuse, before any work, to replace a file this benchmark did not write."""
+    if out is None or not out.exists():
+        return
+    try:
+        ours = json.loads(out.read_text(encoding="utf-8")).get("benchmark") == "abstention"
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        sys.exit(f"error: {out} exists and is not an abstention benchmark result; choose another --out")
+
+
+def squad_samples(path: Path, per_sample: int, articles: int, seed: int) -> dict[str, tuple[list[str], list[Question]]]:
     """Two samples from disjoint articles: {name: (paragraphs of its articles, questions)}."""
-    data = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
     order = random.Random(seed).sample(range(len(data)), len(data))
     out = {}
     for name, chosen in (("calibration", order[:articles]), ("report", order[articles:2 * articles])):
@@ -113,9 +126,9 @@ def build_index(folder: Path, docs: list[str] | None = None, paragraphs: list[st
     return index
 
 
-def run_set(index: Path, questions: list[Question], min_overlaps: tuple[float, ...], llm, model_limit: int | None
-            ) -> list[Outcome]:
-    """Every stage on every question (the model on the first `model_limit` of each kind, spread evenly)."""
+def run_set(label: str, index: Path, questions: list[Question], min_overlaps: tuple[float, ...], llm,
+            model_limit: int | None) -> list[Outcome]:
+    """Every stage on every question (the model on `model_limit` of each kind, spread evenly); progress on stderr."""
     opened = open_index(str(index))
     plain = RagAnswerer(opened, grounding=Grounding.off())
     checked = RagAnswerer(opened)  # the defaults the user gets
@@ -123,7 +136,11 @@ def run_set(index: Path, questions: list[Question], min_overlaps: tuple[float, .
     gates |= {f"+type@{t:g}": Grounding(min_overlap=t) for t in min_overlaps}
     with_model = _spread(questions, model_limit) if llm is not None else set()
     outcomes = []
+    start = time.perf_counter()
     for n, q in enumerate(questions):
+        if n % (5 if with_model else 25) == 0:  # the model takes seconds a question; the gate alone, milliseconds
+            print(f"  {label}: {n}/{len(questions)} questions, {sum(i < n for i in with_model)}/{len(with_model)} "
+                  f"with the model ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
         hits = plain.retrieve(q.text)
         out = Outcome(q.answerable)
         out.stages["threshold"] = not hits
@@ -225,7 +242,11 @@ def main() -> None:
     parser.add_argument("--sets", default="exam,squad", help="comma list of: exam, squad")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true", help="the gate at several min_overlap values (calibration)")
+    parser.add_argument("--squad", type=Path, default=SQUAD, help="SQuAD-es v2 JSON (default ../shared/data/squad-es)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the JSON result to this file (atomically; refuses one it did not write)")
     args = parser.parse_args()
+    _check_out(args.out)
 
     llm = None
     if args.model != "none":
@@ -246,18 +267,19 @@ def main() -> None:
             for split in ("dev", "test"):
                 sweep = SWEEP if args.sweep and split == "dev" else default
                 model = llm if split == "test" else None
-                rows += summarize(f"exam-{split}", run_set(index, exam_questions(split), sweep, model, None))
+                rows += summarize(f"exam-{split}", run_set(f"exam {split}", index, exam_questions(split), sweep,
+                                                           model, None))
                 print(f"exam {split} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         if "squad" in args.sets.split(","):
-            if not SQUAD.is_file():
-                sys.exit(f"error: {SQUAD} is missing")
-            for name, (paragraphs, questions) in squad_samples(args.squad_per_sample, args.squad_articles,
-                                                                args.seed).items():
+            if not args.squad.is_file():
+                sys.exit(f"error: {args.squad} is missing (SQuAD-es v2 dev JSON; see ../shared/data/squad-es/SOURCE.txt)")
+            samples = squad_samples(args.squad, args.squad_per_sample, args.squad_articles, args.seed)
+            for name, (paragraphs, questions) in samples.items():
                 index = build_index(Path(tmp) / f"squad-{name}", paragraphs=paragraphs)
                 sweep = SWEEP if args.sweep and name == "calibration" else default
                 rows += summarize(f"squad-{name} ({len(paragraphs)} paragraphs)",
-                                  run_set(index, questions, sweep, llm if name == "report" else None,
-                                          args.squad_model_limit or None))
+                                  run_set(f"squad {name}", index, questions, sweep,
+                                          llm if name == "report" else None, args.squad_model_limit or None))
                 print(f"squad {name} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
     print(f"\n{'set':<34} {'stage':<12} {'n ans':>5} {'abst ans':>9} {'n unans':>7} {'abst unans':>10} "
@@ -277,8 +299,12 @@ def main() -> None:
         if r["set"] == "exam-test" and r.get("stage") in (f"+type@{DEFAULT_MIN_OVERLAP:g}", "model+all"):
             targets[f"exam-test:{r['stage']}:unanswerable_abstained>=0.8"] = r["unanswerable_abstained"] >= 0.8
             targets[f"exam-test:{r['stage']}:answerable_abstained<=0.1"] = r["answerable_abstained"] <= 0.1
-    print(json.dumps({"benchmark": "abstention", "model": args.model, "min_overlap": DEFAULT_MIN_OVERLAP,
-                      "seconds": round(time.perf_counter() - start), "rows": rows, "targets": targets}))
+    result = {"benchmark": "abstention", "model": args.model, "min_overlap": DEFAULT_MIN_OVERLAP,
+              "argv": sys.argv[1:], "seconds": round(time.perf_counter() - start), "rows": rows, "targets": targets}
+    print(json.dumps(result))
+    if args.out:
+        atomic_write_json(args.out, result)
+        print(f"written: {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
