@@ -17,11 +17,12 @@ For each, the share of answerable and of unanswerable questions that each stage 
     model+all  the whole path: the gate, the model, and values no cited passage gives turned into "the
                documents do not say" (for the exam's answerable items also: correct, wrong)
 
-The model stages run on the reporting splits only (exam `test`; SQuAD `report`, `--squad-model-limit`
-questions of each kind): they generate once per question (greedy, at most 64 new tokens; the prompt is
-the same with or without the check, so is the answer) and derive both rows from it. `--sweep` prints the
-gate at several `min_overlap` values on the calibration splits (how the default was chosen). Prints a
-table and one JSON line.
+The model stages run on the reporting splits only (exam `test`, `--exam-model-limit` questions of each
+kind; SQuAD `report`, `--squad-model-limit`), spread evenly: they generate once per question (greedy, at
+most 64 new tokens; the prompt is the same with or without the check, so is the answer) and derive both
+rows from it. `--sweep` prints the gate at several `min_overlap` values on the calibration splits (how the
+default was chosen; without it the SQuAD calibration sample is skipped). Prints progress on stderr, a
+table and one JSON line; `--out FILE` also writes the JSON atomically.
 
     .venv/bin/python benchmarks/abstention.py                      # exam dev+test, SQuAD samples, SmolLM2
     .venv/bin/python benchmarks/abstention.py --model none         # the pre-model gate only (minutes)
@@ -271,6 +272,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: torch's)")
     parser.add_argument("--squad-model-limit", type=int, default=50,
                         help="questions of each kind per SQuAD sample given to the model (0: all)")
+    parser.add_argument("--exam-model-limit", type=int, default=0,
+                        help="exam test questions of each kind given to the model (0: all)")
     parser.add_argument("--sets", default="exam,squad", help="comma list of: exam, squad")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true", help="the gate at several min_overlap values (calibration)")
@@ -300,13 +303,15 @@ def main() -> None:
                 sweep = SWEEP if args.sweep and split == "dev" else default
                 model = llm if split == "test" else None
                 rows += summarize(f"exam-{split}", run_set(f"exam {split}", index, exam_questions(split), sweep,
-                                                           model, None))
+                                                           model, args.exam_model_limit or None))
                 print(f"exam {split} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         if "squad" in args.sets.split(","):
             if not args.squad.is_file():
                 sys.exit(f"error: {args.squad} is missing (SQuAD-es v2 dev JSON; see ../shared/data/squad-es/SOURCE.txt)")
             samples = squad_samples(args.squad, args.squad_per_sample, args.squad_articles, args.seed)
             for name, (paragraphs, questions) in samples.items():
+                if name == "calibration" and not args.sweep:
+                    continue  # only the sweep reads it (an index of its paragraphs takes minutes)
                 index = build_index(Path(tmp) / f"squad-{name}", paragraphs=paragraphs)
                 sweep = SWEEP if args.sweep and name == "calibration" else default
                 rows += summarize(f"squad-{name} ({len(paragraphs)} paragraphs)",
