@@ -328,6 +328,22 @@ def test_open_book_with_a_rag_index(tiny, small_exam, tmp_path, law_index):
     assert comparison["base"] == "base" and comparison["other"] == f"rag:{law_index}"
 
 
+def test_open_book_answers_go_through_rags_grounding_check(tiny, small_exam, tmp_path, law_index, monkeypatch):
+    """Open book, the exam scores what `rag ask` would say: an invented amount is withheld as "the documents
+    do not say", and the late-filing fine, which the documents do not give, is refused before the model."""
+    from amauta.evaluate import generation
+
+    invented = "La multa es de USD 987.654 [1]."
+    monkeypatch.setattr(generation, "generate_texts", lambda loaded, conversations, n: [invented] * len(conversations))
+    out = tmp_path / "ev"
+    take(config(small_exam, out, candidates=f"rag:{law_index}", options_only=False), loader=tiny_loader(tiny),
+         show_progress=False)
+    rows = rows_of(out, f"rag:{law_index}")
+    asked = [r for r in rows if r["found"]]
+    assert asked and all(r["withheld"] == invented and r["sa_abstained"] for r in asked)
+    assert all(not r["found"] and r["sa_abstained"] for r in rows if r["fact_id"] == "un-multa-iva")
+
+
 # ---------------------------------------------------------------- lm-evaluation-harness
 
 def test_export_lm_eval_writes_a_multiple_choice_task(small_exam, tmp_path, tiny):

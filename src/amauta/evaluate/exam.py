@@ -31,7 +31,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,6 +48,7 @@ from amauta.evaluate.runner import ModelSpec, run_eval
 from amauta.models.types import Device, DType, Quantization
 from amauta.rag.answer import NOT_FOUND, RagAnswerer
 from amauta.rag.answer import SYSTEM_PROMPT as RAG_SYSTEM_PROMPT
+from amauta.rag.grounding import Grounding
 from amauta.rag.retrieve import Hit
 
 if TYPE_CHECKING:  # loglik imports torch: the CLI imports this module for ExamConfig's options, torch only on use
@@ -176,7 +177,8 @@ class GoldPassages(RagAnswerer):
     def messages_for(self, item: ExamItem, loaded: Any, max_new_tokens: int) -> tuple[list[dict], list[Hit]]:
         """The RAG prompt for `item` with its source chunk(s) as the passages."""
         self._next = [_as_hit(c) for c in self.chunks[(item.source.file, item.source.article)]]
-        return self.build_messages(item.question, loaded=loaded, max_new_tokens=max_new_tokens)
+        # Passed as checked hits: the gold chunk is the upper bound, so RAG's grounding gate does not apply.
+        return self.build_messages(item.question, loaded=loaded, max_new_tokens=max_new_tokens, hits=list(self._next))
 
 
 def chunks_digest(chunks: dict[tuple[str, str | None], list[Any]]) -> str:
@@ -337,7 +339,7 @@ def build_rows(config: ExamConfig, candidates: list[CandidateSpec], gold_digest:
     for spec in candidates:
         if spec.rag_index:
             settings = {"index": rag_index_fingerprint(spec.rag_index), "top_k": config.rag_top_k,
-                        "max_context_chars": config.max_context_chars}
+                        "max_context_chars": config.max_context_chars, "grounding": asdict(Grounding())}
             rows.append(ExamineeSpec(spec.label, spec.model, spec.adapter, candidate=spec.label, mode="open",
                                      rag_index=spec.rag_index, settings=json.dumps(settings, sort_keys=True)))
         else:
@@ -367,14 +369,16 @@ class Prompt:
     """What one item's model reads in one mode.
 
     messages: the chat messages (system, user). passages: citations of the passages given (open/gold).
-    found: False when retrieval returned nothing relevant (then `rag ask` answers without the model).
-    gold_retrieved: whether a passage came from the item's source (open/gold), else None.
+    found: False when retrieval returned nothing relevant, or RAG's grounding check refused the passages
+        (then `rag ask` answers without the model). gold_retrieved: whether a passage came from the item's
+        source (open/gold), else None. hits: the passages given (for the value check of open answers).
     """
 
     messages: list[dict[str, str]]
     passages: list[str] = field(default_factory=list)
     found: bool = True
     gold_retrieved: bool | None = None
+    hits: list[Hit] = field(default_factory=list)
 
 
 def _from_source(hit: Hit, item: ExamItem) -> bool:
@@ -392,7 +396,7 @@ def build_prompt(examinee: Examinee, item: ExamItem, max_new_tokens: int) -> Pro
         messages, hits = examinee.passages.build_messages(item.question, loaded=examinee.loaded,
                                                           max_new_tokens=max_new_tokens)
     return Prompt(messages, [h.citation() for h in hits], found=bool(hits),
-                  gold_retrieved=any(_from_source(h, item) for h in hits))
+                  gold_retrieved=any(_from_source(h, item) for h in hits), hits=hits)
 
 
 def choice_text(loaded: Any, messages: list[dict[str, str]], prompt_format: str) -> tuple[str, Callable, str]:
@@ -457,7 +461,7 @@ class ExamTask:
         prompts = [build_prompt(examinee, item, self.max_new_tokens) for item in items]
         rows = self._choose(examinee, items, prompts)
         if self.short_answer and examinee.mode != "options":
-            for row, answer in zip(rows, self._answer(examinee, prompts), strict=True):
+            for row, answer in zip(rows, self._answer(examinee, items, prompts), strict=True):
                 row.update(answer)
         for item, prompt, row in zip(items, prompts, rows, strict=True):
             if examinee.mode in ("open", "gold"):
@@ -496,15 +500,25 @@ class ExamTask:
                          "context_tokens": len(context)})
         return rows
 
-    def _answer(self, examinee: Examinee, prompts: list[Prompt]) -> list[dict[str, Any]]:
-        """Short answers by greedy generation; with nothing retrieved, `rag ask`'s reply without the model."""
+    def _answer(self, examinee: Examinee, items: list[ExamItem], prompts: list[Prompt]) -> list[dict[str, Any]]:
+        """Short answers by greedy generation; with nothing retrieved, `rag ask`'s reply without the model.
+
+        Open book, the answer then goes through `rag ask`'s value check: one stating a number or date that no
+        passage it cites gives becomes its "the documents do not say" reply (the model's text kept as
+        `withheld`)."""
         from amauta.evaluate.generation import generate_texts
 
         asked = [i for i, prompt in enumerate(prompts) if prompt.found]
         outputs = generate_texts(examinee.loaded, [prompts[i].messages for i in asked], self.max_new_tokens) \
             if asked else []
         replies = dict(zip(asked, outputs, strict=True))
-        return [{"output": replies.get(i, NOT_FOUND).strip()} for i in range(len(prompts))]
+        rows = [{"output": replies.get(i, NOT_FOUND).strip()} for i in range(len(prompts))]
+        if examinee.mode == "open":
+            for i in asked:
+                reply = examinee.passages.check_answer(items[i].question, rows[i]["output"], prompts[i].hits)
+                if not reply.found:
+                    rows[i] = {"output": reply.text, "withheld": rows[i]["output"]}
+        return rows
 
     @staticmethod
     def _score_answer(item: ExamItem, row: dict[str, Any]) -> None:

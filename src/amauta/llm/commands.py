@@ -23,6 +23,14 @@ def ask_command(
     top_k: int = typer.Option(4, "--top-k", "-k", help="Passages given to the model."),
     min_score: float = typer.Option(None, "--min-score", help="Cosine similarity under which a passage is irrelevant."),
     mode: str = typer.Option("hybrid", "--mode", help="Retrieval: hybrid, dense or bm25."),
+    min_overlap: float = typer.Option(None, "--min-overlap",
+                                      help="Share of the question's content words the best passage must hold "
+                                           "(default 0.25; 0 turns this check off)."),
+    answer_type: bool = typer.Option(True, "--answer-type/--no-answer-type",
+                                     help="Say the documents do not say when no passage states the kind of value "
+                                          "the question asks for (a percentage, an amount, a date...)."),
+    check_values: bool = typer.Option(True, "--check-values/--no-check-values",
+                                      help="Withhold an answer that states a number or date no cited passage gives."),
     max_tokens: int = typer.Option(512, "--max-tokens", help="Longest answer in tokens."),
     retrieve_only: bool = typer.Option(False, "--retrieve-only", help="Show the passages without asking a model."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer and sources as JSON."),
@@ -36,10 +44,14 @@ def ask_command(
     from amauta.core.console import make_console
     from amauta.core.errors import AmautaError
     from amauta.rag.answer import NOT_FOUND, Answer, RagAnswerer
+    from amauta.rag.grounding import DEFAULT_MIN_OVERLAP, Grounding
 
     if not question.strip():
         raise AmautaError("the question is empty; usage: amauta rag ask \"¿...?\" --index NAME")
-    answerer = RagAnswerer(index, top_k=top_k, min_score=min_score, mode=mode, qdrant_url=qdrant_url)
+    grounding = Grounding(min_overlap=DEFAULT_MIN_OVERLAP if min_overlap is None else min_overlap,
+                          answer_type=answer_type, check_values=check_values)
+    answerer = RagAnswerer(index, top_k=top_k, min_score=min_score, mode=mode, qdrant_url=qdrant_url,
+                           grounding=grounding)
     if retrieve_only:
         hits = answerer.retrieve(question)
         reply = Answer(text="" if hits else NOT_FOUND, sources=hits, found=bool(hits), hits=hits)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +82,41 @@ class SpanishBM25:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]
+
+    def coverage(self, query: str, ids: Sequence[str]) -> dict[str, float]:
+        """For each of `ids`: the share of the query's content words its indexed text holds (0 to 1).
+
+        Words are the ones BM25 searches with (stopwords dropped, Snowball stems), each weighted by its IDF
+        in this index, so a rare word counts more than one every chunk uses, and a word the index never saw
+        counts most: a question that names what the documents never mention is not about them. A query of
+        stopwords only covers every text (1.0): there is nothing to check.
+        """
+        tokens = set(self._tokenize([query], return_ids=False)[0]) - {""}
+        if not tokens:
+            return {pid: 1.0 for pid in ids}
+        weights, holders = self._weights_and_holders(tokens)
+        total = sum(weights.values())
+        rows = {pid: self._rows.get(pid, -1) for pid in ids}
+        return {pid: sum(w for t, w in weights.items() if rows[pid] in holders[t]) / total for pid in ids}
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        """Each id's row in the BM25 matrix."""
+        return {pid: row for row, pid in enumerate(self.ids)}
+
+    def _weights_and_holders(self, tokens: set[str]) -> tuple[dict[str, float], dict[str, set[int]]]:
+        """Each token's IDF (bm25s' Lucene formula) and the rows of the texts that hold it."""
+        scores = self.retriever.scores if self.retriever is not None else {"num_docs": 0, "indptr": [0]}
+        n, indptr, indices = int(scores["num_docs"]), scores["indptr"], scores.get("indices", [])
+        vocab = self.retriever.vocab_dict if self.retriever is not None else {}
+        weights, holders = {}, {}
+        for token in tokens:
+            column = vocab.get(token)
+            # bm25s keeps one column of the (texts x vocabulary) score matrix per token: its rows hold it.
+            rows = indices[indptr[column]:indptr[column + 1]] if column is not None and column + 1 < len(indptr) else []
+            holders[token] = {int(r) for r in rows}
+            weights[token] = float(np.log(1 + (n - len(rows) + 0.5) / (len(rows) + 0.5)))
+        return weights, holders
 
     def save(self, folder: Path) -> None:
         """Write the index to `folder` atomically (bm25s arrays + our ids)."""
