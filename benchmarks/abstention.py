@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amauta.core.files import atomic_write_json
+from amauta.data.answer_match import is_abstention, score_answer
+from amauta.data.exam_items import read_exam
 from amauta.documents.values import extract_values
-from amauta.evaluate.answer_match import is_abstention, score_answer
-from amauta.evaluate.exam_items import read_exam
 from amauta.rag.answer import RagAnswerer
 from amauta.rag.grounding import _REFERENCES, DEFAULT_MIN_OVERLAP, Grounding, asked_value
 from amauta.rag.index import IndexConfig, build, open_index

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from amauta.evaluate.answer_match import is_abstention
+from amauta.data.answer_match import is_abstention
 from amauta.llm import OpenAICompatibleLLM
 from amauta.llm.fake_server import FakeOpenAIServer
 from amauta.rag.answer import NOT_FOUND_CONTEXT, RagAnswerer

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 # The value reader lives with the documents (RAG's grounding check uses it too); re-exported here.
 from amauta.documents.values import (  # noqa: F401
     MONTHS,
+    UNIT_BEFORE,
     Value,
     canonical_number,
     extract_values,
@@ -32,6 +33,7 @@ from amauta.documents.values import (  # noqa: F401
     normalize,
     parse_number,
     prepare,
+    singular,
     words_to_digits,
 )
 
@@ -215,7 +217,7 @@ def _value_text(value: Value) -> str:
         return f"día {value.value}"
     if value.kind == "month":
         return _MONTH_NAMES[int(value.value)]
-    if value.kind == "number" and value.unit in {_singular(u) for u in _UNIT_BEFORE}:
+    if value.kind == "number" and value.unit in {singular(u) for u in UNIT_BEFORE}:
         return f"{value.unit} {value.value}"
     return f"{value.value} {value.unit}".strip()
 

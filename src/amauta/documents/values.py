@@ -14,7 +14,7 @@ normalisation (`prepare`, `normalize`) and by the typed values they state (`extr
   "14/03", "1.º de abril de 2024"), days ("día 14"), months ("marzo"), years ("2021") and other numbers
   with their unit ("5 días", "13 dígitos", "formulario 107").
 
-The exam's judge-free scoring (`amauta.evaluate.answer_match`) and RAG's grounding check
+The exam's judge-free scoring (`amauta.data.answer_match`) and RAG's grounding check
 (`amauta.rag.grounding`: every value in an answer must be in a cited passage) both read values this way.
 """
 
@@ -168,7 +168,7 @@ _MONTH_RE = re.compile(rf"\b({_MONTH})\b")
 _NUMBER_ONLY_RE = re.compile(rf"\b({_N})\b")
 _WORD_RE = re.compile(r"[a-z]+")
 # Labels written before their number ("formulario 107"); any other unit is the word after the number.
-_UNIT_BEFORE = {"formulario", "formularios", "articulo", "articulos", "art", "numero"}
+UNIT_BEFORE = {"formulario", "formularios", "articulo", "articulos", "art", "numero"}
 _IRREGULAR_PLURALS = {"meses": "mes", "mes": "mes"}
 _STOPWORDS = {"de", "del", "y", "o", "a", "al", "en", "el", "la", "los", "las", "que", "por", "con", "para",
               "es", "son", "se", "u", "e"}
@@ -249,7 +249,7 @@ def extract_values(text: str, *, prepared: bool = False) -> list[Value]:
 
 def _unit(text: str, start: int, end: int) -> str:
     before = _WORD_RE.findall(text[max(0, start - 20):start])
-    if before and before[-1] in _UNIT_BEFORE:
+    if before and before[-1] in UNIT_BEFORE:
         return singular(before[-1])
     after = re.match(r"\s*([a-z]+)", text[end:])
     if after and after.group(1) not in _STOPWORDS:

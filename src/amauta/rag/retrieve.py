@@ -106,6 +106,8 @@ class SpanishBM25:
 
     def _weights_and_holders(self, tokens: set[str]) -> tuple[dict[str, float], dict[str, set[int]]]:
         """Each token's IDF (bm25s' Lucene formula) and the rows of the texts that hold it."""
+        import numpy as np
+
         scores = self.retriever.scores if self.retriever is not None else {"num_docs": 0, "indptr": [0]}
         n, indptr, indices = int(scores["num_docs"]), scores["indptr"], scores.get("indices", [])
         vocab = self.retriever.vocab_dict if self.retriever is not None else {}
