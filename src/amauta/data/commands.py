@@ -107,6 +107,47 @@ def show_command(
         console.print(f"{len(out['input_ids'])} tokens, {trained} trained on", highlight=False)
 
 
+@data_app.command("preferences")
+def preferences_command(
+    files: list[Path] = typer.Argument(None, help="Preference files: {prompt, chosen, rejected}, scored lists "
+                                                  "(UltraFeedback) or KTO's {prompt, completion, label}; JSONL or JSON."),
+    from_judge: Path = typer.Option(None, "--from-judge", help="A judge run folder: best against worst answer per prompt."),
+    out: Path = typer.Option(..., "--out", "-o", help="Preference dataset folder to write."),
+    min_gap: float = typer.Option(1.0, "--min-gap", help="Least score difference between best and worst to make a pair."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of examples held out for validation (by hashed id)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a preference folder made from other inputs."),
+) -> None:
+    """Write a preference dataset folder (train.jsonl, val.jsonl) for `amauta train --method dpo|orpo|kto`."""
+    from amauta.core.console import make_console
+    from amauta.core.errors import AmautaError
+    from amauta.data.preferences import pairs_from_judge, read_preference_file, write_preference_dir
+
+    if not files and from_judge is None:
+        raise AmautaError("amauta data preferences: give preference files or --from-judge JUDGE_FOLDER")
+    examples, inputs, notes = [], [], []
+    for path in files or []:
+        found, no_gap = read_preference_file(path, min_gap=min_gap)  # every file read before anything is written
+        examples += found
+        inputs.append(Path(path))
+        if no_gap:
+            notes.append(f"{path}: {no_gap} scored rows closer than --min-gap {min_gap:g} left out")
+    if from_judge is not None:
+        pairs, skipped = pairs_from_judge(from_judge, min_gap=min_gap)
+        examples += pairs
+        inputs.append(Path(from_judge) / "items.jsonl")
+        notes += [f"{from_judge}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items() if v)] \
+            if any(skipped.values()) else []
+    config = {"files": [str(p) for p in files or []], "from_judge": str(from_judge) if from_judge else None,
+              "min_gap": min_gap, "val_fraction": val_fraction}
+    folder = write_preference_dir(out, examples, config=config, inputs=inputs, val_fraction=val_fraction,
+                                  overwrite=overwrite)
+    console = make_console()
+    for note in notes:
+        console.print(note, highlight=False, markup=False)
+    console.print(f"{len(examples)} preference examples; wrote {folder}/{{train,val}}.jsonl, manifest.json",
+                  highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `data` command group (prepare, show, build-qa, review) to the `amauta` app."""
     from amauta.data import qa_commands

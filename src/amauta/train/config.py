@@ -84,6 +84,19 @@ class GuardConfig(StageConfig):
     """What to do on a drop beyond the margin: log a warning, or checkpoint and stop."""
 
 
+class PreferenceConfig(StageConfig):
+    """Preference tuning (`method: dpo | orpo | kto`): the knobs of TRL's losses."""
+
+    beta: float = Field(0.1, gt=0)
+    """DPO/KTO: strength of the pull towards the reference model; ORPO: weight of the odds-ratio term (λ)."""
+    loss_type: str = "sigmoid"
+    """DPO's loss as TRL names it: sigmoid (the DPO paper), ipo, hinge, robust, ..."""
+    desirable_weight: float = Field(1.0, gt=0)
+    """KTO: weight of the desirable examples' loss (raise it when they are fewer)."""
+    undesirable_weight: float = Field(1.0, gt=0)
+    """KTO: weight of the undesirable examples' loss."""
+
+
 class TrainConfig(StageConfig):
     """A LoRA/QLoRA fine-tuning run: what to train, on what, how, and where to write it."""
 
@@ -140,6 +153,10 @@ class TrainConfig(StageConfig):
     """Seed for adapter initialisation, data order and dropout."""
     guard: GuardConfig = GuardConfig()
     """The optional forgetting guard."""
+    method: Literal["sft", "dpo", "orpo", "kto"] = "sft"
+    """`sft` (instruction tuning), or preference tuning on a folder from `amauta data preferences`."""
+    preference: PreferenceConfig = PreferenceConfig()
+    """DPO/ORPO/KTO settings (used only with those methods)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -168,6 +185,9 @@ def fingerprint_fields(config: TrainConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     if data.get("system_prompt") is None:  # the profile's, as before the field existed: old checkpoints match
         data.pop("system_prompt", None)
+    if data.get("method") == "sft":  # as before preference tuning existed: old SFT checkpoints still match
+        data.pop("method", None)
+        data.pop("preference", None)
     return {k: v for k, v in data.items() if k not in NON_MATH_KEYS}
 
 

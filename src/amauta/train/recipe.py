@@ -49,7 +49,10 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True, ove
     overwrite: start afresh in a run folder of another config or dataset (only a folder `amauta train`
         made, holding nothing else and not the dataset: see core/outdir.py).
     """
-    recipe = LoRARecipe(config, progress=progress)
+    recipe_class = LoRARecipe
+    if config.method != "sft":  # DPO, ORPO, KTO: the same loop with TRL's losses (train/preference.py)
+        from amauta.train.preference import PreferenceRecipe as recipe_class
+    recipe = recipe_class(config, progress=progress)
     try:
         recipe.setup(resume=resume, overwrite=overwrite)
         if recipe.finished_already:
@@ -236,7 +239,6 @@ class LoRARecipe:
     def setup(self, resume: bool = False, overwrite: bool = False) -> None:
         from accelerate.utils import set_seed
 
-        from amauta.data.dataset import read_dataset_dir
         from amauta.models.registry import get_profile, profile_names
 
         cfg = self.config
@@ -245,9 +247,7 @@ class LoRARecipe:
         # 1. Data folder first: cheap, and a wrong path or template should not cost a model load.
         profile = get_profile(cfg.model) if cfg.model in profile_names() else None
         system = (profile.system_prompt if cfg.system_prompt is None else cfg.system_prompt.strip()) if profile else None
-        self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model,
-                                        system_prompt=system)
-        self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
+        self._read_dataset(profile, system)
 
         # 2. The output folder: resume, start fresh, or refuse — decided before anything is written.
         self._claim_output(overwrite)
@@ -298,6 +298,15 @@ class LoRARecipe:
         if self.main:
             atomic_write_text(self.out / "config.yaml", ckpt.saved_config_text(cfg))
         self.accelerator.wait_for_everyone()
+
+    def _read_dataset(self, profile: Any, system: str | None) -> None:
+        """Set `self.dataset` and `self.dataset_hash` (the hash that ties checkpoints to their data)."""
+        from amauta.data.dataset import read_dataset_dir
+
+        cfg = self.config
+        self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model,
+                                        system_prompt=system)
+        self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
 
     def _claim_output(self, overwrite: bool) -> None:
         """Lock the run folder (main process), tidy a killed run's temporaries, refuse a foreign folder;
@@ -544,7 +553,7 @@ class LoRARecipe:
                        "lr": numbers["lr"], "grad_norm": numbers["grad_norm"],
                        "tokens": numbers["tokens"], "answer_tokens": numbers["answer_tokens"],
                        "tokens_total": self.tokens_total, "tokens_per_s": round(numbers["tokens"] / seconds, 1),
-                       "micro_batch_size": self.micro,
+                       "micro_batch_size": self.micro, **numbers.get("metrics", {}),
                        "elapsed_s": round(self.elapsed_before + time.perf_counter() - started, 2)}
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     self._log(row)
