@@ -196,12 +196,17 @@ class PreferenceRecipe(LoRARecipe):
         """A TRL batch: its own collator for DPO and KTO; ORPO's chosen/rejected tensors for ORPO."""
         if self.config.method == "orpo":
             return self._orpo_batch(examples)
-        if self.config.method == "kto":
-            # The KL term compares each completion with another prompt's, TRL's rotation within the batch.
-            rotated = [examples[-1]["completion_ids"]] + [ex["completion_ids"] for ex in examples[:-1]]
-            examples = [{**ex, "KL_completion_ids": kl} for ex, kl in zip(examples, rotated, strict=True)]
         batch = self.trl.data_collator([{k: v for k, v in ex.items() if k != "length"} for ex in examples])
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _with_kl(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """KTO's KL term compares each completion with another prompt's: TRL rotates the completions by one
+        within a batch. Rotating within the whole step (not each micro-batch) keeps the pairs the same however
+        the step is cut, so a resumed run whose micro-batch size changed computes the same loss."""
+        if self.config.method != "kto" or not examples:
+            return examples
+        rotated = [examples[-1]["completion_ids"]] + [ex["completion_ids"] for ex in examples[:-1]]
+        return [{**ex, "KL_completion_ids": kl} for ex, kl in zip(examples, rotated, strict=True)]
 
     def _orpo_batch(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad_id = self.loaded.tokenizer.pad_token_id
@@ -230,8 +235,8 @@ class PreferenceRecipe(LoRARecipe):
     def _step(self, indices: list[int]) -> dict[str, Any]:
         """One optimizer step: micro-batches weighted by their share of the step's examples, clip, step."""
         acc, cfg = self.accelerator, self.config
-        examples = [self.train_examples[i] for i in indices]
-        loss_sum, metrics = 0.0, {}
+        examples = self._with_kl([self.train_examples[i] for i in indices])
+        loss_sum, metrics, weights = 0.0, {}, {}
         micro_batches = [examples[i:i + self.micro] for i in range(0, len(examples), self.micro)]
         for i, micro in enumerate(micro_batches):
             share = len(micro) / len(examples)  # TRL's losses are means over the micro-batch's examples
@@ -240,8 +245,9 @@ class PreferenceRecipe(LoRARecipe):
                     loss, numbers = self._loss(self._collate(micro))
                 acc.backward(loss * share)
             loss_sum += loss.detach().float().item() * share
-            for key, value in numbers.items():
+            for key, value in numbers.items():  # KTO reports chosen/rejected only for micro-batches that have them
                 metrics[key] = metrics.get(key, 0.0) + value * share
+                weights[key] = weights.get(key, 0.0) + share
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = acc.clip_grad_norm_(params, cfg.optimizer.max_grad_norm or float("inf"))
         lr = self.scheduler.get_last_lr()[0]
@@ -253,7 +259,7 @@ class PreferenceRecipe(LoRARecipe):
                             reduction="sum").item()
         return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": int(tokens),
                 "answer_tokens": int(sum(ex["length"] - len(ex["prompt_ids"]) for ex in examples)),
-                "metrics": {k: round(v, 6) for k, v in metrics.items()}}
+                "metrics": {k: round(v / weights[k], 6) for k, v in metrics.items()}}
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -262,7 +268,7 @@ class PreferenceRecipe(LoRARecipe):
             return None
         acc = self.accelerator
         self.model.eval()
-        mine = self.val_examples[acc.process_index::acc.num_processes]
+        mine = self._with_kl(self.val_examples[acc.process_index::acc.num_processes])
         total = 0.0
         for i in range(0, len(mine), self.micro):
             micro = mine[i:i + self.micro]
