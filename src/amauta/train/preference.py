@@ -30,7 +30,6 @@ import torch
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import sha256_file
-from amauta.train.recipe import LoRARecipe
 
 # What log.jsonl gets from TRL's metrics, under Amauta's names (TRL → log key).
 METRICS = {"rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected",
@@ -49,8 +48,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class PreferenceRecipe(LoRARecipe):
-    """A DPO, ORPO or KTO run: `LoRARecipe` with preference examples and TRL's loss per step."""
+class PreferenceMixin:
+    """What a DPO, ORPO or KTO run changes in `LoRARecipe`: preference examples and TRL's loss per step.
+
+    A mixin, so that this module needs nothing from recipe.py (which builds `PreferenceMixin + LoRARecipe`
+    in `recipe_class`): the modules of a room import each other one way only.
+    """
 
     # ------------------------------------------------------------------ data
     def _read_dataset(self, profile: Any, system: str | None) -> None:
@@ -126,16 +129,9 @@ class PreferenceRecipe(LoRARecipe):
             return None
         return {"prompt_ids": ids[:start], "completion_ids": ids[start:], "label": bool(ex.label), "length": len(ids)}
 
-    def _initial_micro_batch(self) -> int:
-        cfg = self.config
-        if cfg.micro_batch_size != "auto":
-            return min(cfg.micro_batch_size, cfg.batch_size)
-        if self.device.type == "cuda":
-            return cfg.batch_size
-        from amauta.train.recipe import CPU_TOKENS_PER_MICRO_BATCH
-
-        mean = sum(e["length"] for e in self.train_examples) / len(self.train_examples)
-        return max(1, min(cfg.batch_size, int(CPU_TOKENS_PER_MICRO_BATCH // mean)))
+    @staticmethod
+    def _example_length(example: dict[str, Any]) -> int:
+        return example["length"]  # prompt twice with both replies (DPO, ORPO), or prompt and completion (KTO)
 
     # ------------------------------------------------------------------ TRL
     def _attach_adapter(self, loaded):

@@ -49,10 +49,7 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True, ove
     overwrite: start afresh in a run folder of another config or dataset (only a folder `amauta train`
         made, holding nothing else and not the dataset: see core/outdir.py).
     """
-    recipe_class = LoRARecipe
-    if config.method != "sft":  # DPO, ORPO, KTO: the same loop with TRL's losses (train/preference.py)
-        from amauta.train.preference import PreferenceRecipe as recipe_class
-    recipe = recipe_class(config, progress=progress)
+    recipe = recipe_class(config.method)(config, progress=progress)
     try:
         recipe.setup(resume=resume, overwrite=overwrite)
         if recipe.finished_already:
@@ -65,6 +62,16 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True, ove
         raise
     finally:
         recipe.release()
+
+
+def recipe_class(method: str) -> type:
+    """The recipe of a training method: `LoRARecipe` for SFT; for DPO, ORPO and KTO the same loop with
+    preference examples and TRL's losses (train/preference.py)."""
+    if method == "sft":
+        return LoRARecipe
+    from amauta.train.preference import PreferenceMixin
+
+    return type("PreferenceRecipe", (PreferenceMixin, LoRARecipe), {})
 
 
 def linear_module_names(model: Any) -> list[str]:
@@ -416,8 +423,13 @@ class LoRARecipe:
             return min(cfg.micro_batch_size, cfg.batch_size)
         if self.device.type == "cuda":
             return cfg.batch_size  # start big; an out-of-memory error halves it (see _step)
-        mean = sum(len(e["input_ids"]) for e in self.train_examples) / len(self.train_examples)
+        mean = sum(map(self._example_length, self.train_examples)) / len(self.train_examples)
         return max(1, min(cfg.batch_size, int(CPU_TOKENS_PER_MICRO_BATCH // mean)))
+
+    @staticmethod
+    def _example_length(example: dict[str, list[int]]) -> int:
+        """Tokens of one tokenized example (what `micro_batch_size: auto` packs by)."""
+        return len(example["input_ids"])
 
     def _build_optimizer(self):
         cfg = self.config.optimizer
