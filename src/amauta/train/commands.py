@@ -15,6 +15,7 @@ def train_command(
     model: str = typer.Option(None, "--model", help="Base model: registry name, hub id, folder or .gguf."),
     dataset: Path = typer.Option(None, "--dataset", help="Dataset folder from `amauta data prepare`."),
     output_dir: Path = typer.Option(None, "--output-dir", "--out", "-o", help="Run folder to write (or resume)."),
+    method: str = typer.Option(None, "--method", help="sft (default), or dpo, orpo, kto on a folder from `amauta data preferences`."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (optimizer.lr)."),
     epochs: float = typer.Option(None, "--epochs", help="Passes over the training set."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
@@ -30,7 +31,7 @@ def train_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     threads: int | None = THREADS_OPTION,
 ) -> None:
-    """Fine-tune a model with LoRA/QLoRA on a prepared dataset; checkpoints let a killed run resume."""
+    """Fine-tune a model with LoRA/QLoRA (SFT, or DPO/ORPO/KTO on preferences); a killed run resumes."""
     apply_threads(threads)
     from amauta.core.console import make_console
     from amauta.train.config import build_config, parse_set, preset_names, read_preset
@@ -45,7 +46,7 @@ def train_command(
                           f"lr {data.get('optimizer', {}).get('lr')}", highlight=False)
         return
     overrides = {"model": model, "dataset": str(dataset) if dataset else None,
-                 "output_dir": str(output_dir) if output_dir else None, "optimizer.lr": lr, "epochs": epochs,
+                 "output_dir": str(output_dir) if output_dir else None, "method": method, "optimizer.lr": lr, "epochs": epochs,
                  "max_steps": max_steps, "batch_size": batch_size, "micro_batch_size": micro_batch_size,
                  "lora.r": lora_r, "seed": seed, **parse_set(set_ or [])}
     cfg = build_config(config, overrides, preset=preset)
