@@ -179,3 +179,14 @@ def test_sft_fingerprint_is_unchanged_by_the_preference_fields(run_config):
     assert "method" not in sft and "preference" not in sft
     dpo = fingerprint_fields(build_config(run_config("dpo.yaml", method="dpo"), {}))
     assert dpo["method"] == "dpo" and dpo["preference"]["beta"] == 0.1
+
+
+def test_settings_trl_refuses_get_one_line_and_no_run_folder(run_config, prefs, tmp_path):
+    from amauta.train.config import build_config
+    from amauta.train.recipe import run
+
+    cfg = build_config(_config(run_config, prefs, "exo.yaml", method="dpo", preference={"loss_type": "exo_pair"}), {})
+    with pytest.raises(AmautaError, match=r"method dpo: TRL refused these settings \(Label smoothing must be") as caught:
+        run(cfg, progress=False)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "run" / "manifest.json").exists()

@@ -89,7 +89,8 @@ class PreferenceConfig(StageConfig):
 
     beta: float = Field(0.1, gt=0)
     """DPO/KTO: strength of the pull towards the reference model; ORPO: weight of the odds-ratio term (λ)."""
-    loss_type: str = "sigmoid"
+    loss_type: Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"] = "sigmoid"
     """DPO's loss as TRL names it: sigmoid (the DPO paper), ipo, hinge, robust, ..."""
     desirable_weight: float = Field(1.0, gt=0)
     """KTO: weight of the desirable examples' loss (raise it when they are fewer)."""

@@ -149,6 +149,7 @@ class PreferenceMixin:
         common = dict(report_to="none", seed=cfg.seed, bf16=mixed == "bf16", fp16=mixed == "fp16", use_cpu=not cuda,
                       per_device_train_batch_size=max(2, self.config.batch_size), max_length=None,
                       gradient_checkpointing=False, remove_unused_columns=False, disable_tqdm=True)
+        trained_dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
         scratch = tempfile.mkdtemp(prefix="amauta-trl-")  # TRL wants an output_dir; it never writes there
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -178,6 +179,10 @@ class PreferenceMixin:
                     rows = [{"prompt": "a", "chosen": " b", "rejected": " c"}]
                     trainer = ORPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                           processing_class=tokenizer)
+        except ValueError as exc:  # TRL checks combinations of its settings (e.g. a loss that needs smoothing)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AmautaError(f"method {cfg.method}: TRL refused these settings ({reason}); change preference.* "
+                              "in the run config") from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if "ref" in getattr(model, "peft_config", {}):
@@ -186,6 +191,11 @@ class PreferenceMixin:
             # costs no memory, and leaves only our adapter in every checkpoint.
             model.delete_adapter("ref")
             model.set_adapter("default")
+        for name, param in model.named_parameters():
+            # TRL casts the adapter of a 4-bit base to bf16; Amauta's adapters stay fp32 (as SFT's), so the
+            # optimizer's updates are not rounded away.
+            if name in trained_dtypes and param.dtype != trained_dtypes[name]:
+                param.data = param.data.to(trained_dtypes[name])
         return trainer
 
     def _collate(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
