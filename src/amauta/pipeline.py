@@ -43,6 +43,7 @@ from amauta.core.threads import THREADS_OPTION, apply_threads
 ENTRY_POINTS: dict[str, str] = {
     "data.prepare": "amauta.data.prepare:run",
     "data.build_qa": "amauta.data.build_qa:run",
+    "data.preferences": "amauta.data.preferences:run",
     "train": "amauta.train.recipe:run",
     "eval.belebele": "amauta.evaluate.belebele:run",
     "eval.judge": "amauta.judge.judge:run",

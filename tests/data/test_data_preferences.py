@@ -139,3 +139,16 @@ def test_written_folder_refuses_duplicate_ids_and_reads_back(tmp_path):
     assert not (tmp_path / "out").exists()
     write_preference_dir(tmp_path / "out", [pair], config={}, inputs=[], val_fraction=0)
     assert read_preference_dir(tmp_path / "out").train == [pair]
+
+
+def test_pipeline_step_data_preferences_writes_the_folder(tmp_path):
+    from amauta.pipeline import run_pipeline
+
+    pipeline = tmp_path / "prefs.yaml"
+    pipeline.write_text(json.dumps({"name": "prefs", "out": str(tmp_path / "out"), "steps": [
+        {"name": "prefs", "uses": "data.preferences",
+         "with": {"files": [str(REPO / "examples" / "data" / "preferences_es.jsonl")], "out": "${out}/prefs",
+                  "val_fraction": 0}}]}))
+    run_pipeline(pipeline)
+    folder = read_preference_dir(tmp_path / "out" / "prefs")
+    assert len(folder.train) == 12 and folder.val == []

@@ -118,34 +118,23 @@ def preferences_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a preference folder made from other inputs."),
 ) -> None:
     """Write a preference dataset folder (train.jsonl, val.jsonl) for `amauta train --method dpo|orpo|kto`."""
-    from amauta.core.console import make_console
-    from amauta.core.errors import AmautaError
-    from amauta.data.preferences import pairs_from_judge, read_preference_file, write_preference_dir
+    import json
 
-    if not files and from_judge is None:
-        raise AmautaError("amauta data preferences: give preference files or --from-judge JUDGE_FOLDER")
-    examples, inputs, notes = [], [], []
-    for path in files or []:
-        found, no_gap = read_preference_file(path, min_gap=min_gap)  # every file read before anything is written
-        examples += found
-        inputs.append(Path(path))
-        if no_gap:
-            notes.append(f"{path}: {no_gap} scored rows closer than --min-gap {min_gap:g} left out")
-    if from_judge is not None:
-        pairs, skipped = pairs_from_judge(from_judge, min_gap=min_gap)
-        examples += pairs
-        inputs.append(Path(from_judge) / "items.jsonl")
-        notes += [f"{from_judge}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items() if v)] \
-            if any(skipped.values()) else []
-    config = {"files": [str(p) for p in files or []], "from_judge": str(from_judge) if from_judge else None,
-              "min_gap": min_gap, "val_fraction": val_fraction}
-    folder = write_preference_dir(out, examples, config=config, inputs=inputs, val_fraction=val_fraction,
-                                  overwrite=overwrite)
+    from amauta.core.config import validate_config
+    from amauta.core.console import make_console
+    from amauta.data.preferences import PreferencesConfig, run
+
+    config = validate_config(PreferencesConfig, {"files": [str(p) for p in files or []], "out": str(out),
+                                                 "from_judge": str(from_judge) if from_judge else None,
+                                                 "min_gap": min_gap, "val_fraction": val_fraction}, source="command line")
+    notes: list[str] = []
+    folder = run(config, overwrite=overwrite, notes=notes)
     console = make_console()
     for note in notes:
         console.print(note, highlight=False, markup=False)
-    console.print(f"{len(examples)} preference examples; wrote {folder}/{{train,val}}.jsonl, manifest.json",
-                  highlight=False, markup=False)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    console.print(f"{manifest['counts']['train']} train and {manifest['counts']['val']} validation examples; wrote "
+                  f"{folder}/{{train,val}}.jsonl, manifest.json", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

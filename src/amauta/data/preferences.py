@@ -26,6 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import read_jsonl
 
@@ -324,3 +327,47 @@ def read_preference_dir(path: str | Path) -> PreferenceDir:
     if not splits["train"]:
         raise AmautaError(f"{path / 'train.jsonl'}: no training examples")
     return PreferenceDir(train=splits["train"], val=splits["val"], manifest=manifest, path=path)
+
+
+# ---------------------------------------------------------------------- the stage
+class PreferencesConfig(StageConfig):
+    """`amauta data preferences` (pipeline step `data.preferences`): preference files and/or a judge run → a folder."""
+
+    files: list[str] = Field(default_factory=list)
+    """Preference files: pairs, scored lists (UltraFeedback) or KTO rows; JSONL or a JSON array."""
+    from_judge: str | None = None
+    """A judge run folder (`amauta eval judge --out`): best against worst answer per prompt."""
+    out: str
+    """The preference folder to write."""
+    min_gap: float = Field(1.0, ge=0)
+    """Least score difference between the best and the worst answer for a pair."""
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of examples held out for validation (by hashed id)."""
+
+
+def run(config: PreferencesConfig, *, overwrite: bool = False, notes: list[str] | None = None) -> Path:
+    """Read every input (a bad row stops here, before anything is written), then write the folder.
+
+    notes: a list to which what was left out (close scores, unscored answers) is appended.
+    """
+    if not config.files and config.from_judge is None:
+        raise AmautaError("amauta data preferences: give preference files or --from-judge JUDGE_FOLDER")
+    notes = notes if notes is not None else []
+    examples: list[Preference | Unpaired] = []
+    inputs: list[Path] = []
+    for path in config.files:
+        found, no_gap = read_preference_file(path, min_gap=config.min_gap)
+        examples += found
+        inputs.append(Path(path))
+        if no_gap:
+            notes.append(f"{path}: {no_gap} scored rows closer than --min-gap {config.min_gap:g} left out")
+    if config.from_judge is not None:
+        pairs, skipped = pairs_from_judge(config.from_judge, min_gap=config.min_gap)
+        examples += pairs
+        inputs.append(Path(config.from_judge) / "items.jsonl")
+        if any(skipped.values()):
+            notes.append(f"{config.from_judge}: left out " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                                       for k, v in skipped.items() if v))
+    return write_preference_dir(config.out, examples, config=config.model_dump(mode="json"), inputs=inputs,
+                                val_fraction=config.val_fraction, overwrite=overwrite,
+                                extra={"count": len(examples)})
