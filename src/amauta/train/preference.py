@@ -292,8 +292,9 @@ def _quiet():
     import logging
     import warnings
 
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
+    bars = is_progress_bar_enabled()
     disable_progress_bar()
     loggers = [logging.getLogger(name) for name in ("trl", "transformers.trainer")]
     levels = [lg.level for lg in loggers]
@@ -306,4 +307,5 @@ def _quiet():
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-        enable_progress_bar()
+        if bars:
+            enable_progress_bar()
