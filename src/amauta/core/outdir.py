@@ -53,7 +53,8 @@ _ASIDE = re.compile(r"^\.(?P<target>.+)\.old$")
 
 # How a refusal names the folder a stage makes.
 _NOUNS = {"data.prepare": "dataset", "train": "run", "export": "export", "evaluate.report": "report",
-          "evaluate.judge": "judge run", "chat.demo": "chat demo", "rag.index": "RAG index", "pipeline": "pipeline"}
+          "evaluate.judge": "judge run", "chat.demo": "chat demo", "rag.index": "RAG index", "pipeline": "pipeline",
+          "data.preferences": "preference dataset"}
 
 
 def folder_noun(stage: str) -> str:

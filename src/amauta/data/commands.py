@@ -162,6 +162,36 @@ def augment_command(
     run(cfg, overwrite=overwrite)
 
 
+@data_app.command("preferences")
+def preferences_command(
+    files: list[Path] = typer.Argument(None, help="Preference files: {prompt, chosen, rejected}, scored lists "
+                                                  "(UltraFeedback) or KTO's {prompt, completion, label}; JSONL or JSON."),
+    from_judge: Path = typer.Option(None, "--from-judge", help="A judge run folder: best against worst answer per prompt."),
+    out: Path = typer.Option(..., "--out", "-o", help="Preference dataset folder to write."),
+    min_gap: float = typer.Option(1.0, "--min-gap", help="Least score difference between best and worst to make a pair."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of examples held out for validation (by hashed id)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a preference folder made from other inputs."),
+) -> None:
+    """Write a preference dataset folder (train.jsonl, val.jsonl) for `amauta train --method dpo|orpo|kto`."""
+    import json
+
+    from amauta.core.config import validate_config
+    from amauta.core.console import make_console
+    from amauta.data.preferences import PreferencesConfig, run
+
+    config = validate_config(PreferencesConfig, {"files": [str(p) for p in files or []], "out": str(out),
+                                                 "from_judge": str(from_judge) if from_judge else None,
+                                                 "min_gap": min_gap, "val_fraction": val_fraction}, source="command line")
+    notes: list[str] = []
+    folder = run(config, overwrite=overwrite, notes=notes)
+    console = make_console()
+    for note in notes:
+        console.print(note, highlight=False, markup=False)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    console.print(f"{manifest['counts']['train']} train and {manifest['counts']['val']} validation examples; wrote "
+                  f"{folder}/{{train,val}}.jsonl, manifest.json", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `data` command group (prepare, show, build-qa, review) to the `amauta` app."""
     from amauta.data import qa_commands

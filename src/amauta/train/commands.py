@@ -27,7 +27,7 @@ def train_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     threads: int | None = THREADS_OPTION,
 ) -> None:
-    """Fine-tune a model with LoRA/QLoRA on a prepared dataset; checkpoints let a killed run resume."""
+    """Fine-tune a model with LoRA/QLoRA (SFT, or DPO/ORPO/KTO on preferences); a killed run resumes."""
     apply_threads(threads)
     from amauta.core.console import make_console
     from amauta.train.config import build_config, preset_names, read_preset

@@ -115,6 +115,20 @@ class EarlyStoppingConfig(StageConfig):
         return self
 
 
+class PreferenceConfig(StageConfig):
+    """Preference tuning (`method: dpo | orpo | kto`): the knobs of TRL's losses."""
+
+    beta: float = Field(
+        0.1, gt=0, description="DPO/KTO: strength of the pull towards the reference model; ORPO: weight of the "
+                               "odds-ratio term (λ).")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"] = Field(
+        "sigmoid", description="DPO's loss as TRL names it: sigmoid (the DPO paper), ipo, hinge, robust, ...")
+    desirable_weight: float = Field(
+        1.0, gt=0, description="KTO: weight of the desirable examples' loss (raise it when they are fewer).")
+    undesirable_weight: float = Field(1.0, gt=0, description="KTO: weight of the undesirable examples' loss.")
+
+
 class TrainConfig(StageConfig):
     """A LoRA/QLoRA fine-tuning run: what to train, on what, how, and where to write it."""
 
@@ -176,6 +190,11 @@ class TrainConfig(StageConfig):
     early_stopping: EarlyStoppingConfig = Field(
         EarlyStoppingConfig(), description="Optional early stopping on the exam's dev split (or the validation "
                                            "loss), best weights restored.")
+    method: Literal["sft", "dpo", "orpo", "kto"] = Field(
+        "sft", description="`sft` (instruction tuning), or preference tuning on a folder from "
+                           "`amauta data preferences`.")
+    preference: PreferenceConfig = Field(
+        PreferenceConfig(), description="DPO/ORPO/KTO settings (used only with those methods).")
 
     @model_validator(mode="before")
     @classmethod
@@ -222,6 +241,9 @@ def fingerprint_fields(config: TrainConfig) -> dict[str, Any]:
         (data.get("lora") or {}).pop("modules_to_save", None)
     if not (data.get("early_stopping") or {}).get("enabled"):
         data.pop("early_stopping", None)
+    if data.get("method") == "sft":  # as before preference tuning existed: old SFT checkpoints still match
+        data.pop("method", None)
+        data.pop("preference", None)
     return {k: v for k, v in data.items() if k not in NON_MATH_KEYS}
 
 

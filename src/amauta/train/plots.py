@@ -21,6 +21,19 @@ def _smooth(values: list[float], weight: float = 0.8) -> list[float]:
     return out
 
 
+def _plot_rewards(ax, rows: list[dict], color: str, name: str) -> None:
+    """Preference runs: the reward margin (chosen minus rejected) and how often chosen wins, per step."""
+    margin = [(r["step"], r["reward_margin"]) for r in rows if "reward_margin" in r]
+    accuracy = [(r["step"], r["reward_accuracy"]) for r in rows if "reward_accuracy" in r]
+    if margin:
+        ax.plot(*zip(*margin, strict=True), color=color, linewidth=1.5, label=f"{name}reward margin")
+    if accuracy:
+        ax.plot(*zip(*accuracy, strict=True), color=color, linestyle=":", linewidth=1.5, label=f"{name}reward accuracy")
+    ax.set_ylabel("reward margin / accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+
+
 def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, labels: list[str] | None = None) -> Path:
     """Draw train (raw and smoothed) and validation loss per step for one or more runs' log.jsonl.
 
@@ -39,10 +52,14 @@ def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, 
 
     paths = [Path(logs)] if isinstance(logs, (str, Path)) else [Path(p) for p in logs]
     labels = labels or [p.parent.name for p in paths]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    all_rows = [list(read_jsonl(path, tolerate_torn_tail=True)) for path in paths]
+    rewards = any("reward_margin" in r for rows in all_rows for r in rows)  # preference runs (DPO, ORPO, KTO)
+    if rewards:
+        fig, (ax, reward_ax) = plt.subplots(2, 1, figsize=(8, 7), dpi=110, sharex=True, height_ratios=(3, 2))
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     guard_ax = None
-    for index, (path, label) in enumerate(zip(paths, labels, strict=True)):
-        rows = list(read_jsonl(path, tolerate_torn_tail=True))
+    for index, (path, label, rows) in enumerate(zip(paths, labels, all_rows, strict=True)):
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
         guard = [(r["step"], r["guard_accuracy"]) for r in rows if "guard_accuracy" in r]
@@ -55,12 +72,14 @@ def plot_loss(logs: Path | list[Path], out_png: Path, title: str | None = None, 
         ax.plot(steps, _smooth(list(losses)), color=color, linewidth=2, label=f"{name}train (smoothed)")
         if val:
             ax.plot(*zip(*val, strict=True), color=color, linestyle="--", marker="o", markersize=4, label=f"{name}validation")
+        if rewards:
+            _plot_rewards(reward_ax, rows, color, name)
         if guard:
             guard_ax = guard_ax or ax.twinx()
             guard_ax.plot(*zip(*guard, strict=True), color=color, linestyle=":", marker="s", markersize=3,
                           label=f"{name}Belebele accuracy")
             guard_ax.set_ylabel("Belebele accuracy (forgetting guard)")
-    ax.set_xlabel("optimizer step")
+    (reward_ax if rewards else ax).set_xlabel("optimizer step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss (answer tokens)")
     ax.set_title(title or "training loss")

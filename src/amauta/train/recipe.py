@@ -49,7 +49,7 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True, ove
     overwrite: start afresh in a run folder of another config or dataset (only a folder `amauta train`
         made, holding nothing else and not the dataset: see core/outdir.py).
     """
-    recipe = LoRARecipe(config, progress=progress)
+    recipe = recipe_class(config.method)(config, progress=progress)
     try:
         recipe.setup(resume=resume, overwrite=overwrite)
         if recipe.finished_already:
@@ -62,6 +62,16 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True, ove
         raise
     finally:
         recipe.release()
+
+
+def recipe_class(method: str) -> type:
+    """The recipe of a training method: `LoRARecipe` for SFT; for DPO, ORPO and KTO the same loop with
+    preference examples and TRL's losses (train/preference.py)."""
+    if method == "sft":
+        return LoRARecipe
+    from amauta.train.preference import PreferenceMixin
+
+    return type("PreferenceRecipe", (PreferenceMixin, LoRARecipe), {})
 
 
 def linear_module_names(model: Any) -> list[str]:
@@ -259,7 +269,6 @@ class LoRARecipe:
     def setup(self, resume: bool = False, overwrite: bool = False) -> None:
         from accelerate.utils import set_seed
 
-        from amauta.data.dataset import read_dataset_dir
         from amauta.models.load import customize_profile
         from amauta.models.resolve import resolve
 
@@ -270,9 +279,7 @@ class LoRARecipe:
         # is the one loading will give when known without the weights; else `_check_template` checks after loading.
         known = resolve(cfg.model).profile
         profile = customize_profile(known, system_prompt=cfg.system_prompt) if known else None
-        self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model,
-                                        system_prompt=profile.system_prompt if profile else None)
-        self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
+        self._read_dataset(profile, profile.system_prompt if profile else None)
 
         # 2. The output folder: resume, start fresh, or refuse — decided before anything is written.
         self._claim_output(overwrite)
@@ -325,6 +332,15 @@ class LoRARecipe:
         if self.main:
             atomic_write_text(self.out / "config.yaml", ckpt.saved_config_text(cfg))
         self.accelerator.wait_for_everyone()
+
+    def _read_dataset(self, profile: Any, system: str | None) -> None:
+        """Set `self.dataset` and `self.dataset_hash` (the hash that ties checkpoints to their data)."""
+        from amauta.data.dataset import read_dataset_dir
+
+        cfg = self.config
+        self.dataset = read_dataset_dir(cfg.dataset, template=profile.template if profile else None, model=cfg.model,
+                                        system_prompt=system)
+        self.dataset_hash = sha256_file(Path(cfg.dataset) / "train.jsonl")
 
     def _claim_output(self, overwrite: bool) -> None:
         """Lock the run folder (main process), tidy a killed run's temporaries, refuse a foreign folder;
@@ -470,8 +486,13 @@ class LoRARecipe:
             return min(cfg.micro_batch_size, cfg.batch_size)
         if self.device.type == "cuda":
             return cfg.batch_size  # start big; an out-of-memory error halves it (see _step)
-        mean = sum(len(e["input_ids"]) for e in self.train_examples) / len(self.train_examples)
+        mean = sum(map(self._example_length, self.train_examples)) / len(self.train_examples)
         return max(1, min(cfg.batch_size, int(CPU_TOKENS_PER_MICRO_BATCH // mean)))
+
+    @staticmethod
+    def _example_length(example: dict[str, list[int]]) -> int:
+        """Tokens of one tokenized example (what `micro_batch_size: auto` packs by)."""
+        return len(example["input_ids"])
 
     def _build_optimizer(self):
         cfg = self.config.optimizer
@@ -608,7 +629,7 @@ class LoRARecipe:
                        "lr": numbers["lr"], "grad_norm": numbers["grad_norm"],
                        "tokens": numbers["tokens"], "answer_tokens": numbers["answer_tokens"],
                        "tokens_total": self.tokens_total, "tokens_per_s": round(numbers["tokens"] / seconds, 1),
-                       "micro_batch_size": self.micro,
+                       "micro_batch_size": self.micro, **numbers.get("metrics", {}),
                        "elapsed_s": round(self.elapsed_before + time.perf_counter() - started, 2)}
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     self._log(row)

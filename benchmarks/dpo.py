@@ -1,0 +1,161 @@
+"""DPO with LoRA on a CPU: Amauta's loop (TRL's loss, `amauta train --method dpo`) vs TRL's `DPOTrainer`.
+
+Same model (the embedded SmolLM2-135M-Instruct), same pairs (examples/data/preferences_es.jsonl), same
+LoRA, learning rate, batch size and number of optimizer steps; both compute TRL's sigmoid DPO loss with
+the base (adapter off) as the reference. Each side runs in its own subprocess, one after the other; the
+script prints a table, the tokens/s ratio and one JSON line.
+
+    .venv/bin/python benchmarks/dpo.py --steps 4 --batch 4 --threads 1
+
+tokens counts prompt + chosen and prompt + rejected tokens (no padding) per step; peak RSS is each
+subprocess's maximum resident memory. Timings on a shared machine are noisy; compare rows of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "smollm2-135m-instruct"
+PAIRS = REPO / "examples" / "data" / "preferences_es.jsonl"
+LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def preference_folder(work: Path) -> Path:
+    from amauta.data.preferences import read_preference_file, write_preference_dir
+
+    folder = work / "prefs"
+    examples, _ = read_preference_file(PAIRS)
+    write_preference_dir(folder, examples, config={"bench": "dpo"}, inputs=[PAIRS], val_fraction=0)
+    return folder
+
+
+def run_amauta(args) -> dict:
+    """`amauta train --method dpo` with cpu-quick-like settings (bf16 base, all-linear LoRA)."""
+    import shutil
+
+    from amauta.train.config import build_config
+    from amauta.train.recipe import run
+
+    work = Path(args.work)
+    out = work / "amauta"
+    shutil.rmtree(out, ignore_errors=True)
+    config = build_config(None, {
+        "model": MODEL, "dataset": str(preference_folder(work)), "output_dir": str(out), "method": "dpo",
+        "lora": {**LORA, "targets": "all-linear"}, "optimizer.name": "adamw", "optimizer.lr": args.lr,
+        "max_steps": args.steps, "batch_size": args.batch, "max_length": 1024, "eval_every": 10_000,
+        "checkpoint_every": 10_000, "warmup_ratio": 0.0, "scheduler": "linear", "seed": 0})
+    run(config, progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    return {"tokens": summary["tokens_total"], "seconds": summary["train_seconds"],
+            "losses": [r["loss"] for r in rows], "margins": [r["reward_margin"] for r in rows]}
+
+
+def run_trl(args) -> dict:
+    """TRL DPOTrainer, defaults except what must match (steps, batch, lr, LoRA, no saving/reporting)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from amauta.data.preferences import read_preference_file
+    from amauta.models import embedded
+    from amauta.models.registry import get_profile
+
+    profile = get_profile(MODEL)
+    folder = embedded.ensure_converted(MODEL, profile.source)
+    examples, _ = read_preference_file(PAIRS)
+    rows = [{"prompt": e.prompt, "chosen": [{"role": "assistant", "content": e.chosen}],
+             "rejected": [{"role": "assistant", "content": e.rejected}]} for e in examples]
+    config = DPOConfig(output_dir=str(Path(args.work) / "trl"), max_steps=args.steps,
+                       per_device_train_batch_size=args.batch, learning_rate=args.lr, lr_scheduler_type="linear",
+                       logging_steps=1, save_strategy="no", report_to=[], seed=0, use_cpu=True,
+                       dataloader_num_workers=0, disable_tqdm=True)
+    trainer = DPOTrainer(model=str(folder), args=config, train_dataset=Dataset.from_list(rows),
+                         peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                                target_modules=profile.lora_targets["all-linear"], task_type="CAUSAL_LM"))
+    counts: list[int] = []
+    collate = trainer.data_collator
+
+    def counting_collator(features):
+        batch = collate(features)
+        counts.append(int(batch["attention_mask"].sum()))
+        return batch
+
+    trainer.data_collator = counting_collator
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            self.started = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            self.seconds = time.perf_counter() - self.started
+
+    timer = Timer()
+    trainer.add_callback(timer)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    return {"tokens": sum(counts[:args.steps]), "seconds": timer.seconds, "losses": [h["loss"] for h in logs],
+            "margins": [h.get("rewards/margins") for h in logs], "dtype": str(trainer.model.dtype),
+            "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
+
+
+def worker(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = run_amauta(args) if args.worker == "amauta" else run_trl(args)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4, help="Optimizer steps for each side.")
+    parser.add_argument("--batch", type=int, default=4, help="Pairs per optimizer step.")
+    parser.add_argument("--lr", type=float, default=5e-4, help="Learning rate (both sides).")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per side.")
+    parser.add_argument("--work", default=str(REPO / "runs" / "bench-dpo"), help="Scratch folder.")
+    parser.add_argument("--worker", choices=["amauta", "trl"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    results = {}
+    for side in ("trl", "amauta"):
+        cmd = [sys.executable, __file__, "--worker", side, "--steps", str(args.steps), "--batch", str(args.batch),
+               "--lr", str(args.lr), "--threads", str(args.threads), "--work", args.work]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+        results[side] = json.loads(line[len("RESULT "):])
+        results[side]["tokens_per_s"] = round(results[side]["tokens"] / results[side]["seconds"], 1)
+
+    print(f"\nDPO + LoRA on {MODEL}, {args.steps} steps × {args.batch} pairs, {args.threads} threads per side")
+    print(f"{'':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'peak RSS MB':>13}{'last loss':>11}")
+    for side, name in (("trl", "TRL DPOTrainer"), ("amauta", "Amauta --method dpo")):
+        r = results[side]
+        print(f"{name:<24}{r['tokens']:>8}{r['seconds']:>10.1f}{r['tokens_per_s']:>10.1f}{r['peak_rss_mb']:>13.0f}"
+              f"{r['losses'][-1]:>11.4f}")
+    ratio = results["amauta"]["tokens_per_s"] / results["trl"]["tokens_per_s"]
+    print(f"tokens/s ratio (Amauta / TRL): {ratio:.2f}×")
+    print(json.dumps({"benchmark": "dpo", "model": MODEL, "steps": args.steps, "batch": args.batch,
+                      "threads": args.threads, "ratio": round(ratio, 2), **results}))
+
+
+if __name__ == "__main__":
+    main()
