@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from amauta.core.cli_options import ConfigArgs, config_options
+from amauta.core.cli_options import ConfigArgs, Flag, config_options
+from amauta.data.preferences import PreferencesConfig
 from amauta.data.prepare import PrepareConfig
 
 data_app = typer.Typer(help="Instruction datasets: prepare (read, clean, mix, split), show, augment; build-qa, review.",
@@ -163,27 +164,20 @@ def augment_command(
 
 
 @data_app.command("preferences")
+@config_options(PreferencesConfig, {"files": Flag(argument=True), "out": "-o"})
 def preferences_command(
-    files: list[Path] = typer.Argument(None, help="Preference files: {prompt, chosen, rejected}, scored lists "
-                                                  "(UltraFeedback) or KTO's {prompt, completion, label}; JSONL or JSON."),
-    from_judge: Path = typer.Option(None, "--from-judge", help="A judge run folder: best against worst answer per prompt."),
-    out: Path = typer.Option(..., "--out", "-o", help="Preference dataset folder to write."),
-    min_gap: float = typer.Option(1.0, "--min-gap", help="Least score difference between best and worst to make a pair."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of examples held out for validation (by hashed id)."),
+    config: ConfigArgs,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a preference folder made from other inputs."),
 ) -> None:
     """Write a preference dataset folder (train.jsonl, val.jsonl) for `amauta train --method dpo|orpo|kto`."""
     import json
 
-    from amauta.core.config import validate_config
     from amauta.core.console import make_console
-    from amauta.data.preferences import PreferencesConfig, run
+    from amauta.data.preferences import run
 
-    config = validate_config(PreferencesConfig, {"files": [str(p) for p in files or []], "out": str(out),
-                                                 "from_judge": str(from_judge) if from_judge else None,
-                                                 "min_gap": min_gap, "val_fraction": val_fraction}, source="command line")
     notes: list[str] = []
-    folder = run(config, overwrite=overwrite, notes=notes)
+    folder = run(config.load(missing={"out": "data preferences: give --out DIR, the preference folder to write"}),
+                 overwrite=overwrite, notes=notes)
     console = make_console()
     for note in notes:
         console.print(note, highlight=False, markup=False)

@@ -333,16 +333,16 @@ def read_preference_dir(path: str | Path) -> PreferenceDir:
 class PreferencesConfig(StageConfig):
     """`amauta data preferences` (pipeline step `data.preferences`): preference files and/or a judge run → a folder."""
 
-    files: list[str] = Field(default_factory=list)
-    """Preference files: pairs, scored lists (UltraFeedback) or KTO rows; JSONL or a JSON array."""
-    from_judge: str | None = None
-    """A judge run folder (`amauta eval judge --out`): best against worst answer per prompt."""
-    out: str
-    """The preference folder to write."""
-    min_gap: float = Field(1.0, ge=0)
-    """Least score difference between the best and the worst answer for a pair."""
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    """Share of examples held out for validation (by hashed id)."""
+    files: list[str] = Field(
+        default_factory=list, description="Preference files: pairs, scored lists (UltraFeedback) or KTO rows; "
+                                          "JSONL or a JSON array.")
+    from_judge: str | None = Field(
+        None, description="A judge run folder (`amauta eval judge --out`): best against worst answer per prompt.")
+    out: str = Field(description="The preference folder to write.")
+    min_gap: float = Field(
+        1.0, ge=0, description="Least score difference between the best and the worst answer for a pair.")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of examples held out for validation (by hashed id).")
 
 
 def run(config: PreferencesConfig, *, overwrite: bool = False, notes: list[str] | None = None) -> Path:
