@@ -240,7 +240,7 @@ class PreferenceMixin:
     # ------------------------------------------------------------------ fit
     def _step(self, indices: list[int]) -> dict[str, Any]:
         """One optimizer step: micro-batches weighted by their share of the step's examples, clip, step."""
-        acc, cfg = self.accelerator, self.config
+        acc = self.accelerator
         examples = self._with_kl([self.train_examples[i] for i in indices])
         loss_sum, metrics, weights = 0.0, {}, {}
         micro_batches = [examples[i:i + self.micro] for i in range(0, len(examples), self.micro)]
@@ -254,17 +254,8 @@ class PreferenceMixin:
             for key, value in numbers.items():  # KTO reports chosen/rejected only for micro-batches that have them
                 metrics[key] = metrics.get(key, 0.0) + value * share
                 weights[key] = weights.get(key, 0.0) + share
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = acc.clip_grad_norm_(params, cfg.optimizer.max_grad_norm or float("inf"))
-        lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = acc.reduce(torch.tensor(loss_sum, device=self.device), reduction="mean").item()
-        tokens = acc.reduce(torch.tensor(float(sum(ex["length"] for ex in examples)), device=self.device),
-                            reduction="sum").item()
-        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": int(tokens),
-                "answer_tokens": int(sum(ex["length"] - len(ex["prompt_ids"]) for ex in examples)),
+        row = self._apply_update(loss_sum, sum(ex["length"] for ex in examples))  # LoRARecipe's
+        return {**row, "answer_tokens": int(sum(ex["length"] - len(ex["prompt_ids"]) for ex in examples)),
                 "metrics": {k: round(v / weights[k], 6) for k, v in metrics.items()}}
 
     @torch.no_grad()

@@ -571,17 +571,22 @@ class LoRARecipe:
                 self.micro //= 2
                 self.print(f"[yellow]out of GPU memory: micro_batch_size → {self.micro} "
                            f"(gradient accumulation keeps the batch at {cfg.batch_size})[/]")
+        row = self._apply_update(loss_sum, sum(len(ex["input_ids"]) for ex in examples))
+        return {**row, "answer_tokens": int(global_tokens)}
+
+    def _apply_update(self, loss_sum: float, tokens: int) -> dict[str, Any]:
+        """Clip, step the optimizer and the schedule, clear the gradients: the step's log row (loss averaged
+        and tokens summed over processes; lr is the rate this step used)."""
+        acc = self.accelerator
         params = [p for p in self.model.parameters() if p.requires_grad]
-        max_norm = cfg.optimizer.max_grad_norm or float("inf")
-        grad_norm = acc.clip_grad_norm_(params, max_norm)
-        lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+        grad_norm = acc.clip_grad_norm_(params, self.config.optimizer.max_grad_norm or float("inf"))
+        lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss = acc.reduce(torch.tensor(loss_sum, device=self.device), reduction="mean").item()
-        tokens = acc.reduce(torch.tensor(float(sum(len(ex["input_ids"]) for ex in examples)), device=self.device),
-                            reduction="sum").item()
-        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": int(tokens), "answer_tokens": int(global_tokens)}
+        total = acc.reduce(torch.tensor(float(tokens), device=self.device), reduction="sum").item()
+        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), "tokens": int(total)}
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
