@@ -77,82 +77,68 @@ Pregunta: {question}"""
 class AugmentLLMConfig(StageConfig):
     """The model that writes restatements, Q&A and rephrasings (unused with `from_files`)."""
 
-    model: str | None = None
-    """Endpoint: the served model name; local: a profile, folder or GGUF (default smollm2-135m-instruct)."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; unset = a local model."""
-    api_key: str | None = None
-    """Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY); never written to files."""
-    adapter: str | None = None
-    """LoRA adapter or training run folder for a local model."""
-    temperature: float = Field(0.0, ge=0, le=2)
-    """0 = greedy; each restatement gets its own wording instruction, so they differ anyway."""
-    max_tokens: int = Field(1024, ge=16)
-    """Longest reply asked from the model."""
-    retries: int = Field(3, ge=0, le=10)
-    """Extra tries when a reply is unusable (bad JSON, empty text)."""
-    workers: int = Field(1, ge=1, le=64)
-    """Parallel requests to an endpoint (local models use 1)."""
-    timeout: float = Field(120, gt=0)
-    """Seconds to wait for one endpoint answer."""
-    max_retries: int = Field(3, ge=0, le=10)
-    """Endpoint retries after connection errors, timeouts and 5xx."""
-    cache: str | None = None
-    """Cache JSONL of answers (default: $AMAUTA_HOME/augment/cache.jsonl); a rerun asks only what is missing."""
+    model: str | None = Field(None, description="The LLM that writes: endpoint model name, or a local "
+                              "profile/folder/GGUF (default smollm2-135m-instruct).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
+                                 "unset = a local model.")
+    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
+                                                  "$OPENAI_API_KEY); never written to files.")
+    adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy; each restatement gets its own wording "
+                               "instruction, so they differ anyway.")
+    max_tokens: int = Field(1024, ge=16, description="Longest reply asked from the model.")
+    retries: int = Field(3, ge=0, le=10, description="Extra tries when a reply is unusable (bad JSON, empty text).")
+    workers: int = Field(1, ge=1, le=64, description="Parallel requests to an endpoint (local models use 1).")
+    timeout: float = Field(120, gt=0, description="Seconds to wait for one endpoint answer.")
+    max_retries: int = Field(3, ge=0, le=10, description="Endpoint retries after connection errors, timeouts and 5xx.")
+    cache: str | None = Field(None, description="Cache JSONL of answers (default: $AMAUTA_HOME/augment/cache.jsonl); "
+                              "a rerun asks only what is missing.")
 
 
 class AugmentConfig(StageConfig):
     """Config of `amauta data augment` (a YAML file with these keys, or the command's flags)."""
 
-    docs: list[str] = Field(min_length=1)
-    """Document files or folders (PDF, HTML, Markdown, text)."""
-    recipe: Recipe
-    """qa, paraphrase, cpt or raft (see the module docstring and docs/data.md)."""
-    out: str | None = None
-    """The dataset folder to write."""
-    model: str = "smollm2-135m-instruct"
-    """The model to be trained: its tokenizer and template measure token lengths (as in `data prepare`)."""
-    system_prompt: str | None = None
-    """System prompt for conversations without one: None = the model profile's, "" = none (training must match)."""
-    llm: AugmentLLMConfig = Field(default_factory=AugmentLLMConfig)
-    """The LLM that writes the augmentation (ignored with `from_files`)."""
-    from_files: list[str] = Field(default_factory=list)
-    """Hand-written augmentation JSONL (restatements, Q&A with rephrasings) used instead of asking an LLM."""
-    exam: str | None = None
-    """An exam JSONL whose dev/test questions must stay out of the data and whose groups decide which facts
-    may become Q&A (only `qa`-group facts' train phrasings)."""
-    pairs_per_chunk: int = Field(3, ge=1, le=20)
-    """Q&A pairs asked of the LLM per chunk (without `exam` and `from_files`)."""
-    restatements: int = Field(5, ge=1, le=20)
-    """paraphrase: rewordings of every article (k)."""
-    phrasings: int = Field(3, ge=1, le=10)
-    """paraphrase: wordings of each question (the original included)."""
-    max_chars: int = Field(2000, ge=200)
-    """Largest chunk in characters (the RAG index's default, so chunks match the index's)."""
-    overlap: int = Field(200, ge=0)
-    """Characters repeated between the parts of a split article."""
-    min_chars: int = Field(80, ge=0)
-    """Skip chunks shorter than this (stray headings)."""
-    mix: str | None = None
-    """Instruction data mixed in (cpt needs it unless mix_ratio is 0): a dataset folder or a source file
-    (Alpaca, Dolly, chat... as `data prepare` reads them)."""
-    mix_ratio: float = Field(1.0, ge=0)
-    """Instruction records per recipe record (cpt: per document record), sampled or repeated by hash."""
-    raft_p: float = Field(0.8, ge=0, le=1)
-    """raft: share of examples that keep their gold chunk among the passages."""
-    raft_distractors: int = Field(3, ge=1, le=10)
-    """raft: distractor chunks per example (gold + 3 = the 4 passages RAG retrieves by default)."""
-    raft_missing: Literal["memory", "abstain"] = "abstain"
-    """raft, examples without their gold chunk: answer from memory (the paper) or say the documents do not
-    say it (rag's reply; the default, for the abstention target)."""
-    raft_context_chars: int = Field(6000, ge=200)
-    """raft: characters of passages in the prompt (RAG's default max_context_chars)."""
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    """Share of the conversations kept for validation (documents and restatements always train)."""
-    seed: int = 0
-    """Decides every hashed choice (raft gold, distractor order, sampling, split)."""
-    category: str = "dominio"
-    """Category written on the domain records."""
+    docs: list[str] = Field(min_length=1, description="Document files or folders (PDF, HTML, Markdown, text).")
+    recipe: Recipe = Field(description="qa, paraphrase, cpt or raft (see docs/data.md).")
+    out: str | None = Field(None, description="The dataset folder to write (what `amauta train --dataset` reads).")
+    model: str = Field("smollm2-135m-instruct", description="The model to be trained: its tokenizer and template "
+                       "measure token lengths (as in `data prepare`).")
+    system_prompt: str | None = Field(None, description="System prompt for conversations without one: unset = the "
+                                      "model profile's, \"\" = none (training must match).")
+    llm: AugmentLLMConfig = Field(default_factory=AugmentLLMConfig,
+                                  description="The LLM that writes the augmentation (ignored with `from_files`).")
+    from_files: list[str] = Field(default_factory=list, description="Hand-written augmentation JSONL (restatements, "
+                                  "Q&A with rephrasings) used instead of asking an LLM, e.g. "
+                                  "examples/augment/leyes-*.jsonl.")
+    exam: str | None = Field(None, description="An exam JSONL whose dev/test questions stay out of the data and "
+                             "whose groups decide which facts may become Q&A (only `qa`-group facts' train "
+                             "phrasings).")
+    pairs_per_chunk: int = Field(3, ge=1, le=20, description="Q&A pairs asked of the LLM per chunk (without `exam` "
+                                 "and `from_files`).")
+    restatements: int = Field(5, ge=1, le=20, description="paraphrase: rewordings of every article (k).")
+    phrasings: int = Field(3, ge=1, le=10, description="paraphrase: wordings of each question (the original "
+                           "included).")
+    max_chars: int = Field(2000, ge=200, description="Largest chunk in characters (the RAG index's default, so "
+                           "chunks match the index's).")
+    overlap: int = Field(200, ge=0, description="Characters repeated between the parts of a split article.")
+    min_chars: int = Field(80, ge=0, description="Skip chunks shorter than this (stray headings).")
+    mix: str | None = Field(None, description="Instruction data mixed in (cpt needs it unless mix_ratio is 0): a "
+                            "dataset folder or a source file (Alpaca, Dolly, chat... as `data prepare` reads them).")
+    mix_ratio: float = Field(1.0, ge=0, description="Instruction records per recipe record (cpt: per document "
+                             "record), sampled or repeated by hash.")
+    raft_p: float = Field(0.8, ge=0, le=1, description="raft: share of examples that keep their gold chunk among "
+                          "the passages.")
+    raft_distractors: int = Field(3, ge=1, le=10, description="raft: distractor chunks per example (gold + 3 = the "
+                                  "4 passages RAG retrieves by default).")
+    raft_missing: Literal["memory", "abstain"] = Field(
+        "abstain", description="raft, examples without their gold chunk: answer from memory (the paper) or say the "
+        "documents do not say it (rag's reply; the default, for the abstention target).")
+    raft_context_chars: int = Field(6000, ge=200, description="raft: characters of passages in the prompt (RAG's "
+                                    "default max_context_chars).")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of the conversations kept for validation "
+                                "(documents and restatements always train).")
+    seed: int = Field(0, description="Decides every hashed choice (raft gold, distractor order, sampling, split).")
+    category: str = Field("dominio", description="Category written on the domain records.")
 
     @model_validator(mode="after")
     def _check(self) -> AugmentConfig:
