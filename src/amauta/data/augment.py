@@ -30,8 +30,6 @@ that repeats a held-out question is dropped and counted.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 import unicodedata
@@ -44,8 +42,9 @@ from pydantic import Field, model_validator
 
 from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
-from amauta.core.files import append_jsonl, decode_utf8, parse_json, read_jsonl
+from amauta.core.files import decode_utf8, parse_json
 from amauta.core.outdir import claim
+from amauta.data.asking import ask_all, model_identity, read_cache, read_chunks, reply_entry, reply_key
 from amauta.data.mix import SplitConfig, repeat, select, split, unit_hash
 from amauta.data.records import Record
 
@@ -290,18 +289,12 @@ class CachedAsker:
 
     def __init__(self, config: AugmentLLMConfig, console: Any, llm: Any = None) -> None:
         from amauta.core.paths import amauta_home
-        from amauta.data.build_qa import seal_jsonl
 
         self.config = config
         self.console = console
         self._llm = llm
         self.cache_path = Path(config.cache) if config.cache else amauta_home() / "augment" / "cache.jsonl"
-        seal_jsonl(self.cache_path)
-        self.cache = {}
-        if self.cache_path.is_file():
-            for row in read_jsonl(self.cache_path, skip_invalid=True):
-                if row.get("status") == "ok" and "key" in row:
-                    self.cache[row["key"]] = row
+        self.cache = read_cache(self.cache_path)
         self.asked = self.from_cache = self.failed = 0
 
     @property
@@ -315,17 +308,12 @@ class CachedAsker:
         return self._llm
 
     def _key(self, kind: str, messages: list[dict]) -> str:
-        from amauta.data.build_qa import model_identity
 
-        payload = [PROMPT_VERSION, kind, model_identity(self.llm), messages, self.config.max_tokens,
-                   self.config.temperature]
-        return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+        return reply_key(PROMPT_VERSION, kind, model_identity(self.llm), messages, self.config.max_tokens,
+                         self.config.temperature)
 
     def ask(self, label: str, kind: str, jobs: list[list[dict]], validate) -> list[Any]:
         """The validated value of each job's reply (None where every try failed); kind "json" or "text"."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from amauta.data.build_qa import _answers
         from amauta.llm.client import LocalLLM
 
         if not jobs:
@@ -337,24 +325,18 @@ class CachedAsker:
 
         def one(i: int) -> dict:
             reply = self._ask_one(kind, jobs[i], validate)
-            return {"key": keys[i], "task": label, "model": self.llm.name, "prompt_version": PROMPT_VERSION,
-                    "status": "ok" if reply.ok else "failed", "value": reply.value if reply.ok else None,
-                    "error": reply.error, "raw_replies": reply.raw_replies,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            return reply_entry(keys[i], self.llm.name, PROMPT_VERSION, reply, "value", task=label)
 
         workers = 1 if isinstance(self.llm, LocalLLM) else self.config.workers
-        columns = (TextColumn(f"[bold]augment: {label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            task = progress.add_task(label, total=len(jobs), completed=len(values))
-            for i, entry in _answers(one, todo, workers):
-                append_jsonl(self.cache_path, entry)  # kept at once: a killed run loses nothing it paid for
-                self.asked += 1
-                if entry["status"] == "ok":
-                    self.cache[entry["key"]] = entry
-                    values[i] = entry["value"]
-                else:
-                    self.failed += 1
-                progress.update(task, advance=1)
+        answered = ask_all(one, todo, total=len(jobs), workers=workers, cache_path=self.cache_path,
+                           console=self.console, label=f"augment: {label}")
+        for i, entry in answered.items():
+            self.asked += 1
+            if entry["status"] == "ok":
+                self.cache[entry["key"]] = entry
+                values[i] = entry["value"]
+            else:
+                self.failed += 1
         return [values.get(i) for i in range(len(jobs))]
 
     def _ask_one(self, kind: str, messages: list[dict], validate):
@@ -667,7 +649,7 @@ def run(config: AugmentConfig, *, out: str | Path | None = None, overwrite: bool
         raise AmautaError("no output folder: pass --out DIR (or set 'out:' in the config)")
     console = Console(stderr=True, quiet=quiet, highlight=False)
     started = time.perf_counter()
-    chunks, paths = _read_chunks(config)
+    paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
     files = [Path(p) for p in config.from_files]
     inputs = [*paths, *files, *([Path(config.exam)] if config.exam else [])]
     if config.recipe == "cpt" and config.mix_ratio > 0 and not config.mix:
@@ -684,19 +666,6 @@ def run(config: AugmentConfig, *, out: str | Path | None = None, overwrite: bool
         items, summary = _build(config, chunks, files, mixed, console, llm)
         _write(config, recorded, folder, items, summary, inputs, started, console)
     return out
-
-
-def _read_chunks(config: AugmentConfig) -> tuple[list, list[Path]]:
-    from amauta.documents import chunk_document, iter_document_paths, load_document
-
-    paths = list(iter_document_paths(config.docs))
-    chunks = []
-    for path in paths:
-        chunks += [c for c in chunk_document(load_document(path), config.max_chars, config.overlap)
-                   if len(c.text.strip()) >= config.min_chars]
-    if not chunks:
-        raise AmautaError(f"{', '.join(config.docs)}: no chunk has {config.min_chars}+ characters; lower --min-chars")
-    return chunks, paths
 
 
 def _build(config: AugmentConfig, chunks: list, files: list[Path], mixed: list[Record], console: Any,

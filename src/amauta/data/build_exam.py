@@ -38,15 +38,23 @@ from pydantic import Field, model_validator
 from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import (
-    append_jsonl,
     atomic_write_json,
-    atomic_write_jsonl,
     atomic_write_text,
-    read_jsonl,
     sha256_file,
 )
 from amauta.data.answer_match import normalize
-from amauta.data.build_qa import _answers, _norm, _sidecar, model_identity, seal_jsonl
+from amauta.data.asking import (
+    ask_all,
+    failed_chunks,
+    model_identity,
+    read_cache,
+    read_chunks,
+    reply_entry,
+    reply_key,
+    sidecar,
+    write_failures,
+)
+from amauta.data.build_qa import _norm
 from amauta.data.exam_items import (
     ABSTAIN_OPTION,
     MAX_OPTIONS,
@@ -149,8 +157,7 @@ def build_messages(chunk: Any, config: BuildExamConfig) -> list[dict[str, str]]:
 
 def cache_key(messages: list[dict], llm: LLM, config: BuildExamConfig) -> str:
     """Hash of what decides the reply: prompt (chunk text included), the model that answers, the settings."""
-    payload = [PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+    return reply_key(PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature)
 
 
 # --- the model's reply ----------------------------------------------------------------------------------------
@@ -326,24 +333,13 @@ def build_items(chunks: list[Any], replies: list[dict[str, Any]], config: BuildE
 
 # --- cache and output -----------------------------------------------------------------------------------------
 
-def _read_cache(path: Path) -> dict[str, dict]:
-    """The latest successful entry per key; a line torn by a killed run is skipped (that chunk is asked again)."""
-    entries: dict[str, dict] = {}
-    seal_jsonl(path)
-    if path.is_file():
-        for row in read_jsonl(path, skip_invalid=True):
-            if row.get("status") == "ok" and isinstance(row.get("reply"), dict):
-                entries[row["key"]] = row
-    return entries
-
-
 def _check_output(out: Path) -> None:
     """Refuse to overwrite a file this stage did not write, or one edited since it wrote it."""
     if out.suffix.lower() != ".jsonl":
         raise AmautaError(f"{out}: the output must be a .jsonl file (e.g. --out exam.jsonl)")
     if not out.exists():
         return
-    manifest_path = _sidecar(out, "manifest.json")
+    manifest_path = sidecar(out, "manifest.json")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     except json.JSONDecodeError:
@@ -365,11 +361,9 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
     console: a rich Console for progress and the summary (default: stderr).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from amauta.core.manifest import package_versions
     from amauta.core.paths import amauta_home
-    from amauta.documents import chunk_document, iter_document_paths, load_document
     from amauta.llm.client import LocalLLM, make_llm
     from amauta.llm.json_reply import ask_json
 
@@ -377,16 +371,12 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
     started = time.time()
     out = Path(config.out)
     _check_output(out)
-    paths = list(iter_document_paths(config.docs))
-    chunks = [c for path in paths for c in chunk_document(load_document(path), config.max_chars, config.overlap)
-              if len(c.text.strip()) >= config.min_chars]
-    if not chunks:
-        raise AmautaError(f"{', '.join(config.docs)}: no chunk has {config.min_chars}+ characters; lower --min-chars")
+    paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
 
     llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
                           timeout=config.timeout, max_retries=config.max_retries)
     cache_path = Path(config.cache) if config.cache else amauta_home() / "build-exam" / "cache.jsonl"
-    cache = _read_cache(cache_path)
+    cache = read_cache(cache_path, lambda row: isinstance(row.get("reply"), dict))
     jobs = [(chunk, build_messages(chunk, config)) for chunk in chunks]
     keys = [cache_key(messages, llm, config) for _, messages in jobs]
     results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
@@ -398,26 +388,15 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
         chunk, messages = jobs[i]
         reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
                          temperature=config.temperature, validate=lambda value: validate_reply(value, config))
-        return {"key": keys[i], "chunk_id": chunk.id, "source": chunk.source, "article": chunk.article,
-                "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION,
-                "status": "ok" if reply.ok else "failed", "reply": reply.value if reply.ok else None,
-                "error": reply.error, "raw_replies": reply.raw_replies, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return reply_entry(keys[i], llm.name, PROMPT_VERSION, reply, "reply", chunk_id=chunk.id,
+                           source=chunk.source, article=chunk.article, endpoint=endpoint)
 
     workers = 1 if isinstance(llm, LocalLLM) else config.workers
-    columns = (TextColumn("[bold]build-exam"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("chunks", total=len(jobs), completed=from_cache, note=f"{from_cache} cached")
-        failed = 0
-        for i, entry in _answers(ask, todo, workers):  # appended as they arrive: a killed run keeps them
-            append_jsonl(cache_path, entry)
-            results[i] = entry
-            failed += entry["status"] != "ok"
-            progress.update(task, advance=1, note=f"{from_cache} cached, {failed} failed")
+    results |= ask_all(ask, todo, total=len(jobs), workers=workers, cache_path=cache_path, console=console,
+                       label="build-exam")
 
     answered = [i for i in range(len(jobs)) if results[i]["status"] == "ok"]
-    failures = [{k: results[i][k] for k in ("chunk_id", "source", "article", "model", "error", "raw_replies")}
-                for i in range(len(jobs)) if results[i]["status"] != "ok"]
+    failures = failed_chunks(results)
     rows, duplicates = build_items([chunks[i] for i in answered], [results[i]["reply"] for i in answered],
                                    config, llm.name)
     if not rows:
@@ -437,13 +416,9 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
 def _write_sidecars(out: Path, config: BuildExamConfig, failures: list[dict], items: list[ExamItem], paths: list[Path],
                     model: str, endpoint: str | None, cache_path: Path, versions: dict, summary: dict, *,
                     output_sha256: str) -> None:
-    failures_path = _sidecar(out, "failures.jsonl")
-    if failures:
-        atomic_write_jsonl(failures_path, failures)
-    elif failures_path.exists():
-        failures_path.unlink()  # this stage wrote it; a stale failure list would mislead
+    write_failures(out, failures)
     safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
-    atomic_write_json(_sidecar(out, "manifest.json"), {
+    atomic_write_json(sidecar(out, "manifest.json"), {
         "stage": STAGE, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config, "model": model,
         "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "prompt_hash": PROMPT_HASH, "cache": str(cache_path),
         "inputs": {str(p): sha256_file(p) for p in paths}, "output_sha256": output_sha256,
@@ -463,5 +438,5 @@ def _say_summary(console: Any, out: Path, items: list[ExamItem], chunks: int, fa
                       f"{config.min_unanswerable_share:.0%}; rerun with a larger --unanswerable-per-chunk[/]",
                       highlight=False)
     if failures:
-        console.print(f"[yellow]{len(failures)} chunks failed; see {_sidecar(out, 'failures.jsonl')}; rerun the same "
+        console.print(f"[yellow]{len(failures)} chunks failed; see {sidecar(out, 'failures.jsonl')}; rerun the same "
                       "command to retry them[/]", highlight=False)

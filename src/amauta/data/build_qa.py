@@ -20,11 +20,9 @@ chunks are asked again on the next run (their failure is often transient). Then 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,18 @@ from pydantic import Field, model_validator
 
 from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
-from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from amauta.core.files import atomic_write_json, atomic_write_jsonl
+from amauta.data.asking import (
+    ask_all,
+    failed_chunks,
+    model_identity,
+    read_cache,
+    read_chunks,
+    reply_entry,
+    reply_key,
+    sidecar,
+    write_failures,
+)
 from amauta.llm.client import LLM
 
 PROMPT_VERSION = "qa-es-v1"
@@ -103,41 +112,10 @@ def build_messages(chunk, pairs_per_chunk: int) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def model_identity(llm: LLM) -> dict[str, Any]:
-    """What names the model that answers, for the cache key (never a secret: no API key).
-
-    An endpoint is its base URL plus the served model name: two servers that report the same name are two
-    models. A local model is its resolved location (folder, GGUF, hub id), adapter, dtype, quantization and
-    decoding settings, not its profile name. Any other LLM object (tests, notebooks) is its name.
-    """
-    base_url = getattr(llm, "base_url", None)
-    if base_url:
-        return {"endpoint": str(base_url).rstrip("/"), "model": getattr(llm, "model", None) or llm.name}
-    loaded = getattr(llm, "loaded", None)
-    if loaded is None:
-        return {"name": llm.name}
-    extra = getattr(loaded, "extra", None) or {}
-    settings = getattr(llm, "settings", None)
-    return {"local": _resolved(getattr(loaded, "source", "")), "name": llm.name,
-            "adapter": _resolved(extra["adapter"]) if extra.get("adapter") else None,
-            "converted_from": _resolved(extra["converted_from"]) if extra.get("converted_from") else None,
-            "dtype": str(extra.get("dtype")) if extra.get("dtype") else None,
-            "quantization": extra.get("quantization"),
-            "settings": settings.model_dump(mode="json") if hasattr(settings, "model_dump") else None}
-
-
-def _resolved(where: Any) -> str:
-    """An absolute path for a file or folder that exists (a relative path names different models from
-    different folders); anything else (a hub id, "tiny") as it is."""
-    path = Path(str(where)).expanduser()
-    return str(path.resolve()) if str(where) and path.exists() else str(where)
-
-
 def cache_key(messages: list[dict], llm: LLM, config: BuildQAConfig) -> str:
     """Hash of what decides the answer: the prompt (system prompt and chunk text), the model that answers
     (`model_identity`: endpoint and name, or a local model's location) and the generation settings."""
-    payload = [PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+    return reply_key(PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature)
 
 
 def validate_pairs(value: Any, limit: int) -> list[dict]:
@@ -168,47 +146,6 @@ def _norm(text: str) -> str:
     return re.sub(r"[\W_]+", " ", text).strip()
 
 
-def seal_jsonl(path: Path) -> None:
-    """End a JSONL file cut mid-line by a killed writer with a newline, so the next append starts clean."""
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb+") as handle:
-            handle.seek(-1, 2)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
-
-
-def _read_cache(path: Path) -> dict[str, dict]:
-    """The latest successful entry per key. A line torn by a killed run is skipped (that chunk is asked again)."""
-    entries: dict[str, dict] = {}
-    seal_jsonl(path)
-    if path.is_file():
-        for row in read_jsonl(path, skip_invalid=True):
-            if row.get("status") == "ok" and isinstance(row.get("pairs"), list):
-                entries[row["key"]] = row
-    return entries
-
-
-def _answers(ask, todo: list[int], workers: int):
-    """Yield (index, cache entry) as answers arrive: in order with one worker, else as they complete."""
-    if workers == 1:
-        # No thread pool: Ctrl+C stops at once instead of waiting for the request in flight.
-        for i in todo:
-            yield i, ask(i)
-        return
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        futures = {pool.submit(ask, i): i for i in todo}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        # An endpoint that is down fails every job alike: stop at the first error, not after all of them.
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _sidecar(out: Path, suffix: str) -> Path:
-    return out.with_name(f"{out.stem}.{suffix}")
-
-
 def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -> Path:
     """Build the Q&A file described by `config` and return its path.
 
@@ -216,11 +153,9 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
     console: a rich Console for progress and the summary (default: stderr).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from amauta.core.manifest import package_versions
     from amauta.core.paths import amauta_home
-    from amauta.documents import chunk_document, iter_document_paths, load_document
     from amauta.llm.client import LocalLLM, make_llm
     from amauta.llm.json_reply import ask_json
 
@@ -229,18 +164,12 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
     out = Path(config.out)
     if out.suffix.lower() != ".jsonl":
         raise AmautaError(f"{out}: the output must be a .jsonl file (e.g. --out qa.jsonl)")
-    paths = list(iter_document_paths(config.docs))
-    chunks = []
-    for path in paths:
-        chunks += [c for c in chunk_document(load_document(path), config.max_chars, config.overlap)
-                   if len(c.text.strip()) >= config.min_chars]
-    if not chunks:
-        raise AmautaError(f"{', '.join(config.docs)}: no chunk has {config.min_chars}+ characters; lower --min-chars")
+    paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
 
     llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
                           timeout=config.timeout, max_retries=config.max_retries)
     cache_path = Path(config.cache) if config.cache else amauta_home() / "build-qa" / "cache.jsonl"
-    cache = _read_cache(cache_path)
+    cache = read_cache(cache_path, lambda row: isinstance(row.get("pairs"), list))
     jobs = [(chunk, build_messages(chunk, config.pairs_per_chunk)) for chunk in chunks]
     keys = [cache_key(messages, llm, config) for _, messages in jobs]
     results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
@@ -253,31 +182,18 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
         reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
                          temperature=config.temperature,
                          validate=lambda value: validate_pairs(value, config.pairs_per_chunk))
-        return {"key": keys[i], "chunk_id": chunk.id, "source": chunk.source, "article": chunk.article,
-                "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION,
-                "status": "ok" if reply.ok else "failed",
-                "pairs": reply.value if reply.ok else None, "error": reply.error,
-                "raw_replies": reply.raw_replies, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return reply_entry(keys[i], llm.name, PROMPT_VERSION, reply, "pairs", chunk_id=chunk.id,
+                           source=chunk.source, article=chunk.article, endpoint=endpoint)
 
     workers = 1 if isinstance(llm, LocalLLM) else config.workers
-    columns = (TextColumn("[bold]build-qa"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("chunks", total=len(jobs), completed=from_cache, note=f"{from_cache} cached")
-        failed = 0
-        # Results are appended to the cache as they arrive (in this thread, the only writer), so a killed
-        # run keeps every answer it paid for.
-        for i, entry in _answers(ask, todo, workers):
-            append_jsonl(cache_path, entry)
-            results[i] = entry
-            failed += entry["status"] != "ok"
-            progress.update(task, advance=1, note=f"{from_cache} cached, {failed} failed")
+    results |= ask_all(ask, todo, total=len(jobs), workers=workers, cache_path=cache_path, console=console,
+                       label="build-qa")
 
-    pairs, failures, seen, duplicates = [], [], set(), 0
+    failures = failed_chunks(results)
+    pairs, seen, duplicates = [], set(), 0
     for i, (chunk, _) in enumerate(jobs):
         entry = results[i]
         if entry["status"] != "ok":
-            failures.append({k: entry[k] for k in ("chunk_id", "source", "article", "model", "error", "raw_replies")})
             continue
         for pair in entry["pairs"]:
             norm = _norm(pair["instruction"] + " " + pair.get("input", ""))
@@ -293,16 +209,12 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
                           "prompt_version": PROMPT_VERSION})
 
     atomic_write_jsonl(out, pairs)
-    failures_path = _sidecar(out, "failures.jsonl")
-    if failures:
-        atomic_write_jsonl(failures_path, failures)
-    elif failures_path.exists():
-        failures_path.unlink()  # a stale failure list from an earlier run would mislead
+    failures_path = write_failures(out, failures)
     summary = {"documents": len(paths), "chunks": len(jobs), "asked": len(todo), "from_cache": from_cache,
                "failed": len(failures), "pairs": len(pairs), "duplicates_dropped": duplicates,
                "seconds": round(time.time() - started, 1)}
     safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
-    atomic_write_json(_sidecar(out, "manifest.json"), {
+    atomic_write_json(sidecar(out, "manifest.json"), {
         "stage": "data.build_qa", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config,
         "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "cache": str(cache_path),
         "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
