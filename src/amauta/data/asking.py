@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,58 @@ def ask_all(ask: Callable[[int], dict], todo: list[int], *, total: int, workers:
             failed += entry["status"] != "ok"
             progress.update(task, advance=1, note=f"{cached} cached, {failed} failed")
     return entries
+
+
+@dataclass
+class ChunkAnswers:
+    """What `answer_chunks` found: the model, every chunk's cache entry (index → entry), how many came from
+    the cache and how many were asked now, the endpoint (None for a local model) and the cache file."""
+
+    llm: Any
+    results: dict[int, dict]
+    from_cache: int
+    asked: int
+    endpoint: str | None
+    cache_path: Path
+
+
+def answer_chunks(config: Any, stage: str, jobs: list[tuple[Any, list[dict]]], *, key: Callable[[list[dict], Any], str],
+                  validate: Callable[[Any], Any], value_field: str, value_type: type, prompt_version: str,
+                  llm: Any = None, console: Any = None) -> ChunkAnswers:
+    """Ask `config`'s model (or `llm`) each job's messages for JSON, unless its cache has the answer.
+
+    config: a stage config with the model fields (model, base_url, api_key, adapter, timeout, max_retries)
+        and the asking ones (retries, max_tokens, temperature, workers, cache).
+    stage: its name (`build-qa`): the progress bar's label and the default cache's folder in $AMAUTA_HOME.
+    jobs: (chunk, messages) per chunk. key: the cache key of (messages, llm).
+    validate: the reply's check (`ask_json`'s). value_field, value_type: the cache field holding the validated
+        value, and its type (a cache line without one is asked again).
+    """
+    from amauta.core.paths import amauta_home
+    from amauta.llm.client import LocalLLM, make_llm
+    from amauta.llm.json_reply import ask_json
+
+    llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
+                          timeout=config.timeout, max_retries=config.max_retries)
+    cache_path = Path(config.cache) if config.cache else amauta_home() / stage / "cache.jsonl"
+    cache = read_cache(cache_path, lambda row: isinstance(row.get(value_field), value_type))
+    keys = [key(messages, llm) for _, messages in jobs]
+    results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
+    from_cache = len(results)
+    todo = [i for i in range(len(jobs)) if i not in results]
+    endpoint = model_identity(llm).get("endpoint")  # recorded beside the answers (as base_url in the config)
+
+    def ask(i: int) -> dict:
+        chunk, messages = jobs[i]
+        reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
+                         temperature=config.temperature, validate=validate)
+        return reply_entry(keys[i], llm.name, prompt_version, reply, value_field, chunk_id=chunk.id,
+                           source=chunk.source, article=chunk.article, endpoint=endpoint)
+
+    workers = 1 if isinstance(llm, LocalLLM) else config.workers
+    results |= ask_all(ask, todo, total=len(jobs), workers=workers, cache_path=cache_path, console=console,
+                       label=stage)
+    return ChunkAnswers(llm, results, from_cache, len(todo), endpoint, cache_path)
 
 
 def sidecar(out: Path, suffix: str) -> Path:

@@ -44,12 +44,11 @@ from amauta.core.files import (
 )
 from amauta.data.answer_match import normalize
 from amauta.data.asking import (
-    ask_all,
+    ChunkAnswers,
+    answer_chunks,
     failed_chunks,
     model_identity,
-    read_cache,
     read_chunks,
-    reply_entry,
     reply_key,
     sidecar,
     write_failures,
@@ -363,9 +362,6 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
     from rich.console import Console
 
     from amauta.core.manifest import package_versions
-    from amauta.core.paths import amauta_home
-    from amauta.llm.client import LocalLLM, make_llm
-    from amauta.llm.json_reply import ask_json
 
     console = console or Console(stderr=True)
     started = time.time()
@@ -373,39 +369,22 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
     _check_output(out)
     paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
 
-    llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
-                          timeout=config.timeout, max_retries=config.max_retries)
-    cache_path = Path(config.cache) if config.cache else amauta_home() / "build-exam" / "cache.jsonl"
-    cache = read_cache(cache_path, lambda row: isinstance(row.get("reply"), dict))
     jobs = [(chunk, build_messages(chunk, config)) for chunk in chunks]
-    keys = [cache_key(messages, llm, config) for _, messages in jobs]
-    results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
-    from_cache = len(results)
-    todo = [i for i in range(len(jobs)) if i not in results]
-    endpoint = model_identity(llm).get("endpoint")
-
-    def ask(i: int) -> dict:
-        chunk, messages = jobs[i]
-        reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
-                         temperature=config.temperature, validate=lambda value: validate_reply(value, config))
-        return reply_entry(keys[i], llm.name, PROMPT_VERSION, reply, "reply", chunk_id=chunk.id,
-                           source=chunk.source, article=chunk.article, endpoint=endpoint)
-
-    workers = 1 if isinstance(llm, LocalLLM) else config.workers
-    results |= ask_all(ask, todo, total=len(jobs), workers=workers, cache_path=cache_path, console=console,
-                       label="build-exam")
-
+    asked = answer_chunks(config, "build-exam", jobs, key=lambda messages, llm: cache_key(messages, llm, config),
+                          validate=lambda value: validate_reply(value, config), value_field="reply",
+                          value_type=dict, prompt_version=PROMPT_VERSION, llm=llm, console=console)
+    results = asked.results
     answered = [i for i in range(len(jobs)) if results[i]["status"] == "ok"]
     failures = failed_chunks(results)
     rows, duplicates = build_items([chunks[i] for i in answered], [results[i]["reply"] for i in answered],
-                                   config, llm.name)
+                                   config, asked.llm.name)
     if not rows:
         raise AmautaError(f"build-exam: the model gave no usable item for any of {len(jobs)} chunks; see "
-                          f"{cache_path} (raw replies) and try a larger model or more --retries")
+                          f"{asked.cache_path} (raw replies) and try a larger model or more --retries")
     items = check_items([parse_item(row, f"{out} (item {n})") for n, row in enumerate(rows, start=1)])
     text = "".join(json.dumps(item.to_json(), ensure_ascii=False, default=str) + "\n" for item in items)
-    _write_sidecars(out, config, failures, items, paths, llm.name, endpoint, cache_path, package_versions(), {
-        "documents": len(paths), "chunks": len(jobs), "asked": len(todo), "from_cache": from_cache,
+    _write_sidecars(out, config, failures, items, paths, asked, package_versions(), {
+        "documents": len(paths), "chunks": len(jobs), "asked": asked.asked, "from_cache": asked.from_cache,
         "failed": len(failures), "duplicate_questions_dropped": duplicates, "seconds": round(time.time() - started, 1)},
         output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
     atomic_write_text(out, text)  # every item checked above, one by one and together (as write_exam does)
@@ -414,13 +393,13 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
 
 
 def _write_sidecars(out: Path, config: BuildExamConfig, failures: list[dict], items: list[ExamItem], paths: list[Path],
-                    model: str, endpoint: str | None, cache_path: Path, versions: dict, summary: dict, *,
-                    output_sha256: str) -> None:
+                    asked: ChunkAnswers, versions: dict, summary: dict, *, output_sha256: str) -> None:
     write_failures(out, failures)
     safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
     atomic_write_json(sidecar(out, "manifest.json"), {
-        "stage": STAGE, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config, "model": model,
-        "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "prompt_hash": PROMPT_HASH, "cache": str(cache_path),
+        "stage": STAGE, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config,
+        "model": asked.llm.name, "endpoint": asked.endpoint, "prompt_version": PROMPT_VERSION, "prompt_hash": PROMPT_HASH,
+        "cache": str(asked.cache_path),
         "inputs": {str(p): sha256_file(p) for p in paths}, "output_sha256": output_sha256,
         "previous_output_sha256": sha256_file(out) if out.is_file() else None,
         "summary": {**summary, **exam_counts(items)}, "design_problems": exam_design_problems(items),

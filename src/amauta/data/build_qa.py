@@ -32,12 +32,10 @@ from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import atomic_write_json, atomic_write_jsonl
 from amauta.data.asking import (
-    ask_all,
+    answer_chunks,
     failed_chunks,
     model_identity,
-    read_cache,
     read_chunks,
-    reply_entry,
     reply_key,
     sidecar,
     write_failures,
@@ -155,9 +153,6 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
     from rich.console import Console
 
     from amauta.core.manifest import package_versions
-    from amauta.core.paths import amauta_home
-    from amauta.llm.client import LocalLLM, make_llm
-    from amauta.llm.json_reply import ask_json
 
     console = console or Console(stderr=True)
     started = time.time()
@@ -166,29 +161,11 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
         raise AmautaError(f"{out}: the output must be a .jsonl file (e.g. --out qa.jsonl)")
     paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
 
-    llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
-                          timeout=config.timeout, max_retries=config.max_retries)
-    cache_path = Path(config.cache) if config.cache else amauta_home() / "build-qa" / "cache.jsonl"
-    cache = read_cache(cache_path, lambda row: isinstance(row.get("pairs"), list))
     jobs = [(chunk, build_messages(chunk, config.pairs_per_chunk)) for chunk in chunks]
-    keys = [cache_key(messages, llm, config) for _, messages in jobs]
-    results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
-    from_cache = len(results)
-    todo = [i for i in range(len(jobs)) if i not in results]
-    endpoint = model_identity(llm).get("endpoint")  # recorded beside the answers (as base_url in the config)
-
-    def ask(i: int) -> dict:
-        chunk, messages = jobs[i]
-        reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
-                         temperature=config.temperature,
-                         validate=lambda value: validate_pairs(value, config.pairs_per_chunk))
-        return reply_entry(keys[i], llm.name, PROMPT_VERSION, reply, "pairs", chunk_id=chunk.id,
-                           source=chunk.source, article=chunk.article, endpoint=endpoint)
-
-    workers = 1 if isinstance(llm, LocalLLM) else config.workers
-    results |= ask_all(ask, todo, total=len(jobs), workers=workers, cache_path=cache_path, console=console,
-                       label="build-qa")
-
+    asked = answer_chunks(config, "build-qa", jobs, key=lambda messages, llm: cache_key(messages, llm, config),
+                          validate=lambda value: validate_pairs(value, config.pairs_per_chunk), value_field="pairs",
+                          value_type=list, prompt_version=PROMPT_VERSION, llm=llm, console=console)
+    results = asked.results
     failures = failed_chunks(results)
     pairs, seen, duplicates = [], set(), 0
     for i, (chunk, _) in enumerate(jobs):
@@ -210,13 +187,14 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
 
     atomic_write_jsonl(out, pairs)
     failures_path = write_failures(out, failures)
-    summary = {"documents": len(paths), "chunks": len(jobs), "asked": len(todo), "from_cache": from_cache,
+    summary = {"documents": len(paths), "chunks": len(jobs), "asked": asked.asked, "from_cache": asked.from_cache,
                "failed": len(failures), "pairs": len(pairs), "duplicates_dropped": duplicates,
                "seconds": round(time.time() - started, 1)}
     safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
     atomic_write_json(sidecar(out, "manifest.json"), {
         "stage": "data.build_qa", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config,
-        "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "cache": str(cache_path),
+        "model": asked.llm.name, "endpoint": asked.endpoint, "prompt_version": PROMPT_VERSION,
+        "cache": str(asked.cache_path),
         "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
         "summary": summary, "versions": package_versions()})
     console.print(f"build-qa: {summary['pairs']} pairs from {summary['chunks']} chunks of {summary['documents']} "
