@@ -19,8 +19,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, model_validator
+
+from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import append_jsonl, atomic_write_jsonl, read_jsonl
+
+
+class AskingConfig(StageConfig):
+    """The model that answers and how it is asked: the keys build-qa, build-exam and augment's `llm:` share
+    (`amauta.llm.make_llm` and `ask_json` take them)."""
+
+    model: str | None = Field(None, description="Endpoint: the served model name; local: a profile, folder or GGUF "
+                              "(default smollm2-135m-instruct).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
+                                 "unset = a local model.")
+    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
+                                                  "$OPENAI_API_KEY: docs/llm.md); never written to files.")
+    adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = deterministic (greedy) replies.")
+    max_tokens: int = Field(1024, ge=16, description="Longest reply asked from the model.")
+    retries: int = Field(3, ge=0, le=10, description="Extra tries when a reply is unusable (bad JSON, empty text); "
+                         "a JSON one is sent back with the reason.")
+    workers: int = Field(1, ge=1, le=64, description="Parallel requests to an endpoint (local models use 1).")
+    timeout: float = Field(120, gt=0, description="Seconds to wait for one endpoint answer.")
+    max_retries: int = Field(3, ge=0, le=10, description="Endpoint retries after connection errors, timeouts and 5xx "
+                             "(waiting 1, 2, 4... s).")
+    cache: str | None = Field(None, description="Cache JSONL of answers (default: $AMAUTA_HOME/<stage>/cache.jsonl); "
+                              "a rerun asks only what is missing.")
+
+
+class ChunkingConfig(StageConfig):
+    """The documents and how they are cut into chunks (`read_chunks`): build-qa, build-exam and augment."""
+
+    docs: list[str] = Field(min_length=1, description="Document files or folders (PDF, HTML, Markdown, text).")
+    max_chars: int = Field(2000, ge=200, description="Largest chunk in characters (an article that fits stays whole).")
+    overlap: int = Field(200, ge=0, description="Characters repeated between the parts of a split article.")
+    min_chars: int = Field(80, ge=0, description="Skip chunks shorter than this (stray headings, page furniture).")
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> ChunkingConfig:
+        if self.overlap >= self.max_chars // 2:
+            raise ValueError(f"overlap ({self.overlap}) must be less than half of max_chars ({self.max_chars})")
+        return self
+
+
+class ChunkAskingConfig(AskingConfig, ChunkingConfig):
+    """A model asked about each chunk of the documents (build-qa, build-exam)."""
 
 
 def read_chunks(docs: list[str], max_chars: int, overlap: int, min_chars: int) -> tuple[list[Path], list[Any]]:

@@ -38,13 +38,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import decode_utf8, parse_json
 from amauta.core.outdir import claim
-from amauta.data.asking import ask_all, model_identity, read_cache, read_chunks, reply_entry, reply_key
+from amauta.data.asking import (
+    AskingConfig,
+    ChunkingConfig,
+    ask_all,
+    model_identity,
+    read_cache,
+    read_chunks,
+    reply_entry,
+    reply_key,
+)
 from amauta.data.mix import SplitConfig, repeat, select, split, unit_hash
 from amauta.data.records import Record
 
@@ -73,31 +81,18 @@ se pregunta ni agregar datos. Responde solo con una lista JSON de textos, así: 
 Pregunta: {question}"""
 
 
-class AugmentLLMConfig(StageConfig):
-    """The model that writes restatements, Q&A and rephrasings (unused with `from_files`)."""
+class AugmentLLMConfig(AskingConfig):
+    """The model that writes restatements, Q&A and rephrasings (unused with `from_files`); its keys are
+    `AskingConfig`'s."""
 
-    model: str | None = Field(None, description="The LLM that writes: endpoint model name, or a local "
-                              "profile/folder/GGUF (default smollm2-135m-instruct).")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
-                                 "unset = a local model.")
-    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
-                                                  "$OPENAI_API_KEY); never written to files.")
-    adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
-    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy; each restatement gets its own wording "
-                               "instruction, so they differ anyway.")
-    max_tokens: int = Field(1024, ge=16, description="Longest reply asked from the model.")
-    retries: int = Field(3, ge=0, le=10, description="Extra tries when a reply is unusable (bad JSON, empty text).")
-    workers: int = Field(1, ge=1, le=64, description="Parallel requests to an endpoint (local models use 1).")
-    timeout: float = Field(120, gt=0, description="Seconds to wait for one endpoint answer.")
-    max_retries: int = Field(3, ge=0, le=10, description="Endpoint retries after connection errors, timeouts and 5xx.")
     cache: str | None = Field(None, description="Cache JSONL of answers (default: $AMAUTA_HOME/augment/cache.jsonl); "
                               "a rerun asks only what is missing.")
 
 
-class AugmentConfig(StageConfig):
-    """Config of `amauta data augment` (a YAML file with these keys, or the command's flags)."""
+class AugmentConfig(ChunkingConfig):
+    """Config of `amauta data augment` (a YAML file with these keys, or the command's flags); the documents
+    and their chunking keys are `ChunkingConfig`'s (the RAG index's defaults, so chunks match the index's)."""
 
-    docs: list[str] = Field(min_length=1, description="Document files or folders (PDF, HTML, Markdown, text).")
     recipe: Recipe = Field(description="qa, paraphrase, cpt or raft (see docs/data.md).")
     out: str | None = Field(None, description="The dataset folder to write (what `amauta train --dataset` reads).")
     model: str = Field("smollm2-135m-instruct", description="The model to be trained: its tokenizer and template "
@@ -117,10 +112,6 @@ class AugmentConfig(StageConfig):
     restatements: int = Field(5, ge=1, le=20, description="paraphrase: rewordings of every article (k).")
     phrasings: int = Field(3, ge=1, le=10, description="paraphrase: wordings of each question (the original "
                            "included).")
-    max_chars: int = Field(2000, ge=200, description="Largest chunk in characters (the RAG index's default, so "
-                           "chunks match the index's).")
-    overlap: int = Field(200, ge=0, description="Characters repeated between the parts of a split article.")
-    min_chars: int = Field(80, ge=0, description="Skip chunks shorter than this (stray headings).")
     mix: str | None = Field(None, description="Instruction data mixed in (cpt needs it unless mix_ratio is 0): a "
                             "dataset folder or a source file (Alpaca, Dolly, chat... as `data prepare` reads them).")
     mix_ratio: float = Field(1.0, ge=0, description="Instruction records per recipe record (cpt: per document "
@@ -138,12 +129,6 @@ class AugmentConfig(StageConfig):
                                 "(documents and restatements always train).")
     seed: int = Field(0, description="Decides every hashed choice (raft gold, distractor order, sampling, split).")
     category: str = Field("dominio", description="Category written on the domain records.")
-
-    @model_validator(mode="after")
-    def _check(self) -> AugmentConfig:
-        if self.overlap >= self.max_chars // 2:
-            raise ValueError(f"overlap ({self.overlap}) must be less than half of max_chars ({self.max_chars})")
-        return self
 
 
 @dataclass

@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import (
     atomic_write_json,
@@ -45,6 +44,7 @@ from amauta.core.files import (
 from amauta.data.answer_match import normalize
 from amauta.data.asking import (
     ChunkAnswers,
+    ChunkAskingConfig,
     answer_chunks,
     failed_chunks,
     model_identity,
@@ -104,18 +104,11 @@ Fragmento:
 PROMPT_HASH = hashlib.sha256(f"{PROMPT_VERSION}\x00{SYSTEM_PROMPT}\x00{USER_PROMPT}".encode()).hexdigest()[:16]
 
 
-class BuildExamConfig(StageConfig):
-    """Config of `amauta data build-exam` (and the pipeline step `data.build_exam`)."""
+class BuildExamConfig(ChunkAskingConfig):
+    """Config of `amauta data build-exam` (and the pipeline step `data.build_exam`); the model, asking and
+    chunking keys are `ChunkAskingConfig`'s."""
 
-    docs: list[str] = Field(min_length=1, description="Document files or folders (PDF, HTML, Markdown, text).")
     out: str = Field("exam.jsonl", description="Output exam JSONL; failures and manifest are written beside it.")
-    model: str | None = Field(None, description="Endpoint: the served model name; local: a profile, folder or GGUF "
-                              "(default smollm2-135m-instruct).")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
-                                 "unset = a local model.")
-    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
-                                                  "$OPENAI_API_KEY: docs/llm.md); never written to files.")
-    adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
     facts_per_chunk: int = Field(2, ge=1, le=10, description="Facts asked for each chunk.")
     questions_per_fact: int = Field(6, ge=1, le=12, description="Wordings asked for each fact (1 dev, 3 test, "
                                     "the rest train).")
@@ -125,22 +118,8 @@ class BuildExamConfig(StageConfig):
     document_only_share: float = Field(0.5, ge=0, le=1, description="Share of the facts kept document-only "
                                        "(no train wordings), chosen with the seed.")
     seed: int = Field(0, description="Seed of the option order and of the document-only facts.")
-    retries: int = Field(3, ge=0, le=10, description="Extra tries with a corrective message when the JSON is bad.")
-    max_chars: int = Field(2000, ge=200, description="Largest chunk in characters (an article that fits stays whole).")
-    overlap: int = Field(200, ge=0, description="Characters repeated between the parts of a split article.")
-    min_chars: int = Field(80, ge=0, description="Skip chunks shorter than this (stray headings, page furniture).")
     max_tokens: int = Field(2048, ge=16, description="Longest reply asked from the model.")
-    temperature: float = Field(0.0, ge=0, le=2, description="0 = deterministic (greedy) replies.")
-    workers: int = Field(1, ge=1, le=64, description="Parallel requests to an endpoint (local models use 1).")
-    timeout: float = Field(120, gt=0, description="Seconds to wait for one endpoint answer.")
-    max_retries: int = Field(3, ge=0, le=10, description="Endpoint retries after connection errors, timeouts and 5xx.")
     cache: str | None = Field(None, description="Cache JSONL (default: $AMAUTA_HOME/build-exam/cache.jsonl).")
-
-    @model_validator(mode="after")
-    def _check(self) -> BuildExamConfig:
-        if self.overlap >= self.max_chars // 2:
-            raise ValueError(f"overlap ({self.overlap}) must be less than half of max_chars ({self.max_chars})")
-        return self
 
 
 def build_messages(chunk: Any, config: BuildExamConfig) -> list[dict[str, str]]:
