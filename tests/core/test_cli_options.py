@@ -131,6 +131,8 @@ def _commands(command, path=()):
 def _configs() -> dict[str, type]:
     """Command → the config its options come from."""
     from amauta.chat.decoding import GenerationSettings
+    from amauta.data.augment import AugmentConfig
+    from amauta.data.build_exam import BuildExamConfig
     from amauta.data.build_qa import BuildQAConfig
     from amauta.data.preferences import PreferencesConfig
     from amauta.data.prepare import PrepareConfig
@@ -147,13 +149,14 @@ def _configs() -> dict[str, type]:
 
     return {"eval belebele": BelebeleConfig, "eval perplexity": PerplexityConfig, "eval xquad": XquadConfig,
             "eval mgsm": MgsmConfig, "eval exam": ExamConfig, "eval judge": JudgeConfig, "train": TrainConfig, "data prepare": PrepareConfig,
-            "data build-qa": BuildQAConfig,
+            "data build-qa": BuildQAConfig, "data build-exam": BuildExamConfig, "data augment": AugmentConfig,
             "data preferences": PreferencesConfig, "rag index": IndexConfig, "report": ReportConfig, "serve": ServeConfig,
             "generate": GenerationSettings, "chat": GenerationSettings}
 
 
 # Fields no flag can carry (nested sections, a list of sources): `--set` or the YAML file reaches them.
-SECTIONS = {"quantization", "lora", "optimizer", "guard", "early_stopping", "preference", "clean", "split", "sources"}
+SECTIONS = {"quantization", "lora", "optimizer", "guard", "early_stopping", "preference", "clean", "split", "sources",
+            "llm"}
 # Fields a command leaves off on purpose (the YAML file still sets them): perplexity scores raw text, with no
 # chat prompt for a system prompt to go in.
 LEFT_OFF = {("eval perplexity", "system_prompt")}

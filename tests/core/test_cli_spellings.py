@@ -2,7 +2,7 @@
 
 `SPELLINGS` is the option list of every command as it was before the options were derived from the
 configs (captured by walking the command tree of main at 3982fe3, after --verbose, --system, --template and
-`eval exam` had joined it). New flags may appear; none may vanish, be renamed, lose a short form or a
+`eval exam` had joined it; `data augment` and `data build-exam` at 2dd8557, before theirs were). New flags may appear; none may vanish, be renamed, lose a short form or a
 `--no-…` switch, start or stop taking a value, or stop being repeatable.
 """
 
@@ -20,6 +20,14 @@ SPELLINGS: dict[str, list[str]] = {
     'chat': ['--model -m', '--adapter', '--strategy -s', '--system', '--template', '--rag', '--rag-top-k',
              '--max-new-tokens -n', '--dtype', '--quantization -q', '--threads'],
     'data': [],
+    'data augment': ['DOCS...', '--recipe -r', '--out -o', '--config -c', '--from (repeatable)', '--exam', '--model',
+                     '--llm-model', '--base-url', '--api-key', '--restatements -k', '--phrasings', '--mix',
+                     '--mix-ratio', '--raft-p', '--raft-distractors', '--raft-missing', '--seed', '--workers',
+                     '--cache', '--overwrite (flag)'],
+    'data build-exam': ['DOCS...', '--out -o', '--config -c', '--model -m', '--base-url', '--api-key', '--adapter',
+                        '--facts-per-chunk', '--questions-per-fact', '--unanswerable-per-chunk',
+                        '--document-only-share', '--seed', '--retries', '--max-chars', '--min-chars',
+                        '--max-retries', '--workers', '--temperature', '--cache', '--threads'],
     'data build-qa': ['DOCS...', '--out -o', '--config -c', '--model -m', '--base-url', '--api-key',
                       '--adapter', '--pairs-per-chunk -n', '--retries', '--max-chars', '--min-chars',
                       '--max-retries', '--workers', '--temperature', '--cache', '--threads'],

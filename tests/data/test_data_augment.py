@@ -225,7 +225,7 @@ def test_cli_writes_the_folder_and_prints_one_line_errors(tmp_path):
     assert len(chats(out)[0]) == 40 + 18  # the exam's qa-group train phrasings + one question per hand-written line
     bad = CliRunner().invoke(app, [*args[:3], "--recipe", "rag", "--model", MODEL, "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, AmautaError)  # amauta.cli.main prints it as one `error:` line, exit 2
-    assert str(bad.exception).startswith("augment: 'recipe': Input should be 'qa', 'paraphrase', 'cpt' or 'raft'")
+    assert str(bad.exception).startswith("command line: 'recipe': Input should be 'qa', 'paraphrase', 'cpt' or 'raft'")
     assert "\n" not in str(bad.exception) and not (tmp_path / "x").exists()
 
 
@@ -237,10 +237,14 @@ def test_a_yaml_config_with_nested_llm_settings_runs_and_flags_override_it(tmp_p
     yaml_file = tmp_path / "augment.yaml"
     yaml_file.write_text(f"docs: [{DOCS}]\nrecipe: raft\nmodel: {MODEL}\nexam: {EXAM}\nraft_p: 0.5\n"
                          f"llm:\n  temperature: 0.0\n  workers: 2\nout: {tmp_path / 'from-yaml'}\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["data", "augment", "--config", str(yaml_file), "--raft-p", "1"])
+    result = CliRunner().invoke(app, ["data", "augment", "--config", str(yaml_file), "--raft-p", "1",
+                                      "--cache", str(tmp_path / "c.jsonl"), "--set", "llm.max_tokens=64"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "from-yaml" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["config"]["raft_p"] == 1.0 and manifest["config"]["llm"]["workers"] == 2
+    # --cache reaches the llm: section beside the file's keys; --set reaches the keys no flag names.
+    assert manifest["config"]["llm"]["cache"] == str(tmp_path / "c.jsonl")
+    assert manifest["config"]["llm"]["max_tokens"] == 64
     stats = json.loads((tmp_path / "from-yaml" / "stats.json").read_text(encoding="utf-8"))
     assert stats["augment"]["raft"]["gold_fraction"] == 1.0
     typo = tmp_path / "typo.yaml"

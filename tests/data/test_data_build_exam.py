@@ -212,6 +212,25 @@ def test_cli_build_exam(tmp_path):
             assert "sk-secreta" not in path.read_text(encoding="utf-8", errors="replace"), path
 
 
+def test_cli_build_exam_reads_a_yaml_config_and_its_flags_win(tmp_path, monkeypatch):
+    """`--config exam.yaml` first, the flags over it; every BuildExamConfig field is a flag (here --timeout)."""
+    from typer.testing import CliRunner
+
+    from amauta.cli import app
+    from amauta.data import build_exam
+
+    seen = []
+    monkeypatch.setattr(build_exam, "run", seen.append)
+    (tmp_path / "exam.yaml").write_text(f"docs: [{DOCS}]\nfacts_per_chunk: 4\nseed: 7\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["data", "build-exam", "-c", str(tmp_path / "exam.yaml"), "--seed", "9",
+                                      "--timeout", "5", "-m", "fake"])
+    assert result.exit_code == 0, result.output
+    (cfg,) = seen
+    assert (cfg.docs, cfg.facts_per_chunk, cfg.seed, cfg.timeout, cfg.model) == ([str(DOCS)], 4, 9, 5.0, "fake")
+    bare = CliRunner().invoke(app, ["data", "build-exam", "--seed", "1"])
+    assert isinstance(bare.exception, AmautaError) and "give at least one document" in str(bare.exception)
+
+
 def test_too_few_unanswerable_items_are_named_in_the_summary_and_the_manifest(tmp_path):
     from rich.console import Console
 

@@ -30,8 +30,6 @@ that repeats a held-out question is dropped and counted.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 import unicodedata
@@ -40,12 +38,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
-from amauta.core.files import append_jsonl, decode_utf8, parse_json, read_jsonl
+from amauta.core.files import decode_utf8, parse_json
 from amauta.core.outdir import claim
+from amauta.data.asking import (
+    AskingConfig,
+    ChunkingConfig,
+    ask_all,
+    model_identity,
+    read_cache,
+    read_chunks,
+    reply_entry,
+    reply_key,
+)
 from amauta.data.mix import SplitConfig, repeat, select, split, unit_hash
 from amauta.data.records import Record
 
@@ -74,91 +81,54 @@ se pregunta ni agregar datos. Responde solo con una lista JSON de textos, así: 
 Pregunta: {question}"""
 
 
-class AugmentLLMConfig(StageConfig):
-    """The model that writes restatements, Q&A and rephrasings (unused with `from_files`)."""
+class AugmentLLMConfig(AskingConfig):
+    """The model that writes restatements, Q&A and rephrasings (unused with `from_files`); its keys are
+    `AskingConfig`'s."""
 
-    model: str | None = None
-    """Endpoint: the served model name; local: a profile, folder or GGUF (default smollm2-135m-instruct)."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; unset = a local model."""
-    api_key: str | None = None
-    """Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY); never written to files."""
-    adapter: str | None = None
-    """LoRA adapter or training run folder for a local model."""
-    temperature: float = Field(0.0, ge=0, le=2)
-    """0 = greedy; each restatement gets its own wording instruction, so they differ anyway."""
-    max_tokens: int = Field(1024, ge=16)
-    """Longest reply asked from the model."""
-    retries: int = Field(3, ge=0, le=10)
-    """Extra tries when a reply is unusable (bad JSON, empty text)."""
-    workers: int = Field(1, ge=1, le=64)
-    """Parallel requests to an endpoint (local models use 1)."""
-    timeout: float = Field(120, gt=0)
-    """Seconds to wait for one endpoint answer."""
-    max_retries: int = Field(3, ge=0, le=10)
-    """Endpoint retries after connection errors, timeouts and 5xx."""
-    cache: str | None = None
-    """Cache JSONL of answers (default: $AMAUTA_HOME/augment/cache.jsonl); a rerun asks only what is missing."""
+    cache: str | None = Field(None, description="Cache JSONL of answers (default: $AMAUTA_HOME/augment/cache.jsonl); "
+                              "a rerun asks only what is missing.")
 
 
-class AugmentConfig(StageConfig):
-    """Config of `amauta data augment` (a YAML file with these keys, or the command's flags)."""
+class AugmentConfig(ChunkingConfig):
+    """Config of `amauta data augment` (a YAML file with these keys, or the command's flags); the documents
+    and their chunking keys are `ChunkingConfig`'s (the RAG index's defaults, so chunks match the index's)."""
 
-    docs: list[str] = Field(min_length=1)
-    """Document files or folders (PDF, HTML, Markdown, text)."""
-    recipe: Recipe
-    """qa, paraphrase, cpt or raft (see the module docstring and docs/data.md)."""
-    out: str | None = None
-    """The dataset folder to write."""
-    model: str = "smollm2-135m-instruct"
-    """The model to be trained: its tokenizer and template measure token lengths (as in `data prepare`)."""
-    system_prompt: str | None = None
-    """System prompt for conversations without one: None = the model profile's, "" = none (training must match)."""
-    llm: AugmentLLMConfig = Field(default_factory=AugmentLLMConfig)
-    """The LLM that writes the augmentation (ignored with `from_files`)."""
-    from_files: list[str] = Field(default_factory=list)
-    """Hand-written augmentation JSONL (restatements, Q&A with rephrasings) used instead of asking an LLM."""
-    exam: str | None = None
-    """An exam JSONL whose dev/test questions must stay out of the data and whose groups decide which facts
-    may become Q&A (only `qa`-group facts' train phrasings)."""
-    pairs_per_chunk: int = Field(3, ge=1, le=20)
-    """Q&A pairs asked of the LLM per chunk (without `exam` and `from_files`)."""
-    restatements: int = Field(5, ge=1, le=20)
-    """paraphrase: rewordings of every article (k)."""
-    phrasings: int = Field(3, ge=1, le=10)
-    """paraphrase: wordings of each question (the original included)."""
-    max_chars: int = Field(2000, ge=200)
-    """Largest chunk in characters (the RAG index's default, so chunks match the index's)."""
-    overlap: int = Field(200, ge=0)
-    """Characters repeated between the parts of a split article."""
-    min_chars: int = Field(80, ge=0)
-    """Skip chunks shorter than this (stray headings)."""
-    mix: str | None = None
-    """Instruction data mixed in (cpt needs it unless mix_ratio is 0): a dataset folder or a source file
-    (Alpaca, Dolly, chat... as `data prepare` reads them)."""
-    mix_ratio: float = Field(1.0, ge=0)
-    """Instruction records per recipe record (cpt: per document record), sampled or repeated by hash."""
-    raft_p: float = Field(0.8, ge=0, le=1)
-    """raft: share of examples that keep their gold chunk among the passages."""
-    raft_distractors: int = Field(3, ge=1, le=10)
-    """raft: distractor chunks per example (gold + 3 = the 4 passages RAG retrieves by default)."""
-    raft_missing: Literal["memory", "abstain"] = "abstain"
-    """raft, examples without their gold chunk: answer from memory (the paper) or say the documents do not
-    say it (rag's reply; the default, for the abstention target)."""
-    raft_context_chars: int = Field(6000, ge=200)
-    """raft: characters of passages in the prompt (RAG's default max_context_chars)."""
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    """Share of the conversations kept for validation (documents and restatements always train)."""
-    seed: int = 0
-    """Decides every hashed choice (raft gold, distractor order, sampling, split)."""
-    category: str = "dominio"
-    """Category written on the domain records."""
-
-    @model_validator(mode="after")
-    def _check(self) -> AugmentConfig:
-        if self.overlap >= self.max_chars // 2:
-            raise ValueError(f"overlap ({self.overlap}) must be less than half of max_chars ({self.max_chars})")
-        return self
+    recipe: Recipe = Field(description="qa, paraphrase, cpt or raft (see docs/data.md).")
+    out: str | None = Field(None, description="The dataset folder to write (what `amauta train --dataset` reads).")
+    model: str = Field("smollm2-135m-instruct", description="The model to be trained: its tokenizer and template "
+                       "measure token lengths (as in `data prepare`).")
+    system_prompt: str | None = Field(None, description="System prompt for conversations without one: unset = the "
+                                      "model profile's, \"\" = none (training must match).")
+    llm: AugmentLLMConfig = Field(default_factory=AugmentLLMConfig,
+                                  description="The LLM that writes the augmentation (ignored with `from_files`).")
+    from_files: list[str] = Field(default_factory=list, description="Hand-written augmentation JSONL (restatements, "
+                                  "Q&A with rephrasings) used instead of asking an LLM, e.g. "
+                                  "examples/augment/leyes-*.jsonl.")
+    exam: str | None = Field(None, description="An exam JSONL whose dev/test questions stay out of the data and "
+                             "whose groups decide which facts may become Q&A (only `qa`-group facts' train "
+                             "phrasings).")
+    pairs_per_chunk: int = Field(3, ge=1, le=20, description="Q&A pairs asked of the LLM per chunk (without `exam` "
+                                 "and `from_files`).")
+    restatements: int = Field(5, ge=1, le=20, description="paraphrase: rewordings of every article (k).")
+    phrasings: int = Field(3, ge=1, le=10, description="paraphrase: wordings of each question (the original "
+                           "included).")
+    mix: str | None = Field(None, description="Instruction data mixed in (cpt needs it unless mix_ratio is 0): a "
+                            "dataset folder or a source file (Alpaca, Dolly, chat... as `data prepare` reads them).")
+    mix_ratio: float = Field(1.0, ge=0, description="Instruction records per recipe record (cpt: per document "
+                             "record), sampled or repeated by hash.")
+    raft_p: float = Field(0.8, ge=0, le=1, description="raft: share of examples that keep their gold chunk among "
+                          "the passages.")
+    raft_distractors: int = Field(3, ge=1, le=10, description="raft: distractor chunks per example (gold + 3 = the "
+                                  "4 passages RAG retrieves by default).")
+    raft_missing: Literal["memory", "abstain"] = Field(
+        "abstain", description="raft, examples without their gold chunk: answer from memory (the paper) or say the "
+        "documents do not say it (rag's reply; the default, for the abstention target).")
+    raft_context_chars: int = Field(6000, ge=200, description="raft: characters of passages in the prompt (RAG's "
+                                    "default max_context_chars).")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of the conversations kept for validation "
+                                "(documents and restatements always train).")
+    seed: int = Field(0, description="Decides every hashed choice (raft gold, distractor order, sampling, split).")
+    category: str = Field("dominio", description="Category written on the domain records.")
 
 
 @dataclass
@@ -304,18 +274,12 @@ class CachedAsker:
 
     def __init__(self, config: AugmentLLMConfig, console: Any, llm: Any = None) -> None:
         from amauta.core.paths import amauta_home
-        from amauta.data.build_qa import seal_jsonl
 
         self.config = config
         self.console = console
         self._llm = llm
         self.cache_path = Path(config.cache) if config.cache else amauta_home() / "augment" / "cache.jsonl"
-        seal_jsonl(self.cache_path)
-        self.cache = {}
-        if self.cache_path.is_file():
-            for row in read_jsonl(self.cache_path, skip_invalid=True):
-                if row.get("status") == "ok" and "key" in row:
-                    self.cache[row["key"]] = row
+        self.cache = read_cache(self.cache_path)
         self.asked = self.from_cache = self.failed = 0
 
     @property
@@ -329,17 +293,12 @@ class CachedAsker:
         return self._llm
 
     def _key(self, kind: str, messages: list[dict]) -> str:
-        from amauta.data.build_qa import model_identity
 
-        payload = [PROMPT_VERSION, kind, model_identity(self.llm), messages, self.config.max_tokens,
-                   self.config.temperature]
-        return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+        return reply_key(PROMPT_VERSION, kind, model_identity(self.llm), messages, self.config.max_tokens,
+                         self.config.temperature)
 
     def ask(self, label: str, kind: str, jobs: list[list[dict]], validate) -> list[Any]:
         """The validated value of each job's reply (None where every try failed); kind "json" or "text"."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from amauta.data.build_qa import _answers
         from amauta.llm.client import LocalLLM
 
         if not jobs:
@@ -351,24 +310,18 @@ class CachedAsker:
 
         def one(i: int) -> dict:
             reply = self._ask_one(kind, jobs[i], validate)
-            return {"key": keys[i], "task": label, "model": self.llm.name, "prompt_version": PROMPT_VERSION,
-                    "status": "ok" if reply.ok else "failed", "value": reply.value if reply.ok else None,
-                    "error": reply.error, "raw_replies": reply.raw_replies,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            return reply_entry(keys[i], self.llm.name, PROMPT_VERSION, reply, "value", task=label)
 
         workers = 1 if isinstance(self.llm, LocalLLM) else self.config.workers
-        columns = (TextColumn(f"[bold]augment: {label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            task = progress.add_task(label, total=len(jobs), completed=len(values))
-            for i, entry in _answers(one, todo, workers):
-                append_jsonl(self.cache_path, entry)  # kept at once: a killed run loses nothing it paid for
-                self.asked += 1
-                if entry["status"] == "ok":
-                    self.cache[entry["key"]] = entry
-                    values[i] = entry["value"]
-                else:
-                    self.failed += 1
-                progress.update(task, advance=1)
+        answered = ask_all(one, todo, total=len(jobs), workers=workers, cache_path=self.cache_path,
+                           console=self.console, label=f"augment: {label}")
+        for i, entry in answered.items():
+            self.asked += 1
+            if entry["status"] == "ok":
+                self.cache[entry["key"]] = entry
+                values[i] = entry["value"]
+            else:
+                self.failed += 1
         return [values.get(i) for i in range(len(jobs))]
 
     def _ask_one(self, kind: str, messages: list[dict], validate):
@@ -681,7 +634,7 @@ def run(config: AugmentConfig, *, out: str | Path | None = None, overwrite: bool
         raise AmautaError("no output folder: pass --out DIR (or set 'out:' in the config)")
     console = Console(stderr=True, quiet=quiet, highlight=False)
     started = time.perf_counter()
-    chunks, paths = _read_chunks(config)
+    paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
     files = [Path(p) for p in config.from_files]
     inputs = [*paths, *files, *([Path(config.exam)] if config.exam else [])]
     if config.recipe == "cpt" and config.mix_ratio > 0 and not config.mix:
@@ -698,19 +651,6 @@ def run(config: AugmentConfig, *, out: str | Path | None = None, overwrite: bool
         items, summary = _build(config, chunks, files, mixed, console, llm)
         _write(config, recorded, folder, items, summary, inputs, started, console)
     return out
-
-
-def _read_chunks(config: AugmentConfig) -> tuple[list, list[Path]]:
-    from amauta.documents import chunk_document, iter_document_paths, load_document
-
-    paths = list(iter_document_paths(config.docs))
-    chunks = []
-    for path in paths:
-        chunks += [c for c in chunk_document(load_document(path), config.max_chars, config.overlap)
-                   if len(c.text.strip()) >= config.min_chars]
-    if not chunks:
-        raise AmautaError(f"{', '.join(config.docs)}: no chunk has {config.min_chars}+ characters; lower --min-chars")
-    return chunks, paths
 
 
 def _build(config: AugmentConfig, chunks: list, files: list[Path], mixed: list[Record], console: Any,

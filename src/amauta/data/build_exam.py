@@ -33,20 +33,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
 from amauta.core.files import (
-    append_jsonl,
     atomic_write_json,
-    atomic_write_jsonl,
     atomic_write_text,
-    read_jsonl,
     sha256_file,
 )
 from amauta.data.answer_match import normalize
-from amauta.data.build_qa import _answers, _norm, _sidecar, model_identity, seal_jsonl
+from amauta.data.asking import (
+    ChunkAnswers,
+    ChunkAskingConfig,
+    answer_chunks,
+    failed_chunks,
+    model_identity,
+    read_chunks,
+    reply_key,
+    sidecar,
+    write_failures,
+)
+from amauta.data.build_qa import _norm
 from amauta.data.exam_items import (
     ABSTAIN_OPTION,
     MAX_OPTIONS,
@@ -97,18 +104,11 @@ Fragmento:
 PROMPT_HASH = hashlib.sha256(f"{PROMPT_VERSION}\x00{SYSTEM_PROMPT}\x00{USER_PROMPT}".encode()).hexdigest()[:16]
 
 
-class BuildExamConfig(StageConfig):
-    """Config of `amauta data build-exam` (and the pipeline step `data.build_exam`)."""
+class BuildExamConfig(ChunkAskingConfig):
+    """Config of `amauta data build-exam` (and the pipeline step `data.build_exam`); the model, asking and
+    chunking keys are `ChunkAskingConfig`'s."""
 
-    docs: list[str] = Field(min_length=1, description="Document files or folders (PDF, HTML, Markdown, text).")
     out: str = Field("exam.jsonl", description="Output exam JSONL; failures and manifest are written beside it.")
-    model: str | None = Field(None, description="Endpoint: the served model name; local: a profile, folder or GGUF "
-                              "(default smollm2-135m-instruct).")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
-                                 "unset = a local model.")
-    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
-                                                  "$OPENAI_API_KEY: docs/llm.md); never written to files.")
-    adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
     facts_per_chunk: int = Field(2, ge=1, le=10, description="Facts asked for each chunk.")
     questions_per_fact: int = Field(6, ge=1, le=12, description="Wordings asked for each fact (1 dev, 3 test, "
                                     "the rest train).")
@@ -118,22 +118,8 @@ class BuildExamConfig(StageConfig):
     document_only_share: float = Field(0.5, ge=0, le=1, description="Share of the facts kept document-only "
                                        "(no train wordings), chosen with the seed.")
     seed: int = Field(0, description="Seed of the option order and of the document-only facts.")
-    retries: int = Field(3, ge=0, le=10, description="Extra tries with a corrective message when the JSON is bad.")
-    max_chars: int = Field(2000, ge=200, description="Largest chunk in characters (an article that fits stays whole).")
-    overlap: int = Field(200, ge=0, description="Characters repeated between the parts of a split article.")
-    min_chars: int = Field(80, ge=0, description="Skip chunks shorter than this (stray headings, page furniture).")
     max_tokens: int = Field(2048, ge=16, description="Longest reply asked from the model.")
-    temperature: float = Field(0.0, ge=0, le=2, description="0 = deterministic (greedy) replies.")
-    workers: int = Field(1, ge=1, le=64, description="Parallel requests to an endpoint (local models use 1).")
-    timeout: float = Field(120, gt=0, description="Seconds to wait for one endpoint answer.")
-    max_retries: int = Field(3, ge=0, le=10, description="Endpoint retries after connection errors, timeouts and 5xx.")
     cache: str | None = Field(None, description="Cache JSONL (default: $AMAUTA_HOME/build-exam/cache.jsonl).")
-
-    @model_validator(mode="after")
-    def _check(self) -> BuildExamConfig:
-        if self.overlap >= self.max_chars // 2:
-            raise ValueError(f"overlap ({self.overlap}) must be less than half of max_chars ({self.max_chars})")
-        return self
 
 
 def build_messages(chunk: Any, config: BuildExamConfig) -> list[dict[str, str]]:
@@ -149,8 +135,7 @@ def build_messages(chunk: Any, config: BuildExamConfig) -> list[dict[str, str]]:
 
 def cache_key(messages: list[dict], llm: LLM, config: BuildExamConfig) -> str:
     """Hash of what decides the reply: prompt (chunk text included), the model that answers, the settings."""
-    payload = [PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+    return reply_key(PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature)
 
 
 # --- the model's reply ----------------------------------------------------------------------------------------
@@ -326,24 +311,13 @@ def build_items(chunks: list[Any], replies: list[dict[str, Any]], config: BuildE
 
 # --- cache and output -----------------------------------------------------------------------------------------
 
-def _read_cache(path: Path) -> dict[str, dict]:
-    """The latest successful entry per key; a line torn by a killed run is skipped (that chunk is asked again)."""
-    entries: dict[str, dict] = {}
-    seal_jsonl(path)
-    if path.is_file():
-        for row in read_jsonl(path, skip_invalid=True):
-            if row.get("status") == "ok" and isinstance(row.get("reply"), dict):
-                entries[row["key"]] = row
-    return entries
-
-
 def _check_output(out: Path) -> None:
     """Refuse to overwrite a file this stage did not write, or one edited since it wrote it."""
     if out.suffix.lower() != ".jsonl":
         raise AmautaError(f"{out}: the output must be a .jsonl file (e.g. --out exam.jsonl)")
     if not out.exists():
         return
-    manifest_path = _sidecar(out, "manifest.json")
+    manifest_path = sidecar(out, "manifest.json")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     except json.JSONDecodeError:
@@ -365,68 +339,31 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
     console: a rich Console for progress and the summary (default: stderr).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from amauta.core.manifest import package_versions
-    from amauta.core.paths import amauta_home
-    from amauta.documents import chunk_document, iter_document_paths, load_document
-    from amauta.llm.client import LocalLLM, make_llm
-    from amauta.llm.json_reply import ask_json
 
     console = console or Console(stderr=True)
     started = time.time()
     out = Path(config.out)
     _check_output(out)
-    paths = list(iter_document_paths(config.docs))
-    chunks = [c for path in paths for c in chunk_document(load_document(path), config.max_chars, config.overlap)
-              if len(c.text.strip()) >= config.min_chars]
-    if not chunks:
-        raise AmautaError(f"{', '.join(config.docs)}: no chunk has {config.min_chars}+ characters; lower --min-chars")
+    paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
 
-    llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
-                          timeout=config.timeout, max_retries=config.max_retries)
-    cache_path = Path(config.cache) if config.cache else amauta_home() / "build-exam" / "cache.jsonl"
-    cache = _read_cache(cache_path)
     jobs = [(chunk, build_messages(chunk, config)) for chunk in chunks]
-    keys = [cache_key(messages, llm, config) for _, messages in jobs]
-    results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
-    from_cache = len(results)
-    todo = [i for i in range(len(jobs)) if i not in results]
-    endpoint = model_identity(llm).get("endpoint")
-
-    def ask(i: int) -> dict:
-        chunk, messages = jobs[i]
-        reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
-                         temperature=config.temperature, validate=lambda value: validate_reply(value, config))
-        return {"key": keys[i], "chunk_id": chunk.id, "source": chunk.source, "article": chunk.article,
-                "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION,
-                "status": "ok" if reply.ok else "failed", "reply": reply.value if reply.ok else None,
-                "error": reply.error, "raw_replies": reply.raw_replies, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-    workers = 1 if isinstance(llm, LocalLLM) else config.workers
-    columns = (TextColumn("[bold]build-exam"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("chunks", total=len(jobs), completed=from_cache, note=f"{from_cache} cached")
-        failed = 0
-        for i, entry in _answers(ask, todo, workers):  # appended as they arrive: a killed run keeps them
-            append_jsonl(cache_path, entry)
-            results[i] = entry
-            failed += entry["status"] != "ok"
-            progress.update(task, advance=1, note=f"{from_cache} cached, {failed} failed")
-
+    asked = answer_chunks(config, "build-exam", jobs, key=lambda messages, llm: cache_key(messages, llm, config),
+                          validate=lambda value: validate_reply(value, config), value_field="reply",
+                          value_type=dict, prompt_version=PROMPT_VERSION, llm=llm, console=console)
+    results = asked.results
     answered = [i for i in range(len(jobs)) if results[i]["status"] == "ok"]
-    failures = [{k: results[i][k] for k in ("chunk_id", "source", "article", "model", "error", "raw_replies")}
-                for i in range(len(jobs)) if results[i]["status"] != "ok"]
+    failures = failed_chunks(results)
     rows, duplicates = build_items([chunks[i] for i in answered], [results[i]["reply"] for i in answered],
-                                   config, llm.name)
+                                   config, asked.llm.name)
     if not rows:
         raise AmautaError(f"build-exam: the model gave no usable item for any of {len(jobs)} chunks; see "
-                          f"{cache_path} (raw replies) and try a larger model or more --retries")
+                          f"{asked.cache_path} (raw replies) and try a larger model or more --retries")
     items = check_items([parse_item(row, f"{out} (item {n})") for n, row in enumerate(rows, start=1)])
     text = "".join(json.dumps(item.to_json(), ensure_ascii=False, default=str) + "\n" for item in items)
-    _write_sidecars(out, config, failures, items, paths, llm.name, endpoint, cache_path, package_versions(), {
-        "documents": len(paths), "chunks": len(jobs), "asked": len(todo), "from_cache": from_cache,
+    _write_sidecars(out, config, failures, items, paths, asked, package_versions(), {
+        "documents": len(paths), "chunks": len(jobs), "asked": asked.asked, "from_cache": asked.from_cache,
         "failed": len(failures), "duplicate_questions_dropped": duplicates, "seconds": round(time.time() - started, 1)},
         output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
     atomic_write_text(out, text)  # every item checked above, one by one and together (as write_exam does)
@@ -435,17 +372,13 @@ def run(config: BuildExamConfig, *, llm: LLM | None = None, console: Any = None)
 
 
 def _write_sidecars(out: Path, config: BuildExamConfig, failures: list[dict], items: list[ExamItem], paths: list[Path],
-                    model: str, endpoint: str | None, cache_path: Path, versions: dict, summary: dict, *,
-                    output_sha256: str) -> None:
-    failures_path = _sidecar(out, "failures.jsonl")
-    if failures:
-        atomic_write_jsonl(failures_path, failures)
-    elif failures_path.exists():
-        failures_path.unlink()  # this stage wrote it; a stale failure list would mislead
+                    asked: ChunkAnswers, versions: dict, summary: dict, *, output_sha256: str) -> None:
+    write_failures(out, failures)
     safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
-    atomic_write_json(_sidecar(out, "manifest.json"), {
-        "stage": STAGE, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config, "model": model,
-        "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "prompt_hash": PROMPT_HASH, "cache": str(cache_path),
+    atomic_write_json(sidecar(out, "manifest.json"), {
+        "stage": STAGE, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config,
+        "model": asked.llm.name, "endpoint": asked.endpoint, "prompt_version": PROMPT_VERSION, "prompt_hash": PROMPT_HASH,
+        "cache": str(asked.cache_path),
         "inputs": {str(p): sha256_file(p) for p in paths}, "output_sha256": output_sha256,
         "previous_output_sha256": sha256_file(out) if out.is_file() else None,
         "summary": {**summary, **exam_counts(items)}, "design_problems": exam_design_problems(items),
@@ -463,5 +396,5 @@ def _say_summary(console: Any, out: Path, items: list[ExamItem], chunks: int, fa
                       f"{config.min_unanswerable_share:.0%}; rerun with a larger --unanswerable-per-chunk[/]",
                       highlight=False)
     if failures:
-        console.print(f"[yellow]{len(failures)} chunks failed; see {_sidecar(out, 'failures.jsonl')}; rerun the same "
+        console.print(f"[yellow]{len(failures)} chunks failed; see {sidecar(out, 'failures.jsonl')}; rerun the same "
                       "command to retry them[/]", highlight=False)

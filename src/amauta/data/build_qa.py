@@ -20,19 +20,26 @@ chunks are asked again on the next run (their failure is often transient). Then 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from amauta.core.config import StageConfig
 from amauta.core.errors import AmautaError
-from amauta.core.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from amauta.core.files import atomic_write_json, atomic_write_jsonl
+from amauta.data.asking import (
+    ChunkAskingConfig,
+    answer_chunks,
+    failed_chunks,
+    model_identity,
+    read_chunks,
+    reply_key,
+    sidecar,
+    write_failures,
+)
 from amauta.llm.client import LLM
 
 PROMPT_VERSION = "qa-es-v1"
@@ -61,37 +68,14 @@ Fragmento:
 \"\"\""""
 
 
-class BuildQAConfig(StageConfig):
-    """Config of `amauta data build-qa` (and the pipeline step `data.build_qa`)."""
+class BuildQAConfig(ChunkAskingConfig):
+    """Config of `amauta data build-qa` (and the pipeline step `data.build_qa`); the model, asking and chunking
+    keys are `ChunkAskingConfig`'s."""
 
-    docs: list[str] = Field(min_length=1, description="Document files or folders (PDF, HTML, Markdown, text).")
     out: str = Field("qa.jsonl", description="Output JSONL of pairs; failures and manifest are written beside it.")
-    model: str | None = Field(None, description="Endpoint: the served model name; local: a profile, folder or GGUF "
-                              "(default smollm2-135m-instruct).")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
-                                 "unset = a local model.")
-    api_key: str | None = Field(None, description="Endpoint API key (default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
-                                                  "$OPENAI_API_KEY: docs/llm.md); never written to files.")
-    adapter: str | None = Field(None, description="LoRA adapter or training run folder for a local model.")
     pairs_per_chunk: int = Field(3, ge=1, le=20, description="Pairs asked for each chunk.")
-    retries: int = Field(3, ge=0, le=10, description="Extra tries with a corrective message when the JSON is bad.")
-    max_chars: int = Field(2000, ge=200, description="Largest chunk in characters (an article that fits stays whole).")
-    overlap: int = Field(200, ge=0, description="Characters repeated between the parts of a split article.")
-    min_chars: int = Field(80, ge=0, description="Skip chunks shorter than this (stray headings, page furniture).")
-    max_tokens: int = Field(1024, ge=16, description="Longest reply asked from the model.")
-    temperature: float = Field(0.0, ge=0, le=2, description="0 = deterministic (greedy) replies.")
-    workers: int = Field(1, ge=1, le=64, description="Parallel requests to an endpoint (local models use 1).")
-    timeout: float = Field(120, gt=0, description="Seconds to wait for one endpoint answer.")
-    max_retries: int = Field(3, ge=0, le=10, description="Endpoint retries after connection errors, timeouts and 5xx "
-                             "(waiting 1, 2, 4... s).")
     cache: str | None = Field(None, description="Cache JSONL (default: $AMAUTA_HOME/build-qa/cache.jsonl).")
     category: str = Field("dominio", description="Category written on every pair (kept by the Alpaca reader).")
-
-    @model_validator(mode="after")
-    def _check(self) -> BuildQAConfig:
-        if self.overlap >= self.max_chars // 2:
-            raise ValueError(f"overlap ({self.overlap}) must be less than half of max_chars ({self.max_chars})")
-        return self
 
 
 def build_messages(chunk, pairs_per_chunk: int) -> list[dict]:
@@ -103,41 +87,10 @@ def build_messages(chunk, pairs_per_chunk: int) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def model_identity(llm: LLM) -> dict[str, Any]:
-    """What names the model that answers, for the cache key (never a secret: no API key).
-
-    An endpoint is its base URL plus the served model name: two servers that report the same name are two
-    models. A local model is its resolved location (folder, GGUF, hub id), adapter, dtype, quantization and
-    decoding settings, not its profile name. Any other LLM object (tests, notebooks) is its name.
-    """
-    base_url = getattr(llm, "base_url", None)
-    if base_url:
-        return {"endpoint": str(base_url).rstrip("/"), "model": getattr(llm, "model", None) or llm.name}
-    loaded = getattr(llm, "loaded", None)
-    if loaded is None:
-        return {"name": llm.name}
-    extra = getattr(loaded, "extra", None) or {}
-    settings = getattr(llm, "settings", None)
-    return {"local": _resolved(getattr(loaded, "source", "")), "name": llm.name,
-            "adapter": _resolved(extra["adapter"]) if extra.get("adapter") else None,
-            "converted_from": _resolved(extra["converted_from"]) if extra.get("converted_from") else None,
-            "dtype": str(extra.get("dtype")) if extra.get("dtype") else None,
-            "quantization": extra.get("quantization"),
-            "settings": settings.model_dump(mode="json") if hasattr(settings, "model_dump") else None}
-
-
-def _resolved(where: Any) -> str:
-    """An absolute path for a file or folder that exists (a relative path names different models from
-    different folders); anything else (a hub id, "tiny") as it is."""
-    path = Path(str(where)).expanduser()
-    return str(path.resolve()) if str(where) and path.exists() else str(where)
-
-
 def cache_key(messages: list[dict], llm: LLM, config: BuildQAConfig) -> str:
     """Hash of what decides the answer: the prompt (system prompt and chunk text), the model that answers
     (`model_identity`: endpoint and name, or a local model's location) and the generation settings."""
-    payload = [PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:32]
+    return reply_key(PROMPT_VERSION, model_identity(llm), messages, config.max_tokens, config.temperature)
 
 
 def validate_pairs(value: Any, limit: int) -> list[dict]:
@@ -168,47 +121,6 @@ def _norm(text: str) -> str:
     return re.sub(r"[\W_]+", " ", text).strip()
 
 
-def seal_jsonl(path: Path) -> None:
-    """End a JSONL file cut mid-line by a killed writer with a newline, so the next append starts clean."""
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb+") as handle:
-            handle.seek(-1, 2)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
-
-
-def _read_cache(path: Path) -> dict[str, dict]:
-    """The latest successful entry per key. A line torn by a killed run is skipped (that chunk is asked again)."""
-    entries: dict[str, dict] = {}
-    seal_jsonl(path)
-    if path.is_file():
-        for row in read_jsonl(path, skip_invalid=True):
-            if row.get("status") == "ok" and isinstance(row.get("pairs"), list):
-                entries[row["key"]] = row
-    return entries
-
-
-def _answers(ask, todo: list[int], workers: int):
-    """Yield (index, cache entry) as answers arrive: in order with one worker, else as they complete."""
-    if workers == 1:
-        # No thread pool: Ctrl+C stops at once instead of waiting for the request in flight.
-        for i in todo:
-            yield i, ask(i)
-        return
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        futures = {pool.submit(ask, i): i for i in todo}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        # An endpoint that is down fails every job alike: stop at the first error, not after all of them.
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _sidecar(out: Path, suffix: str) -> Path:
-    return out.with_name(f"{out.stem}.{suffix}")
-
-
 def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -> Path:
     """Build the Q&A file described by `config` and return its path.
 
@@ -216,68 +128,26 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
     console: a rich Console for progress and the summary (default: stderr).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from amauta.core.manifest import package_versions
-    from amauta.core.paths import amauta_home
-    from amauta.documents import chunk_document, iter_document_paths, load_document
-    from amauta.llm.client import LocalLLM, make_llm
-    from amauta.llm.json_reply import ask_json
 
     console = console or Console(stderr=True)
     started = time.time()
     out = Path(config.out)
     if out.suffix.lower() != ".jsonl":
         raise AmautaError(f"{out}: the output must be a .jsonl file (e.g. --out qa.jsonl)")
-    paths = list(iter_document_paths(config.docs))
-    chunks = []
-    for path in paths:
-        chunks += [c for c in chunk_document(load_document(path), config.max_chars, config.overlap)
-                   if len(c.text.strip()) >= config.min_chars]
-    if not chunks:
-        raise AmautaError(f"{', '.join(config.docs)}: no chunk has {config.min_chars}+ characters; lower --min-chars")
+    paths, chunks = read_chunks(config.docs, config.max_chars, config.overlap, config.min_chars)
 
-    llm = llm or make_llm(config.model, config.base_url, config.api_key, adapter=config.adapter,
-                          timeout=config.timeout, max_retries=config.max_retries)
-    cache_path = Path(config.cache) if config.cache else amauta_home() / "build-qa" / "cache.jsonl"
-    cache = _read_cache(cache_path)
     jobs = [(chunk, build_messages(chunk, config.pairs_per_chunk)) for chunk in chunks]
-    keys = [cache_key(messages, llm, config) for _, messages in jobs]
-    results: dict[int, dict] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
-    from_cache = len(results)
-    todo = [i for i in range(len(jobs)) if i not in results]
-    endpoint = model_identity(llm).get("endpoint")  # recorded beside the answers (as base_url in the config)
-
-    def ask(i: int) -> dict:
-        chunk, messages = jobs[i]
-        reply = ask_json(llm, messages, retries=config.retries, max_tokens=config.max_tokens,
-                         temperature=config.temperature,
-                         validate=lambda value: validate_pairs(value, config.pairs_per_chunk))
-        return {"key": keys[i], "chunk_id": chunk.id, "source": chunk.source, "article": chunk.article,
-                "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION,
-                "status": "ok" if reply.ok else "failed",
-                "pairs": reply.value if reply.ok else None, "error": reply.error,
-                "raw_replies": reply.raw_replies, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-    workers = 1 if isinstance(llm, LocalLLM) else config.workers
-    columns = (TextColumn("[bold]build-qa"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("chunks", total=len(jobs), completed=from_cache, note=f"{from_cache} cached")
-        failed = 0
-        # Results are appended to the cache as they arrive (in this thread, the only writer), so a killed
-        # run keeps every answer it paid for.
-        for i, entry in _answers(ask, todo, workers):
-            append_jsonl(cache_path, entry)
-            results[i] = entry
-            failed += entry["status"] != "ok"
-            progress.update(task, advance=1, note=f"{from_cache} cached, {failed} failed")
-
-    pairs, failures, seen, duplicates = [], [], set(), 0
+    asked = answer_chunks(config, "build-qa", jobs, key=lambda messages, llm: cache_key(messages, llm, config),
+                          validate=lambda value: validate_pairs(value, config.pairs_per_chunk), value_field="pairs",
+                          value_type=list, prompt_version=PROMPT_VERSION, llm=llm, console=console)
+    results = asked.results
+    failures = failed_chunks(results)
+    pairs, seen, duplicates = [], set(), 0
     for i, (chunk, _) in enumerate(jobs):
         entry = results[i]
         if entry["status"] != "ok":
-            failures.append({k: entry[k] for k in ("chunk_id", "source", "article", "model", "error", "raw_replies")})
             continue
         for pair in entry["pairs"]:
             norm = _norm(pair["instruction"] + " " + pair.get("input", ""))
@@ -293,18 +163,15 @@ def run(config: BuildQAConfig, *, llm: LLM | None = None, console: Any = None) -
                           "prompt_version": PROMPT_VERSION})
 
     atomic_write_jsonl(out, pairs)
-    failures_path = _sidecar(out, "failures.jsonl")
-    if failures:
-        atomic_write_jsonl(failures_path, failures)
-    elif failures_path.exists():
-        failures_path.unlink()  # a stale failure list from an earlier run would mislead
-    summary = {"documents": len(paths), "chunks": len(jobs), "asked": len(todo), "from_cache": from_cache,
+    failures_path = write_failures(out, failures)
+    summary = {"documents": len(paths), "chunks": len(jobs), "asked": asked.asked, "from_cache": asked.from_cache,
                "failed": len(failures), "pairs": len(pairs), "duplicates_dropped": duplicates,
                "seconds": round(time.time() - started, 1)}
     safe_config = config.model_dump(mode="json") | {"api_key": "***" if config.api_key else None}
-    atomic_write_json(_sidecar(out, "manifest.json"), {
+    atomic_write_json(sidecar(out, "manifest.json"), {
         "stage": "data.build_qa", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": safe_config,
-        "model": llm.name, "endpoint": endpoint, "prompt_version": PROMPT_VERSION, "cache": str(cache_path),
+        "model": asked.llm.name, "endpoint": asked.endpoint, "prompt_version": PROMPT_VERSION,
+        "cache": str(asked.cache_path),
         "inputs": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
         "summary": summary, "versions": package_versions()})
     console.print(f"build-qa: {summary['pairs']} pairs from {summary['chunks']} chunks of {summary['documents']} "

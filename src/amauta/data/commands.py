@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from amauta.core.cli_options import ConfigArgs, Flag, config_options
+from amauta.core.cli_options import ConfigArgs, Flag, FlagSpec, config_options
+from amauta.data.augment import AugmentConfig
 from amauta.data.preferences import PreferencesConfig
 from amauta.data.prepare import PrepareConfig
 
@@ -107,60 +108,28 @@ def show_command(
         console.print(f"{len(out['input_ids'])} tokens, {trained} trained on", highlight=False)
 
 
+# `--llm-model`, `--base-url`, `--api-key`, `--workers`, `--cache` reach the `llm:` section (the old spellings);
+# its other keys take `--set llm.KEY=VALUE`. The recipe is checked by the config, whose error names the choices.
+AUGMENT_FLAGS: dict[str, FlagSpec] = {
+    "docs": Flag(argument=True), "recipe": Flag(names=("-r",), type=str), "out": "-o",
+    "from_files": Flag(names=("--from",), repeat=True), "restatements": "-k", "system_prompt": "--system",
+    "llm.model": (), "llm.base_url": "--base-url", "llm.api_key": "--api-key", "llm.workers": "--workers",
+    "llm.cache": "--cache",
+}
+
+
 @data_app.command("augment")
+@config_options(AugmentConfig, AUGMENT_FLAGS)
 def augment_command(
-    docs: list[Path] = typer.Argument(None, help="Document files or folders (PDF, HTML, Markdown, text)."),
-    recipe: str = typer.Option(None, "--recipe", "-r", help="qa, paraphrase, cpt or raft (docs/data.md)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output dataset folder (what `amauta train --dataset` reads)."),
-    config: Path = typer.Option(None, "--config", "-c", help="An AugmentConfig YAML; flags override it."),
-    from_files: list[Path] = typer.Option(None, "--from", help="Hand-written augmentation JSONL used instead of "
-                                          "asking an LLM (repeatable; e.g. examples/augment/leyes-*.jsonl)."),
-    exam: Path = typer.Option(None, "--exam", help="Exam JSONL: its dev/test questions stay out of the data and only "
-                              "its qa-group facts' train phrasings become Q&A."),
-    model: str = typer.Option(None, "--model", help="The model to be trained (tokenizer and template; default: "
-                              "smollm2-135m-instruct)."),
-    llm_model: str = typer.Option(None, "--llm-model", help="The LLM that writes: endpoint model name, or a local "
-                                  "profile/folder/GGUF (default: smollm2-135m-instruct)."),
-    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
-    api_key: str = typer.Option(None, "--api-key", help="Endpoint API key (never written to disk)."),
-    restatements: int = typer.Option(None, "--restatements", "-k", help="paraphrase: rewordings per article (default 5)."),
-    phrasings: int = typer.Option(None, "--phrasings", help="paraphrase: wordings per question (default 3)."),
-    mix: str = typer.Option(None, "--mix", help="Instruction data to mix in: a dataset folder or a source file."),
-    mix_ratio: float = typer.Option(None, "--mix-ratio", help="Instruction records per recipe record (default 1)."),
-    raft_p: float = typer.Option(None, "--raft-p", help="raft: share of examples keeping their gold chunk (default 0.8)."),
-    raft_distractors: int = typer.Option(None, "--raft-distractors", help="raft: distractor chunks (default 3)."),
-    raft_missing: str = typer.Option(None, "--raft-missing", help="raft without the gold chunk: memory or abstain "
-                                     "(default abstain)."),
-    seed: int = typer.Option(None, "--seed", help="Seed of every hashed choice (default 0)."),
-    workers: int = typer.Option(None, "--workers", help="Parallel requests to an endpoint (default 1)."),
-    cache: Path = typer.Option(None, "--cache", help="LLM answer cache (default: $AMAUTA_HOME/augment/cache.jsonl)."),
+    config: ConfigArgs,
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace a dataset folder made from other inputs (never any other folder)."),
 ) -> None:
     """Training data for a knowledge recipe (qa, paraphrase, cpt, raft) from DOCS, as a dataset folder."""
-    from amauta.core.config import load_config, validate_config
-    from amauta.data.augment import AugmentConfig, run
+    from amauta.data.augment import run
 
-    overrides = {"docs": [str(d) for d in docs] if docs else None, "recipe": recipe, "out": str(out) if out else None,
-                 "from_files": [str(f) for f in from_files] if from_files else None,
-                 "exam": str(exam) if exam else None, "model": model, "llm.model": llm_model,
-                 "llm.base_url": base_url, "llm.api_key": api_key, "restatements": restatements,
-                 "phrasings": phrasings, "mix": mix, "mix_ratio": mix_ratio, "raft_p": raft_p,
-                 "raft_distractors": raft_distractors, "raft_missing": raft_missing, "seed": seed,
-                 "llm.workers": workers, "llm.cache": str(cache) if cache else None}
-    if config:
-        cfg = load_config(AugmentConfig, config, overrides)
-    else:
-        data: dict = {}
-        for dotted, value in overrides.items():
-            if value is not None:
-                head, _, tail = dotted.partition(".")
-                if tail:
-                    data.setdefault(head, {})[tail] = value
-                else:
-                    data[head] = value
-        cfg = validate_config(AugmentConfig, data, source="augment")
-    run(cfg, overwrite=overwrite)
+    run(config.load(missing={"docs": "augment: give at least one document or folder (e.g. examples/docs) "
+                                     "or --config"}), overwrite=overwrite)
 
 
 @data_app.command("preferences")

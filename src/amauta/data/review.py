@@ -31,7 +31,7 @@ from pathlib import Path
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import append_jsonl, atomic_write_jsonl, read_jsonl
-from amauta.data.build_qa import seal_jsonl
+from amauta.data.asking import seal_jsonl
 from amauta.data.review_exam import accepted_row, edit_item, is_exam_file, load_items, render_item
 
 FIELDS = ("instruction", "input", "output")
