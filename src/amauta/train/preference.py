@@ -82,8 +82,9 @@ class PreferenceMixin:
     def _check_template(self) -> None:
         """Preference folders hold text, not token lengths: they are rendered with this model's template here."""
 
-    def _records(self, split: str) -> list[Any]:
-        return list(getattr(self.dataset, split))
+    def _examples(self, split: str, limit: int | None) -> list[dict[str, Any]]:
+        """A split's first `limit` preference examples, tokenized (preference folders hold no completion records)."""
+        return self._tokenize(list(getattr(self.dataset, split))[:limit], split)
 
     def _tokenize(self, examples: list[Any], split: str) -> list[dict[str, Any]]:
         from amauta.data.preferences import Preference
