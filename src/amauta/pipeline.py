@@ -45,6 +45,7 @@ ENTRY_POINTS: dict[str, str] = {
     "data.build_qa": "amauta.data.build_qa:run",
     "data.build_exam": "amauta.data.build_exam:run",
     "data.preferences": "amauta.data.preferences:run",
+    "data.augment": "amauta.data.augment:run",
     "train": "amauta.train.recipe:run",
     "eval.belebele": "amauta.evaluate.belebele:run",
     "eval.judge": "amauta.judge.judge:run",

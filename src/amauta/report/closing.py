@@ -17,6 +17,8 @@ from typing import Any
 from amauta.evaluate.compare import COLUMNS, _fmt, _fmt_ci
 from amauta.report.report import TASK_TITLES
 
+# The exam's headline in one line: multiple-choice accuracy of each row (closed, open and options-only book).
+EXAM_COLUMNS = [("acc", "Accuracy", True)]
 MAX_LINES = 14  # with the pipeline's "finished" rule above them, 15
 NEXT_COMMANDS = 3
 
@@ -50,12 +52,14 @@ def _train_line(folder: Path, manifest: dict[str, Any]) -> str:
 def _eval_line(folder: Path, manifest: dict[str, Any]) -> str:
     summary = _read(folder / "summary.json")
     task = summary.get("task", "")
-    if task not in COLUMNS or not summary.get("models"):
+    columns = COLUMNS.get(task) or (EXAM_COLUMNS if task == "exam" else None)
+    if not columns or not summary.get("models"):
         return f"{manifest.get('stage', 'eval')}: {folder}"
-    key, title, percent = COLUMNS[task][0]
+    key, title, percent = columns[0]
     unit = " %" if percent else ""
     config = summary.get("task_config") or {}
-    detail = str(config.get("formulation") or title.lower())
+    detail = str(config.get("formulation") or (f"{(summary.get('exam') or {}).get('split', '?')} split" if task == "exam"
+                                                   else title.lower()))
     scores = [f"{m['label']} {_fmt(m['metrics'].get(key), percent)}{unit} "
               f"{_fmt_ci(m['metrics'].get(f'{key}_ci'), percent, m.get('n'))}" for m in summary["models"]]
     deltas = [f"Δ {c['other']} {100 * c['delta']:+.1f} pts {_fmt_ci(c.get('delta_ci'), True)}".removesuffix(" –")
@@ -105,7 +109,10 @@ def next_commands(folders: dict[str, list[tuple[Path, dict[str, Any]]]]) -> list
     other = "cloze" if belebele.get("formulation") == "letter" else "letter"  # the same items, asked the other way
     commands.append(f"amauta eval belebele --compare base,{run} --data {data} --formulation {other} "
                     f"--out {run.parent / f'belebele-{other}'}")
-    commands.append(f"amauta serve --adapter {run.parent.name or 'adapter'}={run}")
+    # The index the pipeline built, if any, goes with the served model (answers cite the documents).
+    index = (folders.get("rag.index") or [(None, {})])[-1][0]
+    rag = f" --rag {index}" if index is not None else ""
+    commands.append(f"amauta serve --adapter {run.parent.name or 'adapter'}={run}{rag}")
     return commands[:NEXT_COMMANDS]
 
 
