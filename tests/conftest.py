@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-# Two cores: keep torch from oversubscribing them when pytest runs alongside other work.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Two cores: keep torch from oversubscribing them when pytest runs alongside other work; with pytest-xdist's
+# two workers (`make test`), one thread each.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
