@@ -26,8 +26,10 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(VENV)/bin/amauta run examples/quickstart.yaml
 
+# Two pytest-xdist workers on a 2-core machine (one torch thread each, tests/conftest.py): the suite's
+# subprocess starts and file work overlap; CI stays under 20 minutes.
 test: install-dev
-	$(PY) -m pytest -q --timeout 900
+	$(PY) -m pytest -q -n auto --timeout 900
 
 # lint-imports checks the rooms' layering ([tool.importlinter] in pyproject.toml; docs/CONTRACTS.md).
 lint: install-dev

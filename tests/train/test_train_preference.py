@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from train_subprocess import KILLER, run_train
 
 from amauta.core.errors import AmautaError
 from amauta.data.preferences import Preference, Unpaired, write_preference_dir
@@ -58,26 +57,8 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
-KILLER = """
-import os, signal, sys
-from amauta.train import recipe
-kill_at = int(os.environ["KILL_AT"])
-original = recipe.LoRARecipe._log
-def log_then_die(self, row):
-    original(self, row)
-    if row.get("step") == kill_at and "loss" in row:
-        os.kill(os.getpid(), signal.SIGKILL)
-recipe.LoRARecipe._log = log_then_die
-from amauta.cli import main
-sys.argv = ["amauta", "train", sys.argv[1], "--no-progress"]
-main()
-"""
-
-
 def _train(args: list[str], env_extra: dict | None = None, script: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    cmd = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "amauta.cli", "train", *args, "--no-progress"]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return run_train(args, env_extra, script, timeout=600)
 
 
 def _adapter(run: Path) -> dict:

@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from train_subprocess import KILLER, run_train
 
 from amauta.core.errors import AmautaError
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Runs `amauta train` in this process, but SIGKILLs itself right after logging step KILL_AT: the
-# kill lands mid-epoch (12 steps per epoch) and between checkpoints (every 4 steps), like a power cut.
-KILLER = """
-import os, signal, sys
-from amauta.train import recipe
-kill_at = int(os.environ["KILL_AT"])
-original = recipe.LoRARecipe._log
-def log_then_die(self, row):
-    original(self, row)
-    if row.get("step") == kill_at and "loss" in row:
-        os.kill(os.getpid(), signal.SIGKILL)
-recipe.LoRARecipe._log = log_then_die
-from amauta.cli import main
-sys.argv = ["amauta", "train", sys.argv[1], "--no-progress"]
-main()
-"""
-
-
+# KILLER (train_subprocess.py) kills a run mid-epoch (12 steps per epoch) and between checkpoints (every 4 steps).
 def _train(args: list[str], env_extra: dict | None = None, script: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    cmd = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "amauta.cli", "train", *args, "--no-progress"]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return run_train(args, env_extra, script, timeout=300)
 
 
 def _train_rows(run: Path) -> list[dict]:
