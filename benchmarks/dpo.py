@@ -19,8 +19,9 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from trl_timing import timed_train
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
@@ -67,7 +68,6 @@ def run_trl(args) -> dict:
     """TRL DPOTrainer, defaults except what must match (steps, batch, lr, LoRA, no saving/reporting)."""
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from amauta.data.preferences import read_preference_file
@@ -86,28 +86,9 @@ def run_trl(args) -> dict:
     trainer = DPOTrainer(model=str(folder), args=config, train_dataset=Dataset.from_list(rows),
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                                 target_modules=profile.lora_targets["all-linear"], task_type="CAUSAL_LM"))
-    counts: list[int] = []
-    collate = trainer.data_collator
-
-    def counting_collator(features):
-        batch = collate(features)
-        counts.append(int(batch["attention_mask"].sum()))
-        return batch
-
-    trainer.data_collator = counting_collator
-
-    class Timer(TrainerCallback):
-        def on_train_begin(self, *a, **k):
-            self.started = time.perf_counter()
-
-        def on_train_end(self, *a, **k):
-            self.seconds = time.perf_counter() - self.started
-
-    timer = Timer()
-    trainer.add_callback(timer)
-    trainer.train()
+    counts, seconds = timed_train(trainer)
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    return {"tokens": sum(counts[:args.steps]), "seconds": timer.seconds, "losses": [h["loss"] for h in logs],
+    return {"tokens": sum(counts[:args.steps]), "seconds": seconds, "losses": [h["loss"] for h in logs],
             "margins": [h.get("rewards/margins") for h in logs], "dtype": str(trainer.model.dtype),
             "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
 

@@ -27,8 +27,9 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from trl_timing import timed_train
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
@@ -63,7 +64,6 @@ def run_trl(args) -> dict:
     """TRL SFTTrainer, defaults except what must match (steps, batch, lr, LoRA, no saving/reporting)."""
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from amauta.data.dataset import read_dataset_dir
@@ -83,29 +83,10 @@ def run_trl(args) -> dict:
     trainer = SFTTrainer(model=str(folder), args=config, train_dataset=Dataset.from_list(rows),
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                                 target_modules=targets, task_type="CAUSAL_LM"))
-    counts: list[int] = []
-    collate = trainer.data_collator
-
-    def counting_collator(features):
-        batch = collate(features)
-        counts.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel()))
-        return batch
-
-    trainer.data_collator = counting_collator
-
-    class Timer(TrainerCallback):
-        def on_train_begin(self, *a, **k):
-            self.started = time.perf_counter()
-
-        def on_train_end(self, *a, **k):
-            self.seconds = time.perf_counter() - self.started
-
-    timer = Timer()
-    trainer.add_callback(timer)
-    trainer.train()
+    counts, seconds = timed_train(trainer)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     # One batch per step (no accumulation); the dataloader may prefetch one more, which is not counted.
-    return {"tokens": sum(counts[:args.steps]), "seconds": timer.seconds, "losses": losses,
+    return {"tokens": sum(counts[:args.steps]), "seconds": seconds, "losses": losses,
             "dtype": str(trainer.model.dtype), "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
 
 
