@@ -79,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--xquad-limit", type=int, default=48, help="XQuAD-es paragraphs for bits per byte.")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="Short-answer length.")
     parser.add_argument("--no-short-answer", action="store_true", help="Multiple choice only (much faster).")
+    parser.add_argument("--short-answer-limit", type=int, default=48,
+                        help="Short answers (generation, the slowest cells) on the first N test items of each row.")
+    parser.add_argument("--open-context-chars", type=int, default=6000,
+                        help="Characters of retrieved passages in an open-book prompt (the exam's default 6000).")
     parser.add_argument("--quick", action="store_true",
                         help="Smoke run: 1 seed, 2,000 tokens, 12 test items, 8 dev, 16 Belebele, 4 XQuAD texts.")
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-knowledge"), help="Folder for the stages' output.")
@@ -95,7 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """What the results depend on: a results file made with other settings is not resumed."""
     keys = ("model", "dtype", "tokens", "max_length", "dev_every", "dev_limit", "exam_limit", "belebele_limit",
-            "xquad_limit", "max_new_tokens", "no_short_answer")
+            "xquad_limit", "max_new_tokens")
+    # --no-short-answer, --short-answer-limit and --open-context-chars are recorded in the cells they shape
+    # (short answers are cells of their own), not here: adding short answers to a finished run resumes it.
     return {key: getattr(args, key) for key in keys}
 
 
@@ -187,19 +193,26 @@ def train_recipe(args: argparse.Namespace, work: Path, recipe: str, seed: int, d
             "dev_acc": stopping.get("best_score"), "best_step": stopping.get("best_step"), "max_length": max_length}
 
 
-def exam(args: argparse.Namespace, folder: Path, candidates: list[str], *, options_only: bool) -> dict[str, Any]:
-    """Every row of one `amauta eval exam` run, by label: the metrics the table needs."""
+def exam(args: argparse.Namespace, folder: Path, candidates: list[str], *, options_only: bool = False,
+         short_answer: bool = False) -> dict[str, Any]:
+    """Every row of one `amauta eval exam` run, by label: the metrics the table needs. Multiple-choice cells
+    run without generation; short answers are cells of their own, on the first --short-answer-limit items."""
     from amauta.evaluate.exam import ExamConfig, run
 
+    limit = args.exam_limit
+    if short_answer:
+        limit = min(limit or args.short_answer_limit, args.short_answer_limit)
     config = validate_config(ExamConfig, {
         "exam": str(EXAM), "split": "test", "model": args.model, "candidates": ",".join(candidates),
-        "options_only": options_only, "short_answer": not args.no_short_answer, "limit": args.exam_limit,
-        "max_new_tokens": args.max_new_tokens, "out": str(folder)}, source="benchmarks/knowledge.py")
+        "options_only": options_only, "short_answer": short_answer, "limit": limit,
+        "max_context_chars": args.open_context_chars, "max_new_tokens": args.max_new_tokens, "out": str(folder)},
+        source="benchmarks/knowledge.py")
     summary = json.loads((run(config, show_progress=False) / "summary.json").read_text())
     keys = ("acc", "acc_qa", "acc_document_only", "acc_worked_example", "abstain_unanswerable",
             "abstain_answerable", "sa_recall", "sa_precision", "sa_abstain_unanswerable", "sa_abstain_answerable")
     return {"rows": {m["label"]: {"mode": m["mode"], "n": m["n"], **{k: m["metrics"].get(k) for k in keys}}
-                     for m in summary["models"]}, "path": str(folder)}
+                     for m in summary["models"]}, "path": str(folder), "limit": limit,
+            "max_context_chars": args.open_context_chars}
 
 
 def forgetting(args: argparse.Namespace, work: Path, run_path: str, name: str) -> dict[str, Any]:
@@ -239,27 +252,36 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     index = cell(results, "index", lambda: build_index(work), started)["path"]
     data = {r: cell(results, f"data:{r}", lambda r=r: build_dataset(args, work, r), started) for r in args.recipes}
-    # Closed-book rows first, open-book rows (long prompts: the slowest part on a CPU) last, so that a run
-    # cut short still has a whole closed-book table.
+    # Closed-book rows first, open-book rows (long prompts: the slowest part on a CPU) next and short answers
+    # (generation) last, so that a run cut short still has a whole closed-book multiple-choice table.
     cell(results, "exam:base", lambda: exam(args, work / "exam" / "closed-base", ["base"], options_only=True), started)
     bests = {seed: measure_seed(args, work, results, started, seed, data) for seed in args.seeds}
-    candidates = [f"rag=rag:{index}"] + [f"best-s{seed}+rag={path}+rag:{index}" for seed, path in bests.items()]
-    cell(results, "exam:open", lambda: exam(args, work / "exam" / "open", candidates, options_only=False), started)
+    open_rows = [f"rag=rag:{index}"] + [f"best-s{seed}+rag={path}+rag:{index}" for seed, path in bests.items()]
+    cell(results, "exam:open", lambda: exam(args, work / "exam" / "open", open_rows), started)
+    if not args.no_short_answer:
+        closed_rows = ["base"] + [f"{recipe}-s{seed}={results.get(f'train:{recipe}:s{seed}')['path']}"
+                                  for seed in args.seeds for recipe in args.recipes]
+        for row in closed_rows + open_rows:
+            label = row.split("=")[0]
+            cell(results, f"short:{label}", lambda row=row, label=label: exam(
+                args, work / "short" / label, [row], short_answer=True), started)
     return results.data
 
 
 def measure_seed(args: argparse.Namespace, work: Path, results: Results, started: float, seed: int,
                  data: dict[str, dict[str, Any]]) -> str:
-    """One seed: every recipe trained, the best on dev chosen, the exam's test split closed-book, forgetting
-    of the best; returns the best run's folder."""
-    runs = {r: cell(results, f"train:{r}:s{seed}", lambda r=r: train_recipe(args, work, r, seed, data[r]), started)
-            for r in args.recipes}
+    """One seed: every recipe trained and examined closed-book (a cell each, so recipes can be added to a
+    finished run), the best on dev chosen, forgetting of the best; returns the best run's folder."""
+    runs = {}
+    for recipe in args.recipes:
+        runs[recipe] = cell(results, f"train:{recipe}:s{seed}",
+                            lambda r=recipe: train_recipe(args, work, r, seed, data[r]), started)
+        path = runs[recipe]["path"]
+        cell(results, f"exam:{recipe}:s{seed}",
+             lambda r=recipe, p=path: exam(args, work / "exam" / f"closed-{r}-s{seed}", [f"{r}={p}"]), started)
     best = max(runs, key=lambda r: runs[r]["dev_acc"] if runs[r]["dev_acc"] is not None else -1)
-    candidates = [f"{r}={runs[r]['path']}" for r in args.recipes]
-    cell(results, f"exam:s{seed}", lambda: {**exam(args, work / "exam" / f"closed-s{seed}", candidates,
-                                                   options_only=False), "best": best}, started)
-    cell(results, f"forgetting:s{seed}", lambda: {**forgetting(args, work, runs[best]["path"], f"{best}-s{seed}"),
-                                                  "recipe": best}, started)
+    cell(results, f"forgetting:{best}:s{seed}", lambda: {**forgetting(args, work, runs[best]["path"],
+                                                                      f"{best}-s{seed}"), "recipe": best}, started)
     return runs[best]["path"]
 
 
@@ -272,6 +294,16 @@ COLUMNS = [("acc_qa", "MC QA facts"), ("acc_document_only", "MC doc-only"), ("ac
            ("minutes", "train min")]
 
 
+SHORT = ("sa_recall", "sa_precision")
+
+
+def best_recipe(cells: dict[str, Any], seed: int, recipes: list[str]) -> str | None:
+    """The recipe with the highest dev score of a seed (ties: the first in --recipes order)."""
+    scores = {r: (cells.get(f"train:{r}:s{seed}") or {}).get("dev_acc") for r in recipes}
+    scored = [r for r in recipes if scores[r] is not None]
+    return max(scored, key=lambda r: scores[r]) if scored else None
+
+
 def table_rows(data: dict[str, Any], seeds: list[int], recipes: list[str]) -> dict[str, dict[str, list[float]]]:
     """Row name → column → the values over seeds (one value for rows without training)."""
     cells = data["cells"]
@@ -281,31 +313,40 @@ def table_rows(data: dict[str, Any], seeds: list[int], recipes: list[str]) -> di
         if isinstance(value, (int, float)):
             rows.setdefault(row, {}).setdefault(key, []).append(float(value))
 
+    def short(label: str) -> dict[str, Any]:
+        return ((cells.get(f"short:{label}") or {}).get("rows") or {}).get(label) or {}
+
     base = {**((cells.get("exam:base") or {}).get("rows") or {}), **((cells.get("exam:open") or {}).get("rows") or {})}
     for label, row in (("options-only", "base+options"), ("base", "base"), ("rag", "rag")):
         metrics = base.get(row) or {}
         rows.setdefault(label, {})
         opened = metrics.get("mode") == "open"
         for key, _ in COLUMNS:
-            if key == "open_acc" or (opened and key in ("acc_qa", "acc_document_only")):
-                continue  # the fact-group columns are closed-book
+            if key == "open_acc" or key in SHORT or (opened and key in ("acc_qa", "acc_document_only")):
+                continue  # the fact-group columns are closed-book; short answers come from their own cells
             add(label, "open_acc" if opened and key == "acc" else key, metrics.get(key))
+        if label != "options-only":
+            for key in SHORT:
+                add(label, key, short(row).get(key))
     for seed in seeds:
-        exam_rows = (cells.get(f"exam:s{seed}") or {}).get("rows") or {}
         for recipe in recipes:
             train = cells.get(f"train:{recipe}:s{seed}") or {}
             for key in ("tokens", "minutes"):
                 add(recipe, key, train.get(key))
+            metrics = ((cells.get(f"exam:{recipe}:s{seed}") or {}).get("rows") or {}).get(recipe) or {}
             for key, _ in COLUMNS:
-                add(recipe, key, (exam_rows.get(recipe) or {}).get(key))
+                add(recipe, key, metrics.get(key))
+            for key in SHORT:
+                add(recipe, key, short(f"{recipe}-s{seed}").get(key))
+            forget = cells.get(f"forgetting:{recipe}:s{seed}") or {}
+            add(recipe, "belebele_delta", forget.get("belebele_delta"))
+            add(recipe, "xquad_bpb_change", forget.get("xquad_bpb_change"))
         best = base.get(f"best-s{seed}+rag") or {}
         add("best+rag", "open_acc", best.get("acc"))
-        for key in ("sa_recall", "sa_precision", "abstain_unanswerable", "abstain_answerable"):
+        for key in ("abstain_unanswerable", "abstain_answerable"):
             add("best+rag", key, best.get(key))
-        forget = cells.get(f"forgetting:s{seed}") or {}
-        if forget.get("recipe"):
-            add(forget["recipe"], "belebele_delta", forget.get("belebele_delta"))
-            add(forget["recipe"], "xquad_bpb_change", forget.get("xquad_bpb_change"))
+        for key in SHORT:
+            add("best+rag", key, short(f"best-s{seed}+rag").get(key))
     return rows
 
 
@@ -336,7 +377,7 @@ def print_table(data: dict[str, Any], seeds: list[int], recipes: list[str]) -> d
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)))
-    bests = [data["cells"].get(f"exam:s{s}", {}).get("best") for s in seeds]
+    bests = [best_recipe(data["cells"], seed, recipes) for seed in seeds]
     print(f"best recipe by dev MC accuracy, per seed: {bests}; % except tokens and minutes; ± = half the range "
           f"over {len(seeds)} seeds")
     return {name: {key: summarise(v) for key, v in rows.get(name, {}).items()} for name in order}
