@@ -83,6 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Short answers (generation, the slowest cells) on the first N test items of each row.")
     parser.add_argument("--open-context-chars", type=int, default=6000,
                         help="Characters of retrieved passages in an open-book prompt (the exam's default 6000).")
+    parser.add_argument("--curve", choices=RECIPES, default=None,
+                        help="Instead of the table: train RECIPE once for --tokens with a checkpoint every "
+                             "--curve-every steps (no early stopping) and score every checkpoint on the dev split, "
+                             "QA facts and document-only facts apart: accuracy vs training tokens.")
+    parser.add_argument("--curve-every", type=int, default=10, help="--curve: steps between scored checkpoints.")
     parser.add_argument("--quick", action="store_true",
                         help="Smoke run: 1 seed, 2,000 tokens, 12 test items, 8 dev, 16 Belebele, 4 XQuAD texts.")
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-knowledge"), help="Folder for the stages' output.")
@@ -171,7 +176,9 @@ def max_length_for(args: argparse.Namespace, recipe: str, data: dict[str, Any]) 
     return max(args.max_length, min(2048, 64 * math.ceil((data["max_tokens"] + 8) / 64)))
 
 
-def train_recipe(args: argparse.Namespace, work: Path, recipe: str, seed: int, data: dict[str, Any]) -> dict[str, Any]:
+def train_recipe(args: argparse.Namespace, work: Path, recipe: str, seed: int, data: dict[str, Any],
+                 curve: bool = False) -> dict[str, Any]:
+    """One recipe's run at the token budget; with `curve`, no early stopping and every checkpoint kept."""
     from amauta.train.config import TrainConfig
     from amauta.train.recipe import run
 
@@ -185,6 +192,9 @@ def train_recipe(args: argparse.Namespace, work: Path, recipe: str, seed: int, d
                "max_length": max_length, "dtype": args.dtype, "eval_every": max(steps, 2), "checkpoint_every": max(2, args.dev_every),
                "early_stopping": {"enabled": True, "exam": str(EXAM), "split": "dev",
                                   "every": min(args.dev_every, steps), "patience": 2, "limit": args.dev_limit}}
+    if curve:
+        options.update(output_dir=str(work / "curve" / f"{recipe}-s{seed}"), checkpoint_every=args.curve_every,
+                       keep_checkpoints=steps, early_stopping={"enabled": False})
     folder = run(validate_config(TrainConfig, options, source="benchmarks/knowledge.py"), progress=False)
     summary = json.loads((folder / "summary.json").read_text())
     stopping = summary.get("early_stopping") or {}
@@ -194,7 +204,7 @@ def train_recipe(args: argparse.Namespace, work: Path, recipe: str, seed: int, d
 
 
 def exam(args: argparse.Namespace, folder: Path, candidates: list[str], *, options_only: bool = False,
-         short_answer: bool = False) -> dict[str, Any]:
+         short_answer: bool = False, split: str = "test") -> dict[str, Any]:
     """Every row of one `amauta eval exam` run, by label: the metrics the table needs. Multiple-choice cells
     run without generation; short answers are cells of their own, on the first --short-answer-limit items."""
     from amauta.evaluate.exam import ExamConfig, run
@@ -202,8 +212,10 @@ def exam(args: argparse.Namespace, folder: Path, candidates: list[str], *, optio
     limit = args.exam_limit
     if short_answer:
         limit = min(limit or args.short_answer_limit, args.short_answer_limit)
+    if split != "test":
+        limit = None  # dev is small and is what the curve is about
     config = validate_config(ExamConfig, {
-        "exam": str(EXAM), "split": "test", "model": args.model, "candidates": ",".join(candidates),
+        "exam": str(EXAM), "split": split, "model": args.model, "candidates": ",".join(candidates),
         "options_only": options_only, "short_answer": short_answer, "limit": limit,
         "max_context_chars": args.open_context_chars, "max_new_tokens": args.max_new_tokens, "out": str(folder)},
         source="benchmarks/knowledge.py")
@@ -283,6 +295,53 @@ def measure_seed(args: argparse.Namespace, work: Path, results: Results, started
     cell(results, f"forgetting:{best}:s{seed}", lambda: {**forgetting(args, work, runs[best]["path"],
                                                                       f"{best}-s{seed}"), "recipe": best}, started)
     return runs[best]["path"]
+
+
+def measure_curve(args: argparse.Namespace) -> dict[str, Any]:
+    """Accuracy vs training tokens for one recipe: every kept checkpoint (and the base, at 0 tokens) scored on
+    the whole dev split, closed-book multiple choice. The test split is not read."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = Results(Path(args.out), {**settings_of(args), "curve": args.curve, "curve_every": args.curve_every})
+    started, recipe, seed = time.time(), args.curve, args.seeds[0]
+    data = cell(results, f"data:{recipe}", lambda: build_dataset(args, work, recipe), started)
+    run = cell(results, f"train:{recipe}:s{seed}",
+               lambda: train_recipe(args, work, recipe, seed, data, curve=True), started)
+    tokens_at = {0: 0}
+    for line in (Path(run["path"]) / "log.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if "tokens_total" in entry:
+            tokens_at[entry["step"]] = entry["tokens_total"]
+    points = [(0, "base")] + sorted(
+        (int(folder.name.split("-")[1]), str(folder / "adapter"))
+        for folder in (Path(run["path"]) / "checkpoints").glob("step-*"))
+    for step, candidate in points:
+        name = f"curve:{recipe}:s{seed}:step-{step}"
+        label = "base" if step == 0 else f"step-{step}"
+        spec = "base" if step == 0 else f"{label}={candidate}"
+        cell(results, name, lambda spec=spec, label=label, step=step: {
+            **exam(args, work / "curve-exam" / f"{recipe}-s{seed}-{label}", [spec], split="dev"),
+            "step": step, "tokens": tokens_at.get(step)}, started)
+    return results.data
+
+
+def print_curve(data: dict[str, Any], recipe: str, seed: int) -> list[dict[str, Any]]:
+    """The curve as a table (and the rows for the JSON line)."""
+    points = sorted((v for k, v in data["cells"].items() if k.startswith(f"curve:{recipe}:s{seed}:")),
+                    key=lambda v: v["step"])
+    rows = []
+    for point in points:
+        metrics = next(iter(point["rows"].values()))
+        rows.append({"step": point["step"], "tokens": point["tokens"],
+                     **{k: metrics.get(k) for k in ("acc_qa", "acc_document_only", "acc", "abstain_unanswerable",
+                                                    "abstain_answerable")}})
+    print(f"{recipe}, seed {seed}: dev split, closed-book multiple choice (%)")
+    print("step  tokens  QA facts  doc-only  all   abstain unans.  abstain ans.")
+    for r in rows:
+        print(f"{r['step']:<5} {r['tokens'] or 0:<7} {100 * (r['acc_qa'] or 0):<9.1f} "
+              f"{100 * (r['acc_document_only'] or 0):<9.1f} {100 * (r['acc'] or 0):<5.1f} "
+              f"{100 * (r['abstain_unanswerable'] or 0):<15.1f} {100 * (r['abstain_answerable'] or 0):.1f}")
+    return rows
 
 
 # --- the table ------------------------------------------------------------------------------------------------
@@ -385,6 +444,12 @@ def print_table(data: dict[str, Any], seeds: list[int], recipes: list[str]) -> d
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.curve:
+        data = measure_curve(args)
+        rows = print_curve(data, args.curve, args.seeds[0])
+        print(json.dumps({"benchmark": "knowledge-curve", "recipe": args.curve, "settings": data["settings"],
+                          "seed": args.seeds[0], "dev": rows}, ensure_ascii=False))
+        return
     data = measure(args)
     table = print_table(data, args.seeds, args.recipes)
     print(json.dumps({"benchmark": "knowledge", "settings": data["settings"], "seeds": args.seeds,

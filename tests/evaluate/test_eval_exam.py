@@ -344,6 +344,34 @@ def test_open_book_answers_go_through_rags_grounding_check(tiny, small_exam, tmp
     assert all(not r["found"] and r["sa_abstained"] for r in rows if r["fact_id"] == "un-multa-iva")
 
 
+def test_open_book_multiple_choice_abstains_where_rag_refuses_without_asking_the_model(tiny, small_exam, tmp_path,
+                                                                                       law_index, monkeypatch):
+    """A refused retrieval is RAG's "the documents do not say": its multiple-choice pick is the abstention
+    option, whatever the model would have chosen, and the model is not asked for it."""
+    from amauta.evaluate import loglik
+
+    scored_contexts = []
+    real = loglik.score_continuations
+
+    def spy(model, tokenizer, contexts, continuations, **kwargs):
+        scored_contexts.extend(contexts)
+        return real(model, tokenizer, contexts, continuations, **kwargs)
+
+    monkeypatch.setattr(loglik, "score_continuations", spy)
+    out = tmp_path / "ev"
+    summary = take(config(small_exam, out, candidates=f"rag:{law_index}", options_only=False, short_answer=False),
+                   loader=tiny_loader(tiny), show_progress=False)
+    rows = rows_of(out, f"rag:{law_index}")
+    refused = [r for r in rows if not r["found"]]
+    assert refused and any(r["fact_id"] == "un-multa-iva" for r in refused)
+    assert all(r["gated"] and r["pred"] == r["abstain_option"] and "logprobs" not in r for r in refused)
+    assert all("logprobs" in r and not r.get("gated") for r in rows if r["found"])
+    assert len(scored_contexts) == len(rows) - len(refused)
+    unanswerable = [r for r in rows if not r["answerable"]]
+    abstained = sum(r["pred"] == r["abstain_option"] for r in unanswerable) / len(unanswerable)
+    assert summary["models"][0]["metrics"]["abstain_unanswerable"] == pytest.approx(abstained)
+
+
 # ---------------------------------------------------------------- lm-evaluation-harness
 
 def test_export_lm_eval_writes_a_multiple_choice_task(small_exam, tmp_path, tiny):

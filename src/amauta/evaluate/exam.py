@@ -446,6 +446,7 @@ class ExamTask:
                 "prompt_format": self.prompt_format, "closed_book_system": CLOSED_BOOK_SYSTEM,
                 "rag_system": RAG_SYSTEM_PROMPT,
                 "options_only_question": OPTIONS_ONLY_QUESTION, "short_answer": self.short_answer,
+                "open_book_refusal": "abstain",  # a refused retrieval picks the abstention option (see _choose)
                 "max_new_tokens": self.max_new_tokens if self.short_answer else None}
 
     def items(self) -> list[dict[str, Any]]:
@@ -470,9 +471,39 @@ class ExamTask:
         return rows
 
     def _choose(self, examinee: Examinee, items: list[ExamItem], prompts: list[Prompt]) -> list[dict[str, Any]]:
-        """Multiple choice by log-likelihood: every option after the context, packed in one row per item."""
+        """Multiple choice by log-likelihood: every option after the context, packed in one row per item.
+
+        Open book, an item whose passages retrieval or RAG's grounding check refused gets the abstention
+        option without asking the model: that is what the RAG system answers a user (`rag ask` replies that
+        the documents do not say), so its multiple-choice score measures the same system as its short answers.
+        """
+        gated = [examinee.mode == "open" and not prompt.found and item.abstain_index is not None
+                 for item, prompt in zip(items, prompts, strict=True)]
+        asked = [i for i, g in enumerate(gated) if not g]
+        scored = dict(zip(asked, self._score_options(examinee, [items[i] for i in asked], [prompts[i] for i in asked]),
+                          strict=True))
+        rows = []
+        for i, item in enumerate(items):
+            row = {"fact_id": item.fact_id, "split": item.split, "group": item.group, "kind": item.kind,
+                   "answerable": item.answerable, "mode": examinee.mode, "question": item.question,
+                   "gold": item.gold, "gold_option": item.gold_option, "abstain_option": item.abstain_index}
+            if gated[i]:
+                pred = pred_norm = item.abstain_index
+                row["gated"] = True
+            else:
+                row.update(scored[i])
+                pred, pred_norm = row["pred"], row["pred_norm"]
+            row.update(pred=pred, pred_option=item.options[pred], pred_norm=pred_norm, correct=pred == item.gold,
+                       correct_norm=pred_norm == item.gold)
+            rows.append(row)
+        return rows
+
+    def _score_options(self, examinee: Examinee, items: list[ExamItem], prompts: list[Prompt]) -> list[dict[str, Any]]:
+        """Each item's option log-likelihoods and the model's picks (plain and length-normalised)."""
         from amauta.evaluate.loglik import encode_pair, score_continuations
 
+        if not items:
+            return []
         loaded = examinee.loaded
         limit = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
         contexts, continuations = [], []
@@ -485,20 +516,15 @@ class ExamTask:
             contexts.append(ctx)
             continuations.append([cont for _, cont in pairs])
         scored = score_continuations(loaded.model, loaded.tokenizer, contexts, continuations, prefix=examinee.prefix)
-        rows = []
+        picks = []
         for item, context, per_option in zip(items, contexts, scored, strict=True):
             logp = [s for s, _, _ in per_option]
             norm = [s / max(len(option), 1) for s, option in zip(logp, item.options, strict=True)]
-            pred = max(range(len(logp)), key=lambda k: logp[k])
-            pred_norm = max(range(len(norm)), key=lambda k: norm[k])
-            rows.append({"fact_id": item.fact_id, "split": item.split, "group": item.group, "kind": item.kind,
-                         "answerable": item.answerable, "mode": examinee.mode, "question": item.question,
-                         "gold": item.gold, "gold_option": item.gold_option, "abstain_option": item.abstain_index,
-                         "pred": pred, "pred_option": item.options[pred], "pred_norm": pred_norm,
-                         "correct": pred == item.gold, "correct_norm": pred_norm == item.gold,
-                         "logprobs": [round(x, 5) for x in logp], "tokens": [n for _, n, _ in per_option],
-                         "context_tokens": len(context)})
-        return rows
+            picks.append({"pred": max(range(len(logp)), key=lambda k: logp[k]),
+                          "pred_norm": max(range(len(norm)), key=lambda k: norm[k]),
+                          "logprobs": [round(x, 5) for x in logp], "tokens": [n for _, n, _ in per_option],
+                          "context_tokens": len(context)})
+        return picks
 
     def _answer(self, examinee: Examinee, items: list[ExamItem], prompts: list[Prompt]) -> list[dict[str, Any]]:
         """Short answers by greedy generation; with nothing retrieved, `rag ask`'s reply without the model.
