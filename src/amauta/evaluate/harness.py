@@ -393,6 +393,7 @@ def build_summary(config: HarnessConfig, version: str, models: list[dict[str, An
                    for m in models],
         "tasks": tasks,
         "comparisons": compare_models(models, tasks, out),
+        "items_file": "samples",  # where the report says the per-item rows are
     }
 
 

@@ -76,7 +76,8 @@ def report_markdown(summary: dict[str, Any], heading_level: int = 3) -> str:
     for model in summary.get("models", []):
         where = f"`{model['model']}`" + (f" + adapter `{model['adapter']}`" if model.get("adapter") else "")
         lines.append(f"- `{model['label']}`: {where}, numerics {model.get('numerics')}")
-    lines.append("- Per-item results: `samples/LABEL.TASK.KEY.jsonl` (lm-eval's log_samples); metrics: `results/`")
+    lines.append("- Files: `samples/LABEL.TASK.KEY.jsonl` (lm-eval's log_samples, a row per item), "
+                 "`results/LABEL.TASK.KEY.json` (lm-eval's output), KEY as in `keys` of summary.json")
     blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
