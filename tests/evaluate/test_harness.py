@@ -115,6 +115,28 @@ def test_rerun_skips_finished_units_and_computes_only_new_ones(compared, tmp_pat
     assert set(summary["tasks"]) == {"amauta_belebele_es", "amauta_belebele_es_cloze"}
 
 
+def test_a_task_killed_in_flight_resumes_from_lm_evals_request_cache(tmp_path):
+    """Killed after its answers were cached but before its results were written: the rerun computes nothing."""
+    config = HarnessConfig(model="tiny-llama", tasks=["amauta_belebele_es"], data=str(SAMPLE), limit=4,
+                           out=str(tmp_path / "eval"))
+    first = load_summary(run(config, show_progress=False))
+    for path in [*(tmp_path / "eval" / "results").iterdir(), *(tmp_path / "eval" / "samples").iterdir()]:
+        path.unlink()  # as if killed before the unit's files were written
+
+    def no_forward(spec, **kwargs):
+        loaded = default_loader(spec, **kwargs)
+
+        def forward(*args, **kw):
+            raise AssertionError("a forward pass ran, but every answer was in the request cache")
+
+        loaded.model.forward = forward
+        return loaded
+
+    again = load_summary(run(config, loader=no_forward, show_progress=False))
+    assert again["models"][0]["computed"] == ["amauta_belebele_es"]
+    assert again["tasks"] == first["tasks"]
+
+
 def test_report_renders_a_table_per_task(compared, tmp_path):
     _, folder, _ = compared
     from amauta.report.report import ReportConfig, build

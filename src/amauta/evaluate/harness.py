@@ -57,10 +57,10 @@ class HarnessConfig(EvalModelsConfig):
     """`amauta eval harness`: lm-eval tasks on one model or a base-vs-adapters comparison."""
 
     tasks: list[str] = Field(default_factory=lambda: ["amauta_belebele_es"],
-                             description="lm-eval tasks or groups, comma list: amauta_belebele_es (local), "
+                             description="lm-eval tasks or groups: amauta_belebele_es (local), "
                                          "belebele_spa_Latn, xnli_es, paws_es, xstorycloze_es, spanish_bench...")
-    include_path: list[str] = Field(default_factory=list, description="Folders of your own lm-eval task YAMLs "
-                                    "(comma list), as lm_eval's --include_path.")
+    include_path: list[str] = Field(default_factory=list, description="Folders of your own lm-eval task YAMLs, "
+                                    "as lm_eval's --include_path.")
     data: str | None = Field(None, description="Data file of Amauta's local tasks (amauta_belebele_es...): a "
                              "Belebele JSONL; default the path in their YAML, ../shared/data/belebele-es/dev.jsonl.")
     limit: int | None = Field(None, ge=1, description="Score only the first N items of each task (quick checks).")
