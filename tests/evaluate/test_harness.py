@@ -205,6 +205,38 @@ def test_cli_refuses_a_hub_task_offline_with_one_error_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: --tasks: 'xnli_es' is not a local task")
 
 
+def test_cli_runs_a_group_of_your_own_tasks_quietly(tmp_path):
+    """--include-path: a group over two task YAMLs; each subtask gets its rows, the group lm-eval's aggregate;
+    with --no-progress nothing but the tables is printed (no tqdm bars, no git noise)."""
+    import yaml
+
+    from amauta.evaluate.harness import bundled_tasks
+
+    tasks = tmp_path / "tareas"
+    tasks.mkdir()
+    for name in ("mi_a", "mi_b"):
+        spec = yaml.safe_load(bundled_tasks()["amauta_belebele_es"].read_text(encoding="utf-8"))
+        spec.update(task=name, dataset_kwargs={"data_files": {"test": str(SAMPLE)}})
+        (tasks / f"{name}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    (tasks / "mi_grupo.yaml").write_text(
+        "group: mi_grupo\ntask: [mi_a, mi_b]\naggregate_metric_list:\n  - metric: acc\n    aggregation: mean\n"
+        "metadata:\n  version: 1.0\n", encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"),
+           "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "amauta.cli", "eval", "harness", "-m", "tiny-llama",
+                             "--tasks", "mi_grupo", "--include-path", str(tasks), "--limit", "3", "--no-progress",
+                             "-o", str(tmp_path / "eval")], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+    assert "mi_grupo (version 1.0, 0-shot, group of 2)" in result.stdout and "it/s" not in result.stdout
+    summary = load_summary(tmp_path / "eval")
+    assert set(summary["tasks"]) == {"mi_a", "mi_b", "mi_grupo"}
+    assert summary["tasks"]["mi_grupo"]["subtasks"] == ["mi_a", "mi_b"]
+    parts = [summary["tasks"][t]["models"]["base"]["metrics"]["acc"]["value"] for t in ("mi_a", "mi_b")]
+    assert summary["tasks"]["mi_grupo"]["models"]["base"]["metrics"]["acc"]["value"] == pytest.approx(sum(parts) / 2)
+    assert len(_samples(tmp_path / "eval", summary, "mi_b", "base")) == 3
+
+
 def test_cloze_task_scores_as_amauta_belebele_cloze(tmp_path):
     """The bundled cloze task under lm-eval and `eval belebele --formulation cloze --prompt es` give each option
     the same log-probability: two independent implementations of one prompt check each other."""

@@ -97,7 +97,8 @@ def harness_command(config: ConfigArgs, progress: bool = PROGRESS, threads: int 
     folder = harness.run(cfg, show_progress=progress)
     console = make_console()
     for title, headers, rows in task_tables(load_summary(folder)):
-        table = Table(title=title)
+        console.print(title, highlight=False, markup=False)  # above the table: a title wraps at its width
+        table = Table()
         for header in headers:
             table.add_column(header, justify="left" if header == "Model" else "right")
         for row in rows:

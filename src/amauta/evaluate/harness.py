@@ -147,11 +147,13 @@ class TaskSet:
                 self.specs[name], path = bundled_spec(name, config.data)
                 self.data_files.append(path)
         others = [n for n in config.tasks if n not in bundled]
-        local = TaskManager(include_path=config.include_path or None, include_defaults=False)
+        # The bundled folder too, so that a group of yours may list Amauta's tasks (with their YAML's data path).
+        self.include_path = [str(BUNDLED_DIR), *config.include_path]
+        local = TaskManager(include_path=self.include_path, include_defaults=False)
         self.manager, self.local_only = local, True
         if any(n not in local.all_tasks for n in others):
             self._need_hub([n for n in others if n not in local.all_tasks], sorted(bundled))
-            self.manager, self.local_only = TaskManager(include_path=config.include_path or None), False
+            self.manager, self.local_only = TaskManager(include_path=self.include_path), False
         for name in others:
             if name not in self.manager.all_tasks:
                 raise AmautaError(f"--tasks: '{name}' is not an lm-eval task, group or tag"
@@ -184,30 +186,31 @@ def _folder_digest(folders: list[Path]) -> str:
 def _quiet_lm_eval(show_progress: bool, offline: bool) -> Iterator[None]:
     """lm-eval's INFO logs off; its tqdm bars only with progress; the data-set library offline when the hub is
     (or every task is local)."""
-    logger = logging.getLogger("lm_eval")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    saved = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "HF_DATASETS_OFFLINE")}
-    # lm-eval records `git describe` of the folder it runs in (and git prints "fatal: not a git repository"
-    # outside one): it says nothing about lm-eval's tasks, so it is not asked.
     import lm_eval.evaluator
 
-    hash_of_cwd = lm_eval.evaluator.get_git_commit_hash
-    lm_eval.evaluator.get_git_commit_hash = lambda: None
-    if not show_progress or os.environ.get("AMAUTA_NO_PROGRESS") == "1":
-        os.environ["TQDM_DISABLE"] = "1"
-    if offline:
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-    try:
+    with contextlib.ExitStack() as undo:
+        logger = logging.getLogger("lm_eval")
+        undo.callback(logger.setLevel, logger.level)
+        logger.setLevel(logging.ERROR)
+        # lm-eval records `git describe` of the folder it runs in (and git prints "fatal: not a git
+        # repository" outside one): it says nothing about lm-eval's tasks, so it is not asked.
+        undo.callback(setattr, lm_eval.evaluator, "get_git_commit_hash", lm_eval.evaluator.get_git_commit_hash)
+        lm_eval.evaluator.get_git_commit_hash = lambda: None
+        if not show_progress or os.environ.get("AMAUTA_NO_PROGRESS") == "1":
+            # tqdm reads TQDM_DISABLE when imported, long before this: its bars go to a closed-off stderr
+            undo.enter_context(contextlib.redirect_stderr(undo.enter_context(open(os.devnull, "w"))))
+        if offline:
+            previous = os.environ.get("HF_DATASETS_OFFLINE")
+            undo.callback(_restore_env, "HF_DATASETS_OFFLINE", previous)
+            os.environ["HF_DATASETS_OFFLINE"] = "1"
         yield
-    finally:
-        lm_eval.evaluator.get_git_commit_hash = hash_of_cwd
-        logger.setLevel(level)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 # --------------------------------------------------------------------------- one unit: (model, task)
