@@ -254,3 +254,24 @@ def test_cloze_task_scores_as_amauta_belebele_cloze(tmp_path):
         mine = ours[row["doc"]["id"]]
         assert [ll for ll, _ in row["filtered_resps"]] == pytest.approx(mine["logprobs"], abs=1e-3)
         assert bool(row["acc"]) == mine["correct"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # 8 min at load average 12 on 2 cores; about a minute on an idle machine
+def test_smollm2_letter_task_matches_eval_belebele_on_shared_items(shared_data, tmp_path):
+    """SmolLM2 on 4 items of the Spanish Belebele dev file: `amauta_belebele_es` under lm-eval and `eval
+    belebele --formulation letter --prompt lm-eval` (the same template) give each letter the same log-prob."""
+    from amauta.evaluate import belebele
+
+    data = str(shared_data / "belebele-es" / "dev.jsonl")
+    folder = run(HarnessConfig(model="smollm2-135m-instruct", tasks=["amauta_belebele_es"], data=data, limit=4,
+                               out=str(tmp_path / "h")), show_progress=False)
+    summary = load_summary(folder)
+    belebele.run(belebele.BelebeleConfig(model="smollm2-135m-instruct", data=data, limit=4, formulation="letter",
+                                         prompt="lm-eval", out=str(tmp_path / "b")), show_progress=False)
+    ours = {row["item_id"]: row for row in map(json.loads, (tmp_path / "b" / "items.jsonl").read_text().splitlines())}
+    rows = _samples(folder, summary, "amauta_belebele_es", "base")
+    assert summary["tasks"]["amauta_belebele_es"]["n_samples"] == {"original": 244, "effective": 4}
+    for row in rows:
+        mine = ours[str(row["doc"]["id"])]
+        assert [ll for ll, _ in row["filtered_resps"]] == pytest.approx(mine["logprobs"], abs=1e-3)
