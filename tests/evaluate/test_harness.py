@@ -257,7 +257,7 @@ def test_cloze_task_scores_as_amauta_belebele_cloze(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.slow  # 8 min at load average 12 on 2 cores; about a minute on an idle machine
+@pytest.mark.slow  # 8 items took 8 min here at load average 12 on 2 shared cores (now 4 items)
 def test_smollm2_letter_task_matches_eval_belebele_on_shared_items(shared_data, tmp_path):
     """SmolLM2 on 4 items of the Spanish Belebele dev file: `amauta_belebele_es` under lm-eval and `eval
     belebele --formulation letter --prompt lm-eval` (the same template) give each letter the same log-prob."""
