@@ -237,6 +237,19 @@ def test_cli_runs_a_group_of_your_own_tasks_quietly(tmp_path):
     assert len(_samples(tmp_path / "eval", summary, "mi_b", "base")) == 3
 
 
+def test_chat_template_is_amautas_with_the_runs_system_prompt(tmp_path):
+    """--apply-chat-template renders through the model's Amauta template (tiny-llama: Llama 2's [INST]), which
+    the tokenizer has no jinja copy of, with --system in it; the shots as earlier turns."""
+    config = HarnessConfig(model="tiny-llama", tasks=["amauta_belebele_es_cloze"], data=str(SAMPLE), limit=2,
+                           num_fewshot=1, apply_chat_template=True, system_prompt="Eres útil.", out=str(tmp_path / "e"))
+    summary = load_summary(run(config, show_progress=False))
+    assert summary["tasks"]["amauta_belebele_es_cloze"]["n_shot"] == 1
+    context, continuation = _samples(tmp_path / "e", summary, "amauta_belebele_es_cloze", "base")[0]["arguments"][0]
+    assert context.startswith("<s>[INST] <<SYS>>\nEres útil.\n<</SYS>>\n\nPasaje: ")
+    assert context.count("[INST]") == 2 and context.endswith("Respuesta: [/INST]")
+    assert continuation == "Subir al volcán más cercano el primer día"
+
+
 def test_cloze_task_scores_as_amauta_belebele_cloze(tmp_path):
     """The bundled cloze task under lm-eval and `eval belebele --formulation cloze --prompt es` give each option
     the same log-probability: two independent implementations of one prompt check each other."""

@@ -67,8 +67,8 @@ class HarnessConfig(EvalModelsConfig):
     num_fewshot: int | None = Field(None, ge=0, description="Solved examples before each item; default each task's own.")
     apply_chat_template: bool = Field(False, description="Render prompts with the model's chat template "
                                       "(lm-eval's --apply_chat_template).")
-    system_prompt: str | None = Field(None, description="With --apply-chat-template: lm-eval's system instruction "
-                                      "(None or '' = none).")
+    system_prompt: str | None = Field(None, description="With --apply-chat-template: the system prompt (None = the "
+                                      "model profile's, as amauta models show lists; '' = none).")
     bootstrap_iters: int = Field(1000, ge=0, description="lm-eval's bootstrap resamples for the stderr of "
                                  "metrics that are not means (0 = none).")
     batch_size: int = Field(8, ge=1, description="Requests per forward pass (lm-eval's --batch_size).")
@@ -244,8 +244,7 @@ def evaluate_unit(hflm: Any, tasks: TaskSet, name: str, config: HarnessConfig, o
             model=hflm, tasks=[tasks.specs[name]], task_manager=tasks.manager, num_fewshot=config.num_fewshot,
             limit=config.limit, log_samples=True, bootstrap_iters=config.bootstrap_iters,
             use_cache=str(out / "cache" / f"{_safe(label)}.{key}"),
-            apply_chat_template=config.apply_chat_template,
-            system_instruction=(config.system_prompt or None) if config.apply_chat_template else None)
+            apply_chat_template=config.apply_chat_template)  # the system prompt: the model's profile (--system)
     except (OSError, ConnectionError) as exc:  # the data set: not downloadable, not in the cache, file gone
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AmautaError(f"{name}: lm-eval cannot load its data ({first}); run with internet once, or use a "
@@ -282,10 +281,25 @@ def read_unit(out: Path, label: str, task: str, key: str) -> dict[str, Any] | No
 
 
 def wrap_model(loaded: Any, config: HarnessConfig) -> Any:
-    """lm-eval's HFLM over the in-memory model and tokenizer (no second load, adapter included)."""
+    """lm-eval's HFLM over the in-memory model and tokenizer (no second load, adapter included).
+
+    With --apply-chat-template the prompts are rendered as everywhere in Amauta (`apply_template`: the
+    profile's template or the tokenizer's, and the run's system prompt), not by lm-eval's call to
+    `tokenizer.apply_chat_template`, which needs a jinja template that Amauta's own templates are not.
+    """
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=config.batch_size)
+    from amauta.models.templates import apply_template
+
+    class AmautaHFLM(HFLM):
+        def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+            if add_generation_prompt or not chat_history or chat_history[-1]["role"] != "assistant":
+                return apply_template(loaded, chat_history, add_generation_prompt=True)
+            # lm-eval's continue_final_message: the assistant's turn is open, its text so far after the prompt
+            *before, last = chat_history
+            return apply_template(loaded, before, add_generation_prompt=True) + last["content"]
+
+    return AmautaHFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=config.batch_size)
 
 
 # --------------------------------------------------------------------------- the run
@@ -296,8 +310,11 @@ def task_key(config: HarnessConfig, tasks: TaskSet, name: str, version: str) -> 
     key: dict[str, Any] = {"harness_task": name, "lm_eval": version, "limit": config.limit,
                            "num_fewshot": config.num_fewshot, "apply_chat_template": config.apply_chat_template,
                            "include": tasks.include_digest}
-    if config.apply_chat_template:
-        key["system_prompt"] = config.system_prompt or None
+    if config.apply_chat_template:  # the prompts go through the template, and the system prompt into them
+        from amauta.models.load import recorded_system_prompt
+
+        key["system_prompt"] = (config.system_prompt if config.system_prompt is not None
+                                else recorded_system_prompt(config.model))
     if isinstance(spec, dict):  # a bundled task: its config and its data file's content
         path = Path(spec["dataset_kwargs"]["data_files"][spec["test_split"]])
         key["spec"] = {k: v for k, v in spec.items() if k != "dataset_kwargs"}
