@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
+# The eval extra too: the lm-evaluation-harness tests (tests/evaluate/test_harness.py) run in CI.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,eval]'
 	touch $@
 
 install: $(VENV)/.installed

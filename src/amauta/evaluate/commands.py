@@ -1,4 +1,4 @@
-"""`amauta eval belebele|perplexity|xquad|mgsm|exam`.
+"""`amauta eval belebele|perplexity|xquad|mgsm|exam|harness`.
 
 An eval command is a config class, a run function and the short flags of a few fields: `eval_command`
 gives it one option per config field (core/cli_options.py: `--model/-m`, `--compare base,RUN1,...`,
@@ -17,9 +17,10 @@ import typer
 
 from amauta.core.cli_options import ConfigArgs, FlagSpec, config_options
 from amauta.core.threads import THREADS_OPTION, apply_threads
-from amauta.evaluate import belebele, exam, mgsm, perplexity, xquad
+from amauta.evaluate import belebele, exam, harness, mgsm, perplexity, xquad
 
-eval_app = typer.Typer(help="Evaluate models: Belebele, perplexity, XQuAD, MGSM (and the judge); compare adapters.",
+eval_app = typer.Typer(help="Evaluate models: Belebele, perplexity, XQuAD, MGSM, lm-eval tasks (and the judge); "
+                       "compare adapters.",
                        no_args_is_help=True)
 
 # The spellings of the fields every eval config shares (EvalModelsConfig) where `--field-name` is not it.
@@ -79,6 +80,31 @@ def exam_command(config: ConfigArgs, progress: bool = PROGRESS, threads: int | N
                       f"--tasks {','.join(f.stem for f in files if f.suffix == '.yaml')}", highlight=False)
         return
     exam.print_exam_summary(load_summary(exam.run(cfg, show_progress=progress)), cfg.out)
+
+
+@eval_app.command("harness")
+@config_options(harness.HarnessConfig, EVAL_FLAGS)
+def harness_command(config: ConfigArgs, progress: bool = PROGRESS, threads: int | None = THREADS_OPTION) -> None:
+    """lm-evaluation-harness tasks (belebele_spa_Latn, xnli_es, spanish_bench...) on the model and its adapters."""
+    apply_threads(threads)
+    from rich.table import Table
+
+    from amauta.core.console import make_console
+    from amauta.evaluate.harness_tables import task_tables
+    from amauta.evaluate.runner import load_summary
+
+    cfg = config.load()
+    folder = harness.run(cfg, show_progress=progress)
+    console = make_console()
+    for title, headers, rows in task_tables(load_summary(folder)):
+        console.print(title, highlight=False, markup=False)  # above the table: a title wraps at its width
+        table = Table()
+        for header in headers:
+            table.add_column(header, justify="left" if header == "Model" else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(f"per-item results: {folder}/samples/", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

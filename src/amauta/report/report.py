@@ -36,6 +36,7 @@ from amauta.core.files import atomic_write_bytes, atomic_write_text, read_jsonl
 from amauta.core.manifest import write_manifest
 from amauta.core.summaries import section_for
 from amauta.evaluate import exam as _exam  # noqa: F401  (registers the exam's section)
+from amauta.evaluate import harness_tables as _harness  # noqa: F401  (registers `eval harness`'s section)
 from amauta.evaluate.compare import COLUMNS, _fmt_ci, markdown_table, table_rows
 from amauta.evaluate.stats import has_interval
 from amauta.judge import tables as _judge_tables  # noqa: F401  (registers the judge's section)
