@@ -14,7 +14,8 @@ What it does, in order:
   save   adapter/, loss.png, summary.json, manifest.json.
 
 `accelerate` owns devices, mixed precision and multi-process (DDP/FSDP/DeepSpeed via `accelerate
-launch`); this file has no distributed code of its own beyond sharding each step's examples by rank.
+launch`); this file has no distributed code of its own beyond sharding each step's examples by rank (and FSDP
+checkpoints, which every process writes: `checkpoint.save_sharded_checkpoint`).
 """
 
 from __future__ import annotations
@@ -350,6 +351,9 @@ class LoRARecipe:
                        "(FSDP needs GPUs); checkpoints are DDP checkpoints[/]")
         if not self.sharded:
             return
+        if not self.accelerator.is_fsdp2:
+            raise AmautaError("fsdp_version: 1 is not supported (its flat parameters hold no whole adapter weight to "
+                              "save); set fsdp_version: 2 in the accelerate config (examples/accelerate/fsdp.yaml)")
         if cfg.finetuning == "full":
             raise AmautaError("finetuning: full is not supported under FSDP yet (its checkpoints save the adapter); "
                               "use LoRA, or DDP/DeepSpeed for full fine-tuning")
