@@ -8,10 +8,17 @@ is always complete. The newest one is what `--resume` (or a plain rerun) continu
 
 We save the adapter ourselves instead of using `Trainer`'s checkpoint resume, which for PEFT models
 has failed in several transformers/peft versions ("Can't find a valid checkpoint", missing LoRA keys).
+
+Under FSDP no process holds the whole model or optimizer: every process writes its shards with
+accelerate's `save_state` (torch distributed checkpoint, plus each process's RNG state) into the one
+temporary folder, and the main process adds the gathered adapter, the schedule and `state.json` and
+renames it only when all processes are done (`save_sharded_checkpoint`). DeepSpeed checkpoints keep
+no optimizer state and are refused on resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -28,6 +35,10 @@ from amauta.core.files import atomic_dir, atomic_write_json, read_jsonl
 from amauta.train.config import TrainConfig, fingerprint, fingerprint_fields
 
 _STEP = re.compile(r"^step-(\d+)$")
+
+# Inside an FSDP checkpoint: what accelerate's `save_state` writes (model and optimizer shards in torch's
+# distributed checkpoint format, random_states_{rank}.pkl per process).
+SHARDED_FOLDER = "accelerate"
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -71,7 +82,8 @@ def save_checkpoint(run_dir: Path, step: int, *, adapter_model: Any, optimizer: 
 
     adapter_model: the (unwrapped) peft model, whose adapter weights are saved (adapter/), or for full
         fine-tuning the plain model, saved whole (model/).
-    optimizer: its state is saved unless None (FSDP/DeepSpeed shard it across processes: not resumable yet).
+    optimizer: its state is saved unless None (DeepSpeed shards it across processes: not resumable; FSDP
+        checkpoints go through `save_sharded_checkpoint`).
     state: JSON-able facts (step, epoch, fingerprint, micro-batch size, guard baseline...).
     """
     target = Path(run_dir) / "checkpoints" / f"step-{step}"
@@ -82,9 +94,95 @@ def save_checkpoint(run_dir: Path, step: int, *, adapter_model: Any, optimizer: 
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_states(), tmp / "rng.pt")
         atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer_saved": optimizer is not None})
+    drop_old_checkpoints(run_dir, keep)
+    return target
+
+
+def drop_old_checkpoints(run_dir: Path, keep: int) -> None:
+    """Remove all but the newest `keep` complete checkpoints."""
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def gathered_trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    """The trainable weights as whole tensors on the CPU, keyed as `model.state_dict()` keys them.
+
+    Under FSDP each process holds a shard of every weight (a DTensor): `full_tensor()` gathers it, a
+    collective call, so every process must call this, in the same order. Elsewhere it is a plain copy.
+    """
+    from torch.distributed.tensor import DTensor
+
+    state = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            tensor = param.detach()
+            state[name] = (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).cpu().clone()
+    return state
+
+
+def save_sharded_checkpoint(accelerator: Any, run_dir: Path, step: int, *, model: Any, scheduler: Any,
+                            state: dict[str, Any], keep: int) -> Path:
+    """FSDP: write `checkpoints/step-{step}` from every process; call it on all of them.
+
+    All processes write their model and optimizer shards and their RNG state with accelerate's
+    `save_state` into one temporary folder (its name broadcast by the main process, which owns it);
+    then the main process adds the adapter (gathered whole, so `adapter/` is usable as it is), the
+    schedule and `state.json`, and renames the folder into place. A process killed on the way leaves
+    only a temporary folder, which the next run removes: `step-N` exists only when every process
+    finished writing it.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    main = accelerator.is_main_process
+    adapter = gathered_trainable_state(model)  # collective: before the main process goes its own way
+    target = Path(run_dir) / "checkpoints" / f"step-{step}"
+    with contextlib.ExitStack() as stack:
+        name = [str(stack.enter_context(atomic_dir(target, overwrite=True))) if main else None]
+        broadcast_object_list(name)
+        tmp = Path(name[0])
+        accelerator.save_state(str(tmp / SHARDED_FOLDER))
+        accelerator.wait_for_everyone()  # every shard and RNG file is on disk
+        if main:
+            accelerator.unwrap_model(model).save_pretrained(tmp / "adapter", state_dict=adapter)
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer_saved": True,
+                                                   "sharded": "fsdp", "processes": accelerator.num_processes})
+    if main:
+        drop_old_checkpoints(run_dir, keep)
+    accelerator.wait_for_everyone()
     return target
+
+
+def load_sharded_checkpoint(accelerator: Any, path: Path, *, scheduler: Any) -> dict[str, Any]:
+    """FSDP: load what `save_sharded_checkpoint` wrote into the prepared model and optimizer (each process
+    its shards and its own RNG state, restored last) and return state.json; call it on every process."""
+    state = json.loads((path / "state.json").read_text())
+    check_resumable(path, state, "fsdp", accelerator.num_processes)
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    accelerator.load_state(str(path / SHARDED_FOLDER))
+    return state
+
+
+def check_resumable(path: Path, state: dict[str, Any], sharded: str | None, processes: int) -> None:
+    """Refuse, in one line, a checkpoint this launch cannot continue exactly."""
+    written = state.get("sharded")
+    if not state.get("optimizer_saved", True):
+        raise AmautaError(f"{path}: written under DeepSpeed (or an older Amauta under FSDP) without the sharded "
+                          "optimizer state, so it cannot be resumed; its adapter/ is usable, or start a new output_dir")
+    if written != sharded:
+        how = {"fsdp": "under FSDP", None: "without FSDP"}
+        raise AmautaError(f"{path}: written {how[written]}, this launch runs {how[sharded]}; resume it with the "
+                          "accelerate config it was written with, or start a new output_dir")
+    if sharded and state.get("processes") != processes:
+        raise AmautaError(f"{path}: written by {state.get('processes')} processes, this launch has {processes} "
+                          "(each keeps its own shards and RNG state); launch with the same --num_processes")
+
+
+def deepspeed_resume_refusal(path: Path) -> AmautaError:
+    """The one line that refuses to resume under DeepSpeed."""
+    return AmautaError(f"{path}: resuming under DeepSpeed is not supported (Amauta saves no DeepSpeed optimizer "
+                       "state: DeepSpeed needs GPUs and is untested here); start a new output_dir, or train "
+                       "with DDP or FSDP (examples/accelerate/), which resume")
 
 
 def weights_folder(model: Any) -> str:
@@ -127,10 +225,8 @@ def load_weights(model: Any, folder: Path) -> None:
 def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
     """Load a checkpoint into the live objects and return its state.json (RNG restored last)."""
     state = json.loads((path / "state.json").read_text())
+    check_resumable(path, state, None, 1)
     load_weights(adapter_model, path / weights_folder(adapter_model))
-    if not state.get("optimizer_saved", True):
-        raise AmautaError(f"{path}: written under FSDP/DeepSpeed without the sharded optimizer state, so it cannot "
-                          "be resumed; its adapter/ is usable, or start a new output_dir")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_states(torch.load(path / "rng.pt", weights_only=False))

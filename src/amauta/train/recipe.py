@@ -14,7 +14,8 @@ What it does, in order:
   save   adapter/, loss.png, summary.json, manifest.json.
 
 `accelerate` owns devices, mixed precision and multi-process (DDP/FSDP/DeepSpeed via `accelerate
-launch`); this file has no distributed code of its own beyond sharding each step's examples by rank.
+launch`); this file has no distributed code of its own beyond sharding each step's examples by rank (and FSDP
+checkpoints, which every process writes: `checkpoint.save_sharded_checkpoint`).
 """
 
 from __future__ import annotations
@@ -244,6 +245,9 @@ class LoRARecipe:
         self.accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)
         self.device = self.accelerator.device
         self.main = self.accelerator.is_main_process
+        kind = self.accelerator.distributed_type.value
+        # FSDP shards the model and optimizer over the processes: checkpoints are written by all of them.
+        self.sharded, self.deepspeed = kind == "FSDP", kind == "DEEPSPEED"
         self.step = 0
         self.log_path = self.out / "log.jsonl"
         self.finished_already = False
@@ -289,6 +293,7 @@ class LoRARecipe:
         self.resume_from = ckpt.check_run_dir(cfg, self.dataset_hash)
         if resume and self.resume_from is None:
             raise AmautaError(f"{self.out}: no complete checkpoint to resume from; run without --resume to start")
+        self._check_distributed()
 
         # 3. The base model, quantized for QLoRA, then the adapter.
         self.loaded = self._load_base()
@@ -332,6 +337,29 @@ class LoRARecipe:
         if self.main:
             atomic_write_text(self.out / "config.yaml", ckpt.saved_config_text(cfg))
         self.accelerator.wait_for_everyone()
+
+    def _check_distributed(self) -> None:
+        """Refuse, before the model loads, what a multi-process launch cannot do (one line each)."""
+        import os
+
+        cfg, world = self.config, self.accelerator.num_processes
+        if self.deepspeed and self.resume_from is not None:
+            raise ckpt.deepspeed_resume_refusal(self.resume_from)
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not self.sharded and world > 1:
+            # accelerate 1.15 turns FSDP on only for accelerator devices: CPU processes train as DDP.
+            self.print(f"[yellow]FSDP asked for, but accelerate runs {world} {self.device.type} processes as DDP "
+                       "(FSDP needs GPUs); checkpoints are DDP checkpoints[/]")
+        if not self.sharded:
+            return
+        if not self.accelerator.is_fsdp2:
+            raise AmautaError("fsdp_version: 1 is not supported (its flat parameters hold no whole adapter weight to "
+                              "save); set fsdp_version: 2 in the accelerate config (examples/accelerate/fsdp.yaml)")
+        if cfg.finetuning == "full":
+            raise AmautaError("finetuning: full is not supported under FSDP yet (its checkpoints save the adapter); "
+                              "use LoRA, or DDP/DeepSpeed for full fine-tuning")
+        if cfg.batch_size % world:
+            raise AmautaError(f"batch_size: {cfg.batch_size} does not split evenly over {world} FSDP processes (each "
+                              f"must run as many forward passes); use a multiple of {world}")
 
     def _read_dataset(self, profile: Any, system: str | None) -> None:
         """Set `self.dataset` and `self.dataset_hash` (the hash that ties checkpoints to their data)."""
@@ -508,8 +536,11 @@ class LoRARecipe:
         return torch.optim.AdamW(params, **kwargs)
 
     def _resume(self) -> None:
-        state = ckpt.load_checkpoint(self.resume_from, adapter_model=self.accelerator.unwrap_model(self.model),
-                                     optimizer=self.optimizer, scheduler=self.scheduler)
+        if self.sharded:
+            state = ckpt.load_sharded_checkpoint(self.accelerator, self.resume_from, scheduler=self.scheduler)
+        else:
+            state = ckpt.load_checkpoint(self.resume_from, adapter_model=self.accelerator.unwrap_model(self.model),
+                                         optimizer=self.optimizer, scheduler=self.scheduler)
         self.step = state["step"]
         self.tokens_total = state.get("tokens_total", 0)
         self.elapsed_before = state.get("elapsed_s", 0.0)
@@ -596,11 +627,15 @@ class LoRARecipe:
         acc = self.accelerator
         self.model.eval()
         mine = self.val_examples[acc.process_index::acc.num_processes]
+        batches = [mine[i:i + self.micro] for i in range(0, len(mine), self.micro)]
+        if self.sharded:  # FSDP gathers weights inside every forward: all processes must run as many
+            most = math.ceil(math.ceil(len(self.val_examples) / acc.num_processes) / self.micro)
+            batches += [[]] * (most - len(batches))
         total, count = 0.0, 0
-        for i in range(0, len(mine), self.micro):
-            micro = mine[i:i + self.micro]
+        for micro in batches:
             with acc.autocast():
-                total += answer_loss(self.model, self._collate(micro), 1.0).float().item()
+                loss = answer_loss(self.model, self._collate(micro or self.val_examples[:1]), 1.0).float().item()
+            total += loss if micro else 0.0  # a filler pass keeps the processes in step and counts nothing
             count += sum(sum(1 for t in ex["labels"][1:] if t != -100) for ex in micro)
         self.model.train()
         sums = acc.reduce(torch.tensor([total, float(count)], device=self.device), reduction="sum")
@@ -675,16 +710,24 @@ class LoRARecipe:
 
     def _checkpoint(self, elapsed: float) -> None:
         cfg = self.config
+        if self.sharded:
+            ckpt.save_sharded_checkpoint(self.accelerator, self.out, self.step, model=self.model,
+                                         scheduler=self.scheduler, state=self._checkpoint_state(elapsed),
+                                         keep=cfg.keep_checkpoints)
+            return
         if self.main:
-            state = {"fingerprint": fingerprint(cfg), "fingerprint_fields": fingerprint_fields(cfg),
-                     "dataset_sha256": self.dataset_hash, "total_steps": self.total_steps,
-                     "micro_batch_size": self.micro, "tokens_total": self.tokens_total, "elapsed_s": round(elapsed, 2),
-                     "guard_baseline": self.guard_baseline, "val_loss": self.last_val, "early_stopping": self.early}
-            sharded = self.accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
             ckpt.save_checkpoint(self.out, self.step, adapter_model=self.accelerator.unwrap_model(self.model),
-                                 optimizer=None if sharded else self.optimizer, scheduler=self.scheduler, state=state,
-                                 keep=cfg.keep_checkpoints)
+                                 optimizer=None if self.deepspeed else self.optimizer, scheduler=self.scheduler,
+                                 state=self._checkpoint_state(elapsed), keep=cfg.keep_checkpoints)
         self.accelerator.wait_for_everyone()
+
+    def _checkpoint_state(self, elapsed: float) -> dict[str, Any]:
+        """The JSON facts of a checkpoint (state.json): what ties it to its config and data, and the run's numbers."""
+        cfg = self.config
+        return {"fingerprint": fingerprint(cfg), "fingerprint_fields": fingerprint_fields(cfg),
+                "dataset_sha256": self.dataset_hash, "total_steps": self.total_steps,
+                "micro_batch_size": self.micro, "tokens_total": self.tokens_total, "elapsed_s": round(elapsed, 2),
+                "guard_baseline": self.guard_baseline, "val_loss": self.last_val, "early_stopping": self.early}
 
     # ------------------------------------------------------------------ forgetting guard
     def _setup_guard(self) -> None:
@@ -814,6 +857,8 @@ class LoRARecipe:
         from amauta.train.plots import plot_loss
 
         self.accelerator.wait_for_everyone()
+        # Under FSDP the adapter is gathered from every process's shards (collective, so before the split).
+        gathered = {"state_dict": ckpt.gathered_trainable_state(self.model)} if self.sharded else {}
         if not self.main:
             return self.out
         self._restore_best()
@@ -822,7 +867,7 @@ class LoRARecipe:
             self._save_full_model(model)
         else:
             with atomic_dir(self.out / "adapter", overwrite=True) as tmp:
-                model.save_pretrained(tmp)
+                model.save_pretrained(tmp, **gathered)
                 self.loaded.tokenizer.save_pretrained(tmp)
         rows = list(read_jsonl(self.log_path, tolerate_torn_tail=True)) if self.log_path.is_file() else []
         train_rows = [r for r in rows if "loss" in r]
