@@ -147,3 +147,27 @@ def test_amauta_serve_with_an_adapter_writes_what_the_loaded_models_would(tmp_pa
     by_endpoint, in_process = answers(served), answers(local)
     assert by_endpoint == in_process  # the served base and adapter answer as the models loaded here
     assert by_endpoint[("es", "q1", 0)] != by_endpoint[("base@greedy", "q1", 0)]  # the adapter was used
+
+
+def test_an_endpoint_that_fails_mid_run_keeps_the_answers_so_far_and_the_rerun_asks_only_the_rest(tmp_path, mini_set):
+    from amauta.llm.fake_server import FakeHTTPError
+
+    asked = []
+
+    def fails_after_three(messages):
+        asked.append(messages[-1]["content"])
+        if len(asked) > 3:
+            raise FakeHTTPError(500, "the GPU fell over")
+        return "respuesta"
+
+    out = tmp_path / "run"
+    cfg = _config(mini_set, out, None, candidates=["base"], generate_workers=1)
+    with FakeOpenAIServer(fails_after_three) as url:
+        with pytest.raises(AmautaError, match="answer endpoint.*HTTP 500.*rerun the same command to resume"):
+            run(cfg.model_copy(update={"generate_base_url": url}), show_progress=False)
+    # attempts 0 and 1 of q1 are cached; s1's first attempt failed on its second turn
+    again = FakeOpenAIServer("respuesta")
+    with again as url:
+        run(cfg.model_copy(update={"generate_base_url": url}), show_progress=False)
+        assert again.chat_requests == 4  # both attempts of the two-turn series, nothing of q1
+    assert len(list(read_jsonl(out / "answers.jsonl"))) == 6

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, EndpointError
 
 
 def greedy_settings(loaded: Any, max_new_tokens: int):
@@ -100,7 +100,10 @@ class EndpointGenerator:
                                        max_retries=ENDPOINT_RETRIES, role="LLM")
 
         self._make = make
-        self.served = make(base_model or "-").served_models()
+        try:
+            self.served = make(base_model or "-").served_models()
+        except EndpointError as exc:
+            raise _named(exc, "") from None
         if not self.served:
             raise AmautaError(f"{self.base_url}: the endpoint lists no models; check --generate-base-url")
         self.base_model = base_model or self.served[0]
@@ -118,7 +121,10 @@ class EndpointGenerator:
         """The endpoint model's reply to one conversation."""
         if model not in self._llms:
             self._llms[model] = self._make(model)
-        return self._llms[model].complete(messages, max_tokens=max_tokens, temperature=temperature).strip()
+        try:
+            return self._llms[model].complete(messages, max_tokens=max_tokens, temperature=temperature).strip()
+        except EndpointError as exc:
+            raise _named(exc, "; the answers so far are cached: rerun the same command to resume") from None
 
     def generate(self, model: str, conversations: list[list[dict[str, str]]], max_tokens: int,
                  temperature: float = 0.0) -> list[str]:
@@ -134,6 +140,11 @@ class EndpointGenerator:
     def record(self, names: dict[str, str]) -> dict[str, Any]:
         """What the summary and manifest say about it: the endpoint and each candidate's model there."""
         return {"answers": "endpoint", "endpoint": self.base_url, "models": names}
+
+
+def _named(exc: EndpointError, then: str) -> EndpointError:
+    """The client's one line, saying which endpoint of the command it was (a judge may be asked too)."""
+    return EndpointError(f"answer endpoint (--generate-base-url) {exc}{then}", endpoint=exc.endpoint, status=exc.status)
 
 
 def endpoint_names(specs: Sequence[Any], base_model: str, base_name: str) -> dict[tuple[str, str | None], str]:

@@ -409,8 +409,11 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
         folder = candidate_dir(out_dir, spec)
         # In-process, one series at a time; an endpoint takes `workers` series at once (each turn by turn).
         batch_size = endpoint.workers if endpoint is not None else 1
+        # No local numerics touch an endpoint's answers: a fixed float32 keeps the batch size (--generate-workers)
+        # and the device out of the cache key, which the runner adds for bf16.
+        load_kwargs = {"dtype": "float32"} if endpoint is not None else load_options or {}
         result = run_eval(task, [model_spec], folder, batch_size=batch_size, loader=shared,
-                          load_kwargs=load_options or {}, inputs=[pset.path], show_progress=show_progress,
+                          load_kwargs=load_kwargs, inputs=[pset.path], show_progress=show_progress,
                           config={"candidate": asdict(spec), **task.config_key(), "n": n})
         answers[spec.label] = [
             Answer(candidate=spec.label, item=row["item"], turn=t, attempt=row["attempt"], category=row["category"],
