@@ -171,3 +171,26 @@ def test_an_endpoint_that_fails_mid_run_keeps_the_answers_so_far_and_the_rerun_a
         run(cfg.model_copy(update={"generate_base_url": url}), show_progress=False)
         assert again.chat_requests == 4  # both attempts of the two-turn series, nothing of q1
     assert len(list(read_jsonl(out / "answers.jsonl"))) == 6
+
+
+def test_cli_generate_flags_reach_the_endpoint_with_the_key_never_written(tmp_path, mini_set, no_local_model):
+    import typer
+    from typer.testing import CliRunner
+
+    from amauta.judge.commands import add_eval_commands
+
+    app, eval_app = typer.Typer(), typer.Typer()
+    app.add_typer(eval_app, name="eval")
+    add_eval_commands(eval_app)
+    out = tmp_path / "cli"
+    served = FakeOpenAIServer(_served_reply, model="base-servido", api_key="clave-de-generar")
+    with served as url:
+        result = CliRunner().invoke(app, ["eval", "judge", "--set", str(mini_set), "--model", "tiny-llama",
+                                          "--candidates", "base@greedy", "--n", "1", "--max-new-tokens", "4",
+                                          "--generate-base-url", url, "--generate-model", "base-servido",
+                                          "--generate-api-key", "clave-de-generar", "--generate-workers", "2",
+                                          "--skip-judge", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert served.chat_requests == 3 and {r["model"] for r in served.requests} == {"base-servido"}
+    written = "".join(p.read_text(encoding="utf-8") for p in out.rglob("*") if p.is_file())
+    assert "clave-de-generar" not in written and url in written  # where the answers came from, not the key

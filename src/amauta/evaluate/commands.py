@@ -83,8 +83,8 @@ def exam_command(config: ConfigArgs, progress: bool = PROGRESS, threads: int | N
         console.print(f"run it: lm_eval --model hf --model_args pretrained=MODEL --include_path {cfg.export_lm_eval} "
                       f"--tasks {','.join(f.stem for f in files if f.suffix == '.yaml')}", highlight=False)
         return
-    exam.print_exam_summary(load_summary(exam.run(cfg, show_progress=progress, generate_api_key=generate_api_key)),
-                            cfg.out)
+    key = {"generate_api_key": generate_api_key} if generate_api_key else {}  # never in the config or on disk
+    exam.print_exam_summary(load_summary(exam.run(cfg, show_progress=progress, **key)), cfg.out)
 
 
 def register(app: typer.Typer) -> None:
