@@ -62,9 +62,14 @@ eval_command("mgsm", mgsm.MgsmConfig, mgsm.run,
              "MGSM maths word problems in Spanish: accuracy of the final number.")
 
 
+GENERATE_API_KEY = typer.Option(None, "--generate-api-key", help="The answer endpoint's API key (--generate-base-url; "
+                                "never written to disk; default: $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY).")
+
+
 @eval_app.command("exam")
 @config_options(exam.ExamConfig, {"model": "-m", "out": "-o"})
-def exam_command(config: ConfigArgs, progress: bool = PROGRESS, threads: int | None = THREADS_OPTION) -> None:
+def exam_command(config: ConfigArgs, progress: bool = PROGRESS, threads: int | None = THREADS_OPTION,
+                 generate_api_key: str = GENERATE_API_KEY) -> None:
     """A document exam, closed-book and open-book: multiple choice and short answers, no judge."""
     apply_threads(threads)
     from amauta.core.console import make_console
@@ -79,7 +84,8 @@ def exam_command(config: ConfigArgs, progress: bool = PROGRESS, threads: int | N
         console.print(f"run it: lm_eval --model hf --model_args pretrained=MODEL --include_path {cfg.export_lm_eval} "
                       f"--tasks {','.join(f.stem for f in files if f.suffix == '.yaml')}", highlight=False)
         return
-    exam.print_exam_summary(load_summary(exam.run(cfg, show_progress=progress)), cfg.out)
+    key = {"generate_api_key": generate_api_key} if generate_api_key else {}  # never in the config or on disk
+    exam.print_exam_summary(load_summary(exam.run(cfg, show_progress=progress, **key)), cfg.out)
 
 
 @eval_app.command("harness")

@@ -16,7 +16,9 @@ Each item is scored twice, without any judge:
 - multiple choice by log-likelihood with the packed Belebele scorer (`loglik.py`): `acc` picks the option
   of highest total log-probability, `acc_norm` the highest per character;
 - a short answer by greedy generation (the path XQuAD uses), scored by `amauta.data.answer_match.score_answer`: key-fact
-  recall and precision, correct, abstained.
+  recall and precision, correct, abstained. With `--generate-base-url` the short answers come from an
+  OpenAI-compatible endpoint (a vLLM server, `amauta serve`) instead, each model asked by its served name;
+  multiple choice is always scored here, on the model loaded in this process.
 
 Phrasings of one fact are not independent, so every interval is a bootstrap over facts, and so is the
 paired delta of each row against the first. An adapter whose training data holds a dev or test question
@@ -96,6 +98,16 @@ class ExamConfig(StageConfig):
     export_lm_eval: str | None = Field(None, description="Write the exam as an lm-evaluation-harness task into "
                                                          "this folder instead of scoring it.")
     batch_size: int = Field(8, ge=1, description="Items per forward pass or generation batch.")
+    generate_base_url: str | None = Field(None, description="An OpenAI-compatible endpoint that writes the short "
+                                          "answers (e.g. `amauta serve --backend vllm`); multiple choice stays "
+                                          "in-process. Key: --generate-api-key, else $AMAUTA_LLM_API_KEY, "
+                                          "$AMAUTA_API_KEY, $OPENAI_API_KEY.")
+    generate_model: str | None = Field(None, description="The endpoint's model for `base` (default: the first it "
+                                       "lists); a candidate NAME=RUN is asked as model NAME (`amauta serve "
+                                       "--adapter NAME=RUN`), an unnamed run as its folder's name.")
+    generate_workers: int = Field(8, ge=1, le=256, description="Short answers asked of the endpoint at once "
+                                                               "(at most --batch-size).")
+    generate_timeout: float = Field(300, gt=0, description="Seconds to wait for one answer from the endpoint.")
     out: str = Field("runs/eval-exam", description="Eval folder (items.jsonl, summary.json, manifest.json).")
     dtype: DType = Field("auto", description="auto (float32 on a CPU, bf16 on a GPU), float32, bfloat16 or float16.")
     device: Device = Field("auto", description="auto, cpu or cuda.")
@@ -277,6 +289,7 @@ class Examinee:
     mode: str
     passages: Any = None  # a RagAnswerer (open) or GoldPassages (gold)
     prefix: SharedPrefix = field(default_factory=lambda: _new_prefix())
+    endpoint_model: str | None = None  # its name on the endpoint that writes the short answers
 
 
 def _new_prefix() -> SharedPrefix:
@@ -290,8 +303,9 @@ class _ExamLoader:
     """Load each (model, adapter) once for consecutive rows that share it, and open each index once."""
 
     def __init__(self, base_loader: Callable[..., Any], gold: GoldPassages | None, rag_top_k: int,
-                 max_context_chars: int):
+                 max_context_chars: int, endpoint_names: dict[tuple[str, str | None], str] | None = None):
         self.base_loader, self.gold = base_loader, gold
+        self.endpoint_names = endpoint_names or {}
         self.rag_top_k, self.max_context_chars = rag_top_k, max_context_chars
         self.key: tuple | None = None
         self.loaded: Any = None
@@ -313,7 +327,8 @@ class _ExamLoader:
             passages = self.answerers[spec.rag_index]
         elif spec.mode == "gold":
             passages = self.gold
-        return Examinee(self.loaded, spec.mode, passages)
+        return Examinee(self.loaded, spec.mode, passages,
+                        endpoint_model=self.endpoint_names.get((spec.model, spec.adapter)))
 
     def release(self) -> None:
         """Drop the model and the indexes (the runner collects garbage after each row)."""
@@ -433,7 +448,9 @@ class ExamTask:
     name = "exam"
 
     def __init__(self, items: list[ExamItem], *, prompt_format: str = "chat", short_answer: bool = True,
-                 max_new_tokens: int = 64, seed: int = 0, source: str = "", digest: str = ""):
+                 max_new_tokens: int = 64, seed: int = 0, source: str = "", digest: str = "", endpoint: Any = None):
+        """endpoint: an `EndpointGenerator` that writes the short answers (None: the loaded model does)."""
+        self.endpoint = endpoint
         self.exam_items = items
         self._by_id = {item.id: item for item in items}
         self.prompt_format, self.short_answer = prompt_format, short_answer
@@ -442,12 +459,15 @@ class ExamTask:
     def config_key(self) -> dict[str, Any]:
         # The whole exam file's hash (not the chosen items'): --limit and --split reuse what is cached, an
         # edited exam is scored again.
-        return {"exam": self.digest, "source": self.source,
-                "prompt_format": self.prompt_format, "closed_book_system": CLOSED_BOOK_SYSTEM,
-                "rag_system": RAG_SYSTEM_PROMPT,
-                "options_only_question": OPTIONS_ONLY_QUESTION, "short_answer": self.short_answer,
-                "open_book_refusal": "abstain",  # a refused retrieval picks the abstention option (see _choose)
-                "max_new_tokens": self.max_new_tokens if self.short_answer else None}
+        key = {"exam": self.digest, "source": self.source,
+               "prompt_format": self.prompt_format, "closed_book_system": CLOSED_BOOK_SYSTEM,
+               "rag_system": RAG_SYSTEM_PROMPT,
+               "options_only_question": OPTIONS_ONLY_QUESTION, "short_answer": self.short_answer,
+               "open_book_refusal": "abstain",  # a refused retrieval picks the abstention option (see _choose)
+               "max_new_tokens": self.max_new_tokens if self.short_answer else None}
+        if self.endpoint is not None and self.short_answer:  # a served model's answers are cached apart
+            key["short_answers_from"] = "endpoint"
+        return key
 
     def items(self) -> list[dict[str, Any]]:
         return [{"id": item.id, "question": item.question, "options": item.options} for item in self.exam_items]
@@ -535,8 +555,11 @@ class ExamTask:
         from amauta.evaluate.generation import generate_texts
 
         asked = [i for i, prompt in enumerate(prompts) if prompt.found]
-        outputs = generate_texts(examinee.loaded, [prompts[i].messages for i in asked], self.max_new_tokens) \
-            if asked else []
+        conversations = [prompts[i].messages for i in asked]
+        if self.endpoint is not None:
+            outputs = self.endpoint.generate(examinee.endpoint_model, conversations, self.max_new_tokens)
+        else:
+            outputs = generate_texts(examinee.loaded, conversations, self.max_new_tokens) if asked else []
         replies = dict(zip(asked, outputs, strict=True))
         rows = [{"output": replies.get(i, NOT_FOUND).strip()} for i in range(len(prompts))]
         if examinee.mode == "open":
@@ -880,10 +903,12 @@ def _exam_items(config: ExamConfig) -> list[ExamItem]:
     return items[: config.limit] if config.limit else items
 
 
-def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_progress: bool = True) -> Path:
+def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_progress: bool = True,
+        generate_api_key: str | None = None) -> Path:
     """Pipeline entry point: every candidate takes the exam into `config.out`; returns that folder.
 
     loader: `loader(spec, **load_kwargs) -> LoadedModel` in place of `load_model` (tests).
+    generate_api_key: the key of `config.generate_base_url` (never written; else the LLM role's rule).
     """
     from amauta.evaluate.runner import default_loader
 
@@ -899,13 +924,19 @@ def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_pr
         docs = config.docs or default_docs(config.exam)
         gold = GoldPassages(source_chunks(docs, items), config.max_context_chars)
     rows = build_rows(config, candidates, chunks_digest(gold.chunks) if gold else None)
+    endpoint, names = short_answer_endpoint(config, candidates, generate_api_key)
+    generation = {"multiple_choice": "in-process", "short_answers": "in-process" if config.short_answer else None}
+    if endpoint is not None:
+        generation.update(short_answers="endpoint", endpoint=endpoint.base_url,
+                          models={row.label: names[(row.model, row.adapter)] for row in rows if row.mode != "options"})
     task = ExamTask(items, prompt_format=config.prompt_format, short_answer=config.short_answer,
                     max_new_tokens=config.max_new_tokens, seed=config.seed, source=Path(config.exam).name,
-                    digest=sha256_file(config.exam)[:16])
-    exam_loader = _ExamLoader(loader or default_loader, gold, config.rag_top_k, config.max_context_chars)
+                    digest=sha256_file(config.exam)[:16], endpoint=endpoint)
+    exam_loader = _ExamLoader(loader or default_loader, gold, config.rag_top_k, config.max_context_chars, names)
 
     def complete(summary: dict[str, Any], rows_by_model: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        return complete_summary(summary, rows_by_model, config=config, rows=rows, items=items, leak_check=leak_check)
+        done = complete_summary(summary, rows_by_model, config=config, rows=rows, items=items, leak_check=leak_check)
+        return {**done, "generation": generation}
 
     try:
         return run_eval(task, rows, config.out, batch_size=config.batch_size, loader=exam_loader,
@@ -913,6 +944,22 @@ def run(config: ExamConfig, *, loader: Callable[..., Any] | None = None, show_pr
                         show_progress=show_progress, complete_summary=complete).folder
     finally:
         exam_loader.release()
+
+
+def short_answer_endpoint(config: ExamConfig, candidates: list[CandidateSpec], api_key: str | None = None
+                          ) -> tuple[Any, dict[tuple[str, str | None], str]]:
+    """(the `EndpointGenerator` that writes the short answers, (model, adapter) → its name there), or (None, {})
+    when the loaded models write them. A down endpoint or a model it does not serve stops here in one line,
+    before any model is loaded."""
+    if not (config.generate_base_url and config.short_answer):
+        return None, {}
+    from amauta.evaluate.generation import EndpointGenerator, endpoint_names
+
+    endpoint = EndpointGenerator(config.generate_base_url, config.generate_model, api_key=api_key,
+                                 timeout=config.generate_timeout, workers=config.generate_workers)
+    names = endpoint_names(candidates, config.model, endpoint.base_model)
+    endpoint.check_served(names.values())
+    return endpoint, names
 
 
 def complete_summary(summary: dict[str, Any], rows_by_model: dict[str, list[dict[str, Any]]], *, config: ExamConfig,

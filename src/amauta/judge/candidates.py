@@ -6,12 +6,16 @@ decoding strategy. Answers are generated through the evaluation runner (`evaluat
 per-item cache is keyed by the weights (adapter hash) and the task settings: a killed run resumes where
 it stopped, and a changed candidate (new adapter, re-built index, other decoding) is regenerated.
 Series are fed turn by turn: turn k sees the model's own answers to turns 1..k-1 of the same attempt.
+With an endpoint (`--generate-base-url`, `evaluate.generation.EndpointGenerator`), the answers come from
+the served model named for each candidate instead of a model loaded here; retrieval stays here.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -252,16 +256,27 @@ class CandidateTask:
     name = "candidates"
 
     def __init__(self, pset: PromptSet, spec: CandidateSpec, *, n: int, max_new_tokens: int, seed: int,
-                 rag_top_k: int):
+                 rag_top_k: int, endpoint: Any = None, endpoint_model: str | None = None):
+        """endpoint: an `EndpointGenerator` that writes the answers as `endpoint_model` (None: in-process)."""
         self.pset, self.spec, self.n = pset, spec, n
         self.max_new_tokens, self.seed, self.rag_top_k = max_new_tokens, seed, rag_top_k
+        self.endpoint, self.endpoint_model = endpoint, endpoint_model
+        self.temperature = 0.0
+        if endpoint is not None:
+            from amauta.evaluate.generation import endpoint_temperature
+
+            self.temperature = endpoint_temperature(spec.strategy, spec.model, spec.label)
         self._rag = None
+        self._rag_lock = threading.Lock()
         self._by_id = {item.id: item for item in pset.items}
 
     def config_key(self) -> dict[str, Any]:
-        return {"set": self.pset.sha256, "rag": self.spec.rag_index, "rag_top_k": self.rag_top_k,
-                "rag_index": rag_index_fingerprint(self.spec.rag_index) if self.spec.rag_index else None,
-                "strategy": self.spec.strategy, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+        key = {"set": self.pset.sha256, "rag": self.spec.rag_index, "rag_top_k": self.rag_top_k,
+               "rag_index": rag_index_fingerprint(self.spec.rag_index) if self.spec.rag_index else None,
+               "strategy": self.spec.strategy, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+        if self.endpoint is not None:  # answers of the served model are cached apart from in-process ones
+            key["endpoint_model"] = self.endpoint_model
+        return key
 
     def items(self) -> list[dict[str, Any]]:
         return [{"id": f"{item.id}@{attempt}", "item": item.id, "attempt": attempt}
@@ -272,28 +287,35 @@ class CandidateTask:
         return 0
 
     def evaluate(self, loaded: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self._open_index()
+        if self.endpoint is not None and len(batch) > 1:  # a batch of series asked at once; turns stay in order
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                return list(pool.map(lambda row: self._answer_series(None, self._by_id[row["item"]], row["attempt"]),
+                                     batch))
         return [self._answer_series(loaded, self._by_id[row["item"]], row["attempt"]) for row in batch]
+
+    def _open_index(self) -> None:
+        if self.spec.rag_index and self._rag is None:
+            from amauta.rag.answer import RagAnswerer  # the RAG room; only needed for rag candidates
+
+            self._rag = RagAnswerer(self.spec.rag_index, top_k=self.rag_top_k)
 
     def _answer_series(self, loaded: Any, item: PromptItem, attempt: int) -> dict[str, Any]:
         from amauta.chat.decoding import GenerationSettings
         from amauta.chat.generate import generate
 
-        if self.spec.rag_index and self._rag is None:
-            from amauta.rag.answer import RagAnswerer  # the RAG room; only needed for rag candidates
-
-            self._rag = RagAnswerer(self.spec.rag_index, top_k=self.rag_top_k)
         history: list[dict[str, str]] = []
         turns = []
         for turn, question in enumerate(item.turns):
             sources: list[str] = []
-            settings = GenerationSettings.from_profile(loaded.profile, strategy=self.spec.strategy,
-                                                       max_new_tokens=self.max_new_tokens,
-                                                       seed=_seed(self.seed, item.id, turn, attempt))
             if self._rag is not None:
                 # The RAG room's own Spanish system prompt (answer from the passages, cite them); passages
                 # are shortened to fit the model's context.
-                messages, hits = self._rag.build_messages(question, history=history or None, loaded=loaded,
-                                                          max_new_tokens=self.max_new_tokens)
+                with self._rag_lock:  # one retrieval at a time: series may be asked concurrently (endpoint)
+                    messages, hits = self._rag.build_messages(question, history=history or None, loaded=loaded,
+                                                              max_new_tokens=self.max_new_tokens)
                 sources = [_hit_label(h) for h in hits]
             else:
                 system = [{"role": "system", "content": self.pset.system}] if self.pset.system else []
@@ -304,7 +326,16 @@ class CandidateTask:
                 from amauta.rag.answer import NOT_FOUND
 
                 text, record = NOT_FOUND, {"new_tokens": 0, "seconds": 0.0, "finish_reason": "not_found"}
+            elif self.endpoint is not None:
+                started = time.perf_counter()
+                text = self.endpoint.complete(self.endpoint_model, messages, max_tokens=self.max_new_tokens,
+                                              temperature=self.temperature)
+                # The chat API's text carries no token count or stop reason here: left unknown, not guessed.
+                record = {"new_tokens": 0, "seconds": round(time.perf_counter() - started, 3), "finish_reason": ""}
             else:
+                settings = GenerationSettings.from_profile(loaded.profile, strategy=self.spec.strategy,
+                                                           max_new_tokens=self.max_new_tokens,
+                                                           seed=_seed(self.seed, item.id, turn, attempt))
                 result = generate(loaded, messages, settings)
                 text = result.text.strip()
                 record = {"new_tokens": int(result.new_tokens), "seconds": round(float(result.seconds), 3),
@@ -351,7 +382,8 @@ class _SharedLoader:
 def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Path, *, n: int = 3,
                         max_new_tokens: int = 256, seed: int = 0, rag_top_k: int = 4,
                         load_options: dict[str, Any] | None = None, loader: Callable[..., Any] | None = None,
-                        show_progress: bool = True) -> list[Answer]:
+                        show_progress: bool = True, endpoint: Any = None,
+                        endpoint_models: dict[str, str] | None = None) -> list[Answer]:
     """Generate (or read from the cache) every answer of every candidate, in candidate order.
 
     pset: the prompt set. specs: the candidates. out_dir: the judge run folder (answers go to OUT/answers/).
@@ -359,19 +391,29 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
     seed: base seed of the sampling draws. rag_top_k: passages retrieved per question for rag candidates.
     load_options: quantization/dtype/device for load_model. loader: replaces load_model (tests).
     show_progress: draw the runner's progress bar.
+    endpoint: an `EndpointGenerator` that writes every answer (no candidate model is loaded here), asking
+        for candidate label → `endpoint_models[label]`.
     """
     from amauta.evaluate.runner import ModelSpec, run_eval
 
     shared = loader or _SharedLoader()
+    if endpoint is not None:
+        shared = _no_model  # the endpoint answers: nothing to load in this process
     # Candidates sharing weights run back to back so the shared loader keeps one model in memory.
     ordered = sorted(specs, key=lambda s: (s.model, s.adapter or ""))
     answers: dict[str, list[Answer]] = {}
     for spec in ordered:
-        task = CandidateTask(pset, spec, n=n, max_new_tokens=max_new_tokens, seed=seed, rag_top_k=rag_top_k)
+        task = CandidateTask(pset, spec, n=n, max_new_tokens=max_new_tokens, seed=seed, rag_top_k=rag_top_k,
+                             endpoint=endpoint, endpoint_model=(endpoint_models or {}).get(spec.label))
         model_spec = ModelSpec(spec.label, spec.model, spec.adapter)
         folder = candidate_dir(out_dir, spec)
-        result = run_eval(task, [model_spec], folder, batch_size=1, loader=shared,
-                          load_kwargs=load_options or {}, inputs=[pset.path], show_progress=show_progress,
+        # In-process, one series at a time; an endpoint takes `workers` series at once (each turn by turn).
+        batch_size = endpoint.workers if endpoint is not None else 1
+        # No local numerics touch an endpoint's answers: a fixed float32 keeps the batch size (--generate-workers)
+        # and the device out of the cache key, which the runner adds for bf16.
+        load_kwargs = {"dtype": "float32"} if endpoint is not None else load_options or {}
+        result = run_eval(task, [model_spec], folder, batch_size=batch_size, loader=shared,
+                          load_kwargs=load_kwargs, inputs=[pset.path], show_progress=show_progress,
                           config={"candidate": asdict(spec), **task.config_key(), "n": n})
         answers[spec.label] = [
             Answer(candidate=spec.label, item=row["item"], turn=t, attempt=row["attempt"], category=row["category"],
@@ -381,6 +423,11 @@ def generate_candidates(pset: PromptSet, specs: list[CandidateSpec], out_dir: Pa
                    sources=turn.get("sources") or [])
             for row in result.rows[spec.label] for t, turn in enumerate(row["turns"])]
     return [a for spec in specs for a in answers[spec.label]]
+
+
+def _no_model(spec: Any, **load_kwargs: Any) -> None:
+    """The loader when an endpoint writes the answers: no model in this process."""
+    return None
 
 
 def _reference(pset: PromptSet, item_id: str, turn: int) -> str | None:

@@ -37,6 +37,9 @@ def add_eval_commands(eval_app: typer.Typer) -> None:
         config: ConfigArgs,
         judge_api_key: str = typer.Option(None, "--judge-api-key", help="The judge's API key (never written to disk; "
                                           "default: $AMAUTA_JUDGE_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY)."),
+        generate_api_key: str = typer.Option(None, "--generate-api-key", help="The answer endpoint's API key "
+                                             "(--generate-base-url; never written to disk; default: "
+                                             "$AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, $OPENAI_API_KEY)."),
         summary_only: bool = typer.Option(False, "--summary", help="Only recompute and print the tables of --out."),
         threads: int | None = THREADS_OPTION,
     ) -> None:
@@ -47,7 +50,7 @@ def add_eval_commands(eval_app: typer.Typer) -> None:
         if summary_only:
             resummarize(config.values.get("out") or "runs/judge")
             return
-        path = run(config.load(), api_key=judge_api_key)
+        path = run(config.load(), api_key=judge_api_key, generate_api_key=generate_api_key)
         typer.echo(f"wrote {path}/summary.json and {path}/items.jsonl")
 
     @eval_app.command("grade")

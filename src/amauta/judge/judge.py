@@ -160,6 +160,15 @@ class JudgeConfig(StageConfig):
     quantization: Quantization = Field("none", description="Loading of candidate models.")
     dtype: DType = Field("auto", description="Candidate weights' dtype.")
     device: Device = Field("auto", description="Where candidate models run.")
+    generate_base_url: str | None = Field(None, description="An OpenAI-compatible endpoint that writes the candidates' "
+                                          "answers instead of this process (e.g. `amauta serve --backend vllm`); its "
+                                          "key: --generate-api-key, else $AMAUTA_LLM_API_KEY, $AMAUTA_API_KEY, "
+                                          "$OPENAI_API_KEY.")
+    generate_model: str | None = Field(None, description="The endpoint's model for `base` (default: the first it "
+                                       "lists); a candidate NAME=RUN is asked as model NAME (`amauta serve "
+                                       "--adapter NAME=RUN`), an unnamed run as its folder's name.")
+    generate_workers: int = Field(8, ge=1, le=256, description="Series asked of the answer endpoint at once.")
+    generate_timeout: float = Field(300, gt=0, description="Seconds to wait for one answer from the endpoint.")
     judge_model: str | None = Field(None, description="The judge: an endpoint's model name (with judge_url) "
                                                       "or a local Amauta model (profile, folder, GGUF).")
     judge_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")
@@ -497,11 +506,12 @@ def run(config: JudgeConfig, **options: Any) -> Path:
 
 
 def _run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, loader: Any = None,
-         show_progress: bool = True, console=None) -> Path:
+         show_progress: bool = True, console=None, generate_api_key: str | None = None) -> Path:
     """Generate the candidates' answers, judge them, and write the run folder; returns its path.
 
     config: the stage config. api_key: the judge's key (never written to disk; else from
     `config.judge_api_key_env`, else by the API-key rule for the JUDGE role: `amauta.llm.keys`).
+    generate_api_key: the answer endpoint's key (never written; else the rule for the LLM role).
     judge: an LLM object to use instead of building one (tests, notebooks).
     loader: replaces load_model for candidates (tests). show_progress: progress bars. console: rich console.
     """
@@ -515,6 +525,8 @@ def _run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, 
             from amauta.evaluate.candidate_spec import rag_index_fingerprint
 
             rag_index_fingerprint(spec.rag_index)  # a missing index fails now, not after hours of generation
+    endpoint, endpoint_models = answer_endpoint(config, specs, generate_api_key)
+    generation = endpoint.record(endpoint_models) if endpoint is not None else {"answers": "in-process"}
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))
@@ -525,7 +537,8 @@ def _run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, 
     load_options = {"quantization": config.quantization, "dtype": config.dtype, "device": config.device}
     answers = generate_candidates(pset, specs, out, n=config.n, max_new_tokens=config.max_new_tokens,
                                   seed=config.seed, rag_top_k=config.rag_top_k, load_options=load_options,
-                                  loader=loader, show_progress=show_progress)
+                                  loader=loader, show_progress=show_progress, endpoint=endpoint,
+                                  endpoint_models=endpoint_models)
     atomic_write_jsonl(out / "answers.jsonl", [a.__dict__ for a in answers])
     if llm is None and not config.skip_judge:
         llm, workers = make_judge(config, api_key)  # a local judge loads after the candidates are freed
@@ -537,9 +550,9 @@ def _run(config: JudgeConfig, *, api_key: str | None = None, judge: Any = None, 
                           max_tokens=config.judge_max_tokens, workers=workers, show_progress=show_progress)
         finally:
             _finish(out, config, pset, answers, specs, judge_name,  # verdicts so far are reported, not lost
-                    judge_url=getattr(llm, "base_url", None) or config.judge_url)
+                    judge_url=getattr(llm, "base_url", None) or config.judge_url, generation=generation)
     else:
-        _finish(out, config, pset, answers, specs, judge_name)
+        _finish(out, config, pset, answers, specs, judge_name, generation=generation)
     print_summary(json.loads((out / "summary.json").read_text(encoding="utf-8")), console)
     return out
 
@@ -560,14 +573,32 @@ def verdicts_from_cache(out: Path, judge_name: str | None, answers: list[Answer]
     return verdicts
 
 
-def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name, judge_url: str | None = None) -> None:
+def answer_endpoint(config: JudgeConfig, specs: list, api_key: str | None = None) -> tuple[Any, dict[str, str]]:
+    """(the `EndpointGenerator` that writes the answers, candidate label → its model there), or (None, {})
+    when they are generated in this process. A down endpoint, a candidate it does not serve, or a decoding
+    it cannot do stops here in one line, before anything is generated or loaded."""
+    if not config.generate_base_url:
+        return None, {}
+    from amauta.evaluate.generation import EndpointGenerator, endpoint_names, endpoint_temperature
+
+    for spec in specs:
+        endpoint_temperature(spec.strategy, spec.model, spec.label)
+    endpoint = EndpointGenerator(config.generate_base_url, config.generate_model, api_key=api_key,
+                                 timeout=config.generate_timeout, workers=config.generate_workers)
+    weights = endpoint_names(specs, config.model, endpoint.base_model)
+    endpoint.check_served(weights.values())
+    return endpoint, {spec.label: weights[(spec.model, spec.adapter)] for spec in specs}
+
+
+def _finish(out: Path, config: JudgeConfig, pset, answers, specs, judge_name, judge_url: str | None = None,
+            generation: dict[str, Any] | None = None) -> None:
     """Write items, summary and manifest with whatever is judged so far (also when the judge stopped)."""
     verdicts = verdicts_from_cache(out, judge_name, answers)
     extra = {"set": pset.name, "judge": judge_name, "judge_url": judge_url,
-             "n": config.n, "model": config.model, "specs": [s.__dict__ for s in specs]}
+             "n": config.n, "model": config.model, "specs": [s.__dict__ for s in specs], "generation": generation}
     summarize_run(out, answers, verdicts, [s.label for s in specs], pset.categories(), extra)
     write_manifest(out, stage="evaluate.judge", config=config, inputs=[pset.path], judge=judge_name,
-                   candidates=[s.__dict__ for s in specs])
+                   candidates=[s.__dict__ for s in specs], generation=generation)
 
 
 def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
@@ -588,7 +619,8 @@ def resummarize(run_dir: str | Path, console=None) -> dict[str, Any]:
     except AmautaError:
         categories = list(dict.fromkeys(a.category for a in answers))
     candidates = list(dict.fromkeys(a.candidate for a in answers))
-    extra = {k: previous.get(k) for k in ("set", "judge", "judge_url", "n", "model", "specs") if k in previous}
+    extra = {k: previous.get(k) for k in ("set", "judge", "judge_url", "n", "model", "specs", "generation")
+             if k in previous}
     summary = summarize_run(out, answers, verdicts, candidates, categories, extra)
     print_summary(summary, console)
     return summary

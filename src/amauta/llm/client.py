@@ -91,9 +91,13 @@ class OpenAICompatibleLLM:
         self.model = model or self._first_model()
         self.name = self.model
 
-    def _first_model(self) -> str:
+    def served_models(self) -> list[str]:
+        """The model ids the server lists at /v1/models (vLLM and `amauta serve`: base models, then adapters)."""
         models = self._call(lambda: self.client.models.list())
-        ids = [m.id for m in getattr(models, "data", [])]
+        return [m.id for m in getattr(models, "data", [])]
+
+    def _first_model(self) -> str:
+        ids = self.served_models()
         if not ids:
             raise AmautaError(f"{self.base_url}: the server lists no models; pass --model NAME")
         return ids[0]

@@ -10,14 +10,20 @@ request (`server.requests`) so a test can count what was asked, and can fail on 
 answers the first N chat requests with HTTP `fail_status`, a reply function may raise `FakeHTTPError`,
 `delay` slows every answer, and `unused_url()` gives an address where nothing listens (a down endpoint).
 
-From a terminal: `python -m amauta.llm.fake_server --reply '...' --port 8999`.
+`fake_judge_reply` stands in for the LLM judge of `amauta eval judge` offline: its verdict is valid JSON
+whose score comes from a hash of the graded answer, so different answers get different (but meaningless)
+scores and the judge → preferences → DPO loop has best/worst pairs to learn from (examples/judge-dpo.yaml).
+
+From a terminal: `python -m amauta.llm.fake_server --reply '...' --port 8999`, or `--judge` for the fake judge.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
+import re
 import socket
 import threading
 import time
@@ -44,6 +50,28 @@ def unused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
+
+
+_GRADED = re.compile(r"<<<\n?(.*?)\n?>>>", re.DOTALL)
+
+
+def fake_judge_score(answer: str) -> int:
+    """1–5 from a hash of the answer (stripped): the same answer always gets the same score, and the N
+    attempts at one prompt usually differ. A FAKE: the number says nothing about the answer's quality."""
+    digest = hashlib.sha256(answer.strip().encode("utf-8")).digest()
+    return 1 + digest[0] % 5
+
+
+def fake_judge_reply(messages: list[dict]) -> str:
+    """A verdict in the judge's JSON (exactitud, relevancia, coherencia, contexto, justificacion), every
+    criterion `fake_judge_score` of the graded answer: the last <<< ... >>> block of the last user message,
+    where `amauta eval judge` puts the answer it asks about."""
+    user = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+    blocks = _GRADED.findall(user)
+    score = fake_judge_score(blocks[-1] if blocks else user)
+    return json.dumps({"exactitud": score, "relevancia": score, "coherencia": score, "contexto": score,
+                       "justificacion": "Calificación ficticia del servidor de prueba: sale de un hash de la "
+                                        "respuesta, no de su calidad."}, ensure_ascii=False)
 
 
 class FakeOpenAIServer:
@@ -256,12 +284,17 @@ class _Handler(BaseHTTPRequestHandler):
 def main() -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Serve a fixed reply as an OpenAI-compatible endpoint.")
+    parser = argparse.ArgumentParser(description="Serve a fixed reply (or fake judge verdicts) as an "
+                                                 "OpenAI-compatible endpoint.")
     parser.add_argument("--reply", default="ok", help="the text every chat request gets")
-    parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--judge", action="store_true",
+                        help="answer as a fake judge of `amauta eval judge`: a verdict whose scores come from a hash "
+                             "of the graded answer (meaningless, but different answers score differently)")
+    parser.add_argument("--model", default=None, help="the model id listed (default: fake-model, fake-judge with --judge)")
     parser.add_argument("--port", type=int, default=8999)
     args = parser.parse_args()
-    server = FakeOpenAIServer(args.reply, model=args.model, port=args.port)
+    model = args.model or ("fake-judge" if args.judge else "fake-model")
+    server = FakeOpenAIServer(fake_judge_reply if args.judge else args.reply, model=model, port=args.port)
     print(f"serving on {server.start()} (Ctrl+C to stop)", flush=True)
     try:
         while True:
