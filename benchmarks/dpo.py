@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trl_timing import timed_train
+from trl_timing import timed_amauta_run, timed_train
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
@@ -62,7 +62,6 @@ def run_amauta(args) -> dict:
     import shutil
 
     from amauta.train.config import build_config
-    from amauta.train.recipe import run
 
     work = Path(args.work)
     out = work / "amauta"
@@ -73,12 +72,12 @@ def run_amauta(args) -> dict:
         "max_steps": args.steps, "batch_size": args.batch, "max_length": 1024, "eval_every": 10_000,
         "checkpoint_every": 10_000, "warmup_ratio": 0.0, "scheduler": "linear", "seed": 0,
         "preference.precompute_ref": args.precompute_ref})
-    run(config, progress=False)
+    cpu_seconds = timed_amauta_run(config)
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     from amauta.models.load import resolve_dtype
 
-    return {"tokens": summary["tokens_total"], "seconds": summary["train_seconds"], "dtype": resolve_dtype("auto", "cpu"),
+    return {"tokens": summary["tokens_total"], "seconds": summary["train_seconds"], "cpu_seconds": cpu_seconds, "dtype": resolve_dtype("auto", "cpu"),
             "losses": [r["loss"] for r in rows], "margins": [r["reward_margin"] for r in rows]}
 
 
@@ -106,9 +105,9 @@ def run_trl(args) -> dict:
     trainer = DPOTrainer(model=str(folder), args=config, train_dataset=Dataset.from_list(rows),
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                                 target_modules=profile.lora_targets["all-linear"], task_type="CAUSAL_LM"))
-    counts, seconds = timed_train(trainer)
+    counts, seconds, cpu_seconds = timed_train(trainer)
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    return {"tokens": sum(counts[:args.steps]), "seconds": seconds, "losses": [h["loss"] for h in logs],
+    return {"tokens": sum(counts[:args.steps]), "seconds": seconds, "cpu_seconds": cpu_seconds, "losses": [h["loss"] for h in logs],
             "margins": [h.get("rewards/margins") for h in logs], "dtype": str(trainer.model.dtype),
             "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
 
@@ -153,19 +152,25 @@ def main() -> None:
             sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
         results[side] = json.loads(line[len("RESULT "):])
         results[side]["tokens_per_s"] = round(results[side]["tokens"] / results[side]["seconds"], 1)
+        results[side]["tokens_per_cpu_s"] = round(results[side]["tokens"] / results[side]["cpu_seconds"], 1)
 
     print(f"\nDPO + LoRA on {MODEL}, {args.steps} steps × {args.batch} pairs, {args.threads} threads per side"
           f"{', reference log-probs precomputed' if args.precompute_ref else ''}")
-    print(f"{'':<28}{'weights':>10}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'peak RSS MB':>13}{'last loss':>11}")
+    print(f"{'':<28}{'weights':>10}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'CPU s':>8}{'tok/CPU s':>11}"
+          f"{'peak RSS MB':>13}{'last loss':>11}")
     labels = {**{side: label for side, (label, _) in TRL_ROWS.items()}, "amauta": "Amauta --method dpo"}
     for side, r in results.items():
-        print(f"{labels[side]:<28}{r['dtype'].removeprefix('torch.'):>10}{r['tokens']:>8}{r['seconds']:>10.1f}"
-              f"{r['tokens_per_s']:>10.1f}{r['peak_rss_mb']:>13.0f}{r['losses'][-1]:>11.4f}")
+        print(f"{labels[side]:<28}{r['dtype'].removeprefix('torch.'):>10}{r['tokens']:>8}{r['seconds']:>9.1f}"
+              f"{r['tokens_per_s']:>10.1f}{r['cpu_seconds']:>8.1f}{r['tokens_per_cpu_s']:>11.1f}"
+              f"{r['peak_rss_mb']:>13.0f}{r['losses'][-1]:>11.4f}")
     ratios = {}
     if "amauta" in results:
+        mine = results["amauta"]
         for side in (s for s in results if s != "amauta"):
-            ratios[side] = round(results["amauta"]["tokens_per_s"] / results[side]["tokens_per_s"], 2)
-            print(f"tokens/s ratio (Amauta / {labels[side]}): {ratios[side]:.2f}×")
+            ratios[side] = {"wall": round(mine["tokens_per_s"] / results[side]["tokens_per_s"], 2),
+                            "cpu": round(mine["tokens_per_cpu_s"] / results[side]["tokens_per_cpu_s"], 2)}
+            print(f"ratio (Amauta / {labels[side]}): {ratios[side]['wall']:.2f}× tokens/s, "
+                  f"{ratios[side]['cpu']:.2f}× tokens per CPU second")
     print(json.dumps({"benchmark": "dpo", "model": MODEL, "steps": args.steps, "batch": args.batch,
                       "threads": args.threads, "precompute_ref": args.precompute_ref, "ratios": ratios, **results}))
 
