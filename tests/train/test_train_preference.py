@@ -171,3 +171,109 @@ def test_settings_trl_refuses_get_one_line_and_no_run_folder(run_config, prefs, 
         run(cfg, progress=False)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def _setup_dpo(run_config, prefs, tmp_path, **keys):
+    """A DPO recipe after `setup()` (tiny model, nothing trained yet); the caller releases it."""
+    from amauta.train.config import build_config
+    from amauta.train.recipe import recipe_class
+
+    cfg = build_config(_config(run_config, prefs, "dpo-ref.yaml", method="dpo", output_dir=str(tmp_path / "ref"), **keys), {})
+    recipe = recipe_class("dpo")(cfg, progress=False)
+    recipe.setup()
+    return recipe
+
+
+def test_dpo_loss_with_precomputed_reference_equals_the_loss_without(run_config, prefs, tmp_path):
+    """Same batch, same adapter: TRL's loss reading the precomputed reference log-probs from the batch is the
+    loss with the reference forward pass (adapter off) done in the step."""
+    import torch
+
+    recipe = _setup_dpo(run_config, prefs, tmp_path, preference={"precompute_ref": True})
+    try:
+        torch.manual_seed(0)
+        for name, param in recipe.model.named_parameters():
+            if "lora_B" in name:  # move the policy away from its reference, so the reference matters
+                param.data.normal_(0, 0.05)
+        recipe.model.eval()
+        plain = [dict(ex) for ex in recipe.train_examples[:3]]
+        with torch.no_grad():
+            loss_in_step, metrics_in_step = recipe._loss(recipe._collate(plain))
+            recipe._precompute_reference()
+            with_ref = recipe.train_examples[:3]
+            batch = recipe._collate(with_ref)
+            loss_precomputed, metrics_precomputed = recipe._loss(batch)
+        assert "ref_chosen_logps" in batch and "ref_chosen_logps" not in recipe._collate(plain)
+        assert abs(loss_in_step.item() - math.log(2)) > 1e-3  # the policy did move
+        assert loss_precomputed.item() == pytest.approx(loss_in_step.item(), abs=1e-6)
+        assert metrics_precomputed["reward_margin"] == pytest.approx(metrics_in_step["reward_margin"], abs=1e-6)
+        cache = json.loads((recipe.out / "ref_logps.json").read_text())
+        assert len(cache["train"]["chosen"]) == len(recipe.train_examples)
+        assert len(cache["val"]["rejected"]) == len(recipe.val_examples)
+    finally:
+        recipe.release()
+
+
+def test_precomputed_reference_continues_a_partial_cache_and_redoes_a_stale_one(run_config, prefs, tmp_path):
+    recipe = _setup_dpo(run_config, prefs, tmp_path, preference={"precompute_ref": True})
+    try:
+        path = recipe.out / "ref_logps.json"
+        key = recipe._reference_key(recipe.train_examples)
+        # A run killed while computing: two pairs saved (marked values), the rest to do.
+        path.write_text(json.dumps({"train": {"key": key, "chosen": [-1.5, -2.5], "rejected": [-3.5, -4.5]},
+                                    "val": {"key": "from another dataset", "chosen": [7.0], "rejected": [7.0]}}))
+        recipe._precompute_reference()
+        train, val = recipe.train_examples, recipe.val_examples
+        assert [train[0]["ref_chosen_logps"], train[1]["ref_rejected_logps"]] == [-1.5, -4.5]  # kept, not redone
+        assert all(ex["ref_chosen_logps"] < 0 and ex["ref_chosen_logps"] not in (-1.5, -2.5) for ex in train[2:])
+        assert val[0]["ref_chosen_logps"] != 7.0  # a stale split is computed again
+        cache = json.loads(path.read_text())
+        assert len(cache["train"]["chosen"]) == len(train) and cache["train"]["chosen"][:2] == [-1.5, -2.5]
+    finally:
+        recipe.release()
+
+
+def test_dpo_precomputed_reference_trains_as_without_and_a_resumed_run_reads_the_cache(run_config, prefs, tmp_path):
+    """24 pairs, 4 per step, 8 steps: more than one epoch, validation scored twice, so `auto` precomputes both
+    splits. The logged losses match a run without precomputation; a run killed mid-epoch resumes from the
+    cache (the file untouched) and ends as the uninterrupted run."""
+    from amauta.train.config import build_config
+    from amauta.train.recipe import run
+
+    common = {"method": "dpo", "max_steps": 8, "checkpoint_every": 3, "eval_every": 4, "batch_size": 4,
+              "micro_batch_size": 2, "lora": {"dropout": 0.0}}
+    off = run(build_config(_config(run_config, prefs, "off.yaml", output_dir=str(tmp_path / "off"),
+                                   preference={"precompute_ref": False}, **common), {}), progress=False)
+    auto = run(build_config(_config(run_config, prefs, "auto.yaml", output_dir=str(tmp_path / "auto"), **common), {}),
+               progress=False)
+    assert not (off / "ref_logps.json").exists() and (auto / "ref_logps.json").is_file()
+    a, b = _rows(off), _rows(auto)
+    assert len(a) == len(b) == 8
+    for x, y in zip(a, b, strict=True):
+        for key in ("loss", "reward_margin", "logp_chosen"):
+            assert x[key] == pytest.approx(y[key], abs=1e-5), key
+    val = lambda run_dir: [json.loads(x)["val_loss"] for x in (run_dir / "log.jsonl").read_text().splitlines() if "val_loss" in x]  # noqa: E731
+    assert val(off) == pytest.approx(val(auto), abs=1e-5)
+
+    killed_cfg = _config(run_config, prefs, "killed.yaml", output_dir=str(tmp_path / "killed"), **common)
+    died = _train([str(killed_cfg)], {"KILL_AT": "5"}, script=KILLER)
+    assert died.returncode == -9, died.stderr[-2000:]
+    cache = tmp_path / "killed" / "ref_logps.json"
+    before = cache.stat()
+    resumed = _train([str(killed_cfg)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr and "read from ref_logps.json" in resumed.stderr
+    after = cache.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    for x, y in zip(b, _rows(tmp_path / "killed"), strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+
+
+def test_precompute_ref_is_refused_for_kto_and_left_out_of_the_fingerprint(run_config, prefs):
+    from amauta.train.config import build_config, fingerprint
+
+    with pytest.raises(AmautaError, match="preference.precompute_ref is for method dpo"):
+        build_config(_config(run_config, prefs, "kto.yaml", method="kto", preference={"precompute_ref": True}), {})
+    plain = build_config(_config(run_config, prefs, "a.yaml", method="dpo"), {})
+    on = build_config(_config(run_config, prefs, "b.yaml", method="dpo", preference={"precompute_ref": True}), {})
+    assert fingerprint(plain) == fingerprint(on)  # runs from before the key, or switching it, still resume

@@ -235,7 +235,7 @@ def load_checkpoint(path: Path, *, adapter_model: Any, optimizer: Any, scheduler
 
 # What `amauta train` writes at the top of a run folder (see core/outdir.py: the rest is the user's).
 RUN_FILES = ("adapter", "model", "best", "checkpoints", "log.jsonl", "loss.png", "config.yaml", "summary.json",
-             "manifest.json")
+             "manifest.json", "ref_logps.json")
 
 
 def is_legacy_run(run_dir: Path) -> bool:

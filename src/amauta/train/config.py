@@ -127,6 +127,11 @@ class PreferenceConfig(StageConfig):
     desirable_weight: float = Field(
         1.0, gt=0, description="KTO: weight of the desirable examples' loss (raise it when they are fewer).")
     undesirable_weight: float = Field(1.0, gt=0, description="KTO: weight of the undesirable examples' loss.")
+    precompute_ref: bool | Literal["auto"] = Field(
+        "auto", description="DPO: compute the reference's log-probs of every pair once, before training (kept in "
+                            "the run folder's ref_logps.json, reused on resume), instead of one extra forward pass "
+                            "per pair each time it is seen. `auto`: for the training pairs when the run passes over "
+                            "them more than once, for the validation pairs when they are scored more than once.")
 
 
 class TrainConfig(StageConfig):
@@ -216,6 +221,13 @@ class TrainConfig(StageConfig):
             raise ValueError("lora.modules_to_save is for LoRA runs; full fine-tuning already trains every module")
         return value
 
+    @model_validator(mode="after")
+    def _precompute_ref_is_for_dpo(self) -> TrainConfig:
+        if self.preference.precompute_ref is True and self.method != "dpo":
+            raise ValueError(f"preference.precompute_ref is for method dpo (method {self.method}: KTO's reference also "
+                             "scores each step's mismatched pairs, ORPO has none); remove it or set it to auto")
+        return self
+
     @field_validator("lora", mode="after")
     @classmethod
     def _targets_not_empty(cls, value: LoraConfig) -> LoraConfig:
@@ -244,6 +256,9 @@ def fingerprint_fields(config: TrainConfig) -> dict[str, Any]:
     if data.get("method") == "sft":  # as before preference tuning existed: old SFT checkpoints still match
         data.pop("method", None)
         data.pop("preference", None)
+    # Precomputed or not, the reference log-probs are the same numbers (up to float rounding, as a changed
+    # micro_batch_size): a resumed run may switch it, and checkpoints from before the key still match.
+    (data.get("preference") or {}).pop("precompute_ref", None)
     return {k: v for k, v in data.items() if k not in NON_MATH_KEYS}
 
 

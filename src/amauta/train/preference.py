@@ -16,20 +16,32 @@ its `train()` never runs. It holds no state a step depends on (its metrics are r
 
 The reference model of DPO and KTO is the base with the adapter switched off (TRL's way for a fresh LoRA
 adapter), so no second copy of the model is loaded; it costs one forward pass without gradients per step.
+For DPO that pass can be made once per pair instead (`preference.precompute_ref`, on by default where a pair
+is seen more than once): TRL's `compute_ref_log_probs` scores every pair before the first step, the numbers
+go to the run folder's ref_logps.json (written atomically as they come, so a killed run continues where the
+file stops), and TRL's loss reads them from the batch as it does with its own `precompute_ref_log_probs`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from amauta.core.errors import AmautaError
-from amauta.core.files import sha256_file
+from amauta.core.files import atomic_write_json, sha256_file
+
+# The run folder's cache of the reference's log-probs (preference.precompute_ref), and how often a partial
+# one is saved while it is being computed.
+REF_LOGPS_FILE = "ref_logps.json"
+REF_SAVE_SECONDS = 30.0
 
 # What log.jsonl gets from TRL's metrics, under Amauta's names (TRL → log key).
 METRICS = {"rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected",
@@ -229,6 +241,8 @@ class PreferenceMixin:
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """TRL's loss of one micro-batch and its metrics (rewards, margins, accuracies, log-probs)."""
         mode = "train" if self.model.training else "eval"
+        if self.config.method == "dpo":  # precomputed reference log-probs ride in the batch (TRL's collator)
+            self.trl.precompute_ref_logps = "ref_chosen_logps" in batch
         if self.config.method == "orpo":
             loss, raw = self.trl.get_batch_loss_metrics(self.model, batch, train_eval=mode)
             raw = {k.removeprefix("eval_"): v for k, v in raw.items()}
@@ -238,7 +252,97 @@ class PreferenceMixin:
             self.trl._metrics[mode].clear()
         return loss, {METRICS[k]: float(v) for k, v in raw.items() if k in METRICS}
 
+    # ------------------------------------------------------------------ reference log-probs
+    def _splits_to_precompute(self) -> list[str]:
+        """The DPO splits whose reference log-probs are computed once: all with `precompute_ref: true`; with
+        `auto` only where that saves forward passes (a split scored more than once)."""
+        cfg = self.config
+        setting = cfg.preference.precompute_ref
+        if cfg.method != "dpo" or setting is False:
+            return []
+        if setting is True:
+            return ["train", "val"]
+        evaluations = len({s for s in range(1, self.total_steps + 1) if s % cfg.eval_every == 0 or s == self.total_steps})
+        splits = ["train"] if self.total_steps > self.steps_per_epoch else []
+        return splits + (["val"] if evaluations > 1 or cfg.early_stopping.enabled else [])
+
+    def _reference_key(self, examples: list[dict[str, Any]]) -> str:
+        """What a split's reference log-probs depend on: the base model, how it is stored, and the token ids."""
+        cfg = self.config
+        what = {"model": cfg.model, "dtype": str(self.loaded.model.dtype), "quantization": cfg.quantization.model_dump(),
+                "loss": cfg.preference.loss_type, "mixed": self.accelerator.mixed_precision,
+                "pairs": [[ex["prompt_ids"], ex["chosen_ids"], ex["rejected_ids"]] for ex in examples]}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _precompute_reference(self) -> None:
+        """Give every example of the chosen splits its reference log-probs (`ref_chosen_logps`,
+        `ref_rejected_logps`), read from ref_logps.json where it has them, else computed with TRL's
+        `compute_ref_log_probs` (adapter off, no gradients) and saved as they come.
+
+        Every process computes every pair, in the same order: under DDP/FSDP the forward passes stay in
+        lockstep; the main process writes the file.
+        """
+        path = self.out / REF_LOGPS_FILE
+        try:
+            cache = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            cache = {}  # our own cache file, unreadable: computed again and rewritten
+        cache = cache if isinstance(cache, dict) else {}
+        for split in self._splits_to_precompute():
+            examples = self.train_examples if split == "train" else self.val_examples
+            if not examples:
+                continue
+            key = self._reference_key(examples)
+            saved = cache.get(split) if isinstance(cache.get(split), dict) else {}
+            chosen, rejected = (list(saved.get("chosen", [])), list(saved.get("rejected", []))) \
+                if saved.get("key") == key else ([], [])
+            if len(chosen) < len(examples):
+                already = f", after the {len(chosen)} already in {REF_LOGPS_FILE}" if chosen else ""
+                self.print(f"{split}: reference log-probs of {len(examples) - len(chosen)} pairs, computed once "
+                           f"(preference.precompute_ref){already}")
+                cache[split] = {"key": key, "chosen": chosen, "rejected": rejected}
+                self._compute_reference(examples, cache, split)
+            else:
+                self.print(f"{split}: reference log-probs of {len(examples)} pairs read from {REF_LOGPS_FILE}")
+            for ex, c, r in zip(examples, chosen, rejected, strict=True):
+                ex["ref_chosen_logps"], ex["ref_rejected_logps"] = c, r
+
+    def _compute_reference(self, examples: list[dict[str, Any]], cache: dict[str, Any], split: str) -> None:
+        """Append the reference log-probs of the examples `cache[split]` lacks to its `chosen` and `rejected`
+        lists, writing the cache every `REF_SAVE_SECONDS` and at the end."""
+        chosen, rejected = cache[split]["chosen"], cache[split]["rejected"]
+        was_training = self.model.training
+        self.model.eval()  # the reference is the frozen base: no dropout
+        last_save = time.perf_counter()
+        try:
+            for start in range(len(chosen), len(examples), self.micro):
+                batch = self._collate([{k: v for k, v in ex.items() if not k.startswith("ref_")}
+                                       for ex in examples[start:start + self.micro]])
+                with torch.no_grad(), self.accelerator.autocast():
+                    ref_c, ref_r = self.trl.compute_ref_log_probs(self.model, batch)
+                chosen += ref_c.float().cpu().tolist()
+                rejected += ref_r.float().cpu().tolist()
+                if time.perf_counter() - last_save > REF_SAVE_SECONDS:
+                    self._save_reference(cache)
+                    last_save = time.perf_counter()
+            self._save_reference(cache)
+        finally:
+            self.model.train(was_training)
+
+    def _save_reference(self, cache: dict[str, Any]) -> None:
+        if self.main:
+            atomic_write_json(self.out / REF_LOGPS_FILE, cache, indent=None)
+
     # ------------------------------------------------------------------ fit
+    def fit(self) -> None:
+        """LoRARecipe's loop, after the reference log-probs that are computed once (their time counts as
+        training time)."""
+        if self.step < self.total_steps and not self.early["stopped"]:
+            started = time.perf_counter()
+            self._precompute_reference()
+            self.elapsed_before += time.perf_counter() - started
+        super().fit()
+
     def _step(self, indices: list[int]) -> dict[str, Any]:
         """One optimizer step: micro-batches weighted by their share of the step's examples, clip, step."""
         acc = self.accelerator
