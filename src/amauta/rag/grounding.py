@@ -92,6 +92,7 @@ def _asked(kinds: str, label: str, unit: str = "") -> AskedValue:
 
 # What a question asks for, from its wording (folded, number words as digits); the first match wins, so
 # "¿desde qué fecha se cobra el IVA del 15%?" asks for a date, not a percentage.
+_WHEN_RE = re.compile(r"\bcuando\b")
 _QUESTION_PATTERNS: list[tuple[re.Pattern, AskedValue | None]] = [
     (re.compile(r"\bcada cuant[oa]s?\b"), None),  # "¿cada cuánto?": a frequency, said in words ("cada mes")
     (re.compile(r"\bcuant[oa]s? (?:dolares|usd)\b"), _asked("money", "un monto")),
@@ -100,7 +101,7 @@ _QUESTION_PATTERNS: list[tuple[re.Pattern, AskedValue | None]] = [
      _asked("date day", "una fecha")),
     (re.compile(r"\b(?:que|cuales?) mes(?:es)?\b"), _asked("month date", "un mes")),
     (re.compile(r"\b(?:que|cual) ano\b"), _asked("year date", "un año")),
-    (re.compile(r"\bcuando\b"), _asked("date day month year", "una fecha")),
+    (_WHEN_RE, _asked("date day month year", "una fecha")),
     (re.compile(r"\b(?:porcentaje|por ciento|tasa|tarifa)\b|%"), _asked("percent", "un porcentaje")),
     (re.compile(r"\b(?:monto|valor|multa|cuota|precio|costo|cuesta|cuestan|vale|valen)\b"),
      _asked("money", "un monto")),
@@ -113,7 +114,8 @@ _COUNT_RE = re.compile(r"\bcuant[oa]s ([a-z]+)")
 
 def asked_value(question: str) -> AskedValue | None:
     """The kind of value `question` asks for, or None when it does not ask for a value."""
-    text = prepare(question.rsplit("¿", 1)[-1] if "¿" in question else question)
+    clause = question.rsplit("¿", 1)[-1] if "¿" in question else question
+    text = prepare(clause)
     count = _COUNT_RE.search(text)
     if count and count.group(1) not in ("dolares", "usd"):
         word = count.group(1)
@@ -122,9 +124,15 @@ def asked_value(question: str) -> AskedValue | None:
         said = re.search(r"cu[aá]nt[oa]s\s+(\w+)", question.lower())
         return _asked("number", f"un número de {said.group(1) if said else word}", singular(word))
     for pattern, asked in _QUESTION_PATTERNS:
-        if pattern.search(text):
+        if pattern.search(text) and (pattern is not _WHEN_RE or _asks_when(clause, text)):
             return asked
     return None
+
+
+def _asks_when(clause: str, text: str) -> bool:
+    """Whether "cuando" asks for a time: written "cuándo", or among the clause's first words ("¿y desde
+    cuando...?"); not the conjunction of "¿qué porcentaje se retiene cuando pago un arriendo?"."""
+    return "cuándo" in clause.lower() or re.match(r"\W*(?:\w+\W+){0,2}cuando\b", text) is not None
 
 
 @dataclass(frozen=True)
@@ -220,7 +228,7 @@ def subject_overlap(question: str, hits: list[Any], bm25: Any) -> tuple[float, l
             best = share
             lacking = sorted((t for t, (_, holders) in words.items() if hit.id not in holders),
                              key=lambda t: (-words[t][0], t))
-    surface = _surface_words(question)
+    surface = _surface_words(question) if lacking else {}
     return best, [surface.get(t, t) for t in lacking]
 
 
@@ -231,9 +239,10 @@ def _kind_stems() -> frozenset[str]:
 
 def _surface_words(question: str) -> dict[str, str]:
     """Each stem of `question` and the word it came from (the first one), to name missing words to a reader."""
+    words = re.findall(r"\w+", question)
     out: dict[str, str] = {}
-    for word in re.findall(r"\w+", question):
-        for stem in SpanishBM25.stems(word):
+    for word, stems in zip(words, SpanishBM25.stems_of_each(words), strict=True):
+        for stem in stems:
             out.setdefault(stem, word.lower())
     return out
 

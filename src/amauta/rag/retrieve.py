@@ -102,7 +102,12 @@ class SpanishBM25:
     @classmethod
     def stems(cls, text: str) -> list[str]:
         """The words of `text` BM25 searches with, as it stores them (stopwords dropped, Snowball stems)."""
-        return [t for t in cls._tokenize([text], return_ids=False)[0] if t]
+        return cls.stems_of_each([text])[0]
+
+    @classmethod
+    def stems_of_each(cls, texts: list[str]) -> list[list[str]]:
+        """`stems` of each of `texts`, in one pass."""
+        return [[t for t in tokens if t] for tokens in cls._tokenize(texts, return_ids=False)] if texts else []
 
     def word_weights(self, query: str) -> dict[str, tuple[float, set[str]]]:
         """For each content word of `query` (its stem): its IDF in this index and the ids of the texts that
