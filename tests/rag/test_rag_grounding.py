@@ -16,6 +16,7 @@ from amauta.llm import OpenAICompatibleLLM
 from amauta.llm.fake_server import FakeOpenAIServer
 from amauta.rag.answer import NOT_FOUND_CONTEXT, RagAnswerer
 from amauta.rag.grounding import (
+    CALIBRATED_MIN_VALUE_OVERLAP,
     Grounding,
     asked_value,
     describe,
@@ -180,6 +181,7 @@ def test_coverage_weighs_rare_and_unseen_words_most():
 
 # --- the value's subject: the passage that states the asked kind of value must be about what is asked ------
 
+SUBJECT = Grounding(min_value_overlap=CALIBRATED_MIN_VALUE_OVERLAP)  # the opt-in rule at its calibrated level
 RETENCIONES = [  # three passages of a made-up guide (our own sentences), indexed by BM25 only
     "Retención a profesionales. Sobre los honorarios pagados a personas naturales se retiene el 8%.",
     "Sociedades. Las sociedades que cobran arriendo llevan contabilidad y declaran cada mes.",
@@ -200,19 +202,19 @@ def test_a_value_about_a_neighbour_of_what_is_asked_is_refused():
     question = "¿Qué porcentaje se retiene a una sociedad por el arriendo?"  # the 8% is for personas naturales
     share, missing = subject_overlap(question, [hits[0]], bm25)
     assert share < 0.5 and set(missing) == {"sociedad", "arriendo"}
-    refusal = Grounding().check_question(question, hits, bm25)
+    refusal = SUBJECT.check_question(question, hits, bm25)
     assert refusal is not None and refusal.reason == "other_subject" and refusal.detail == "un porcentaje"
     assert "«sociedad»" in refusal.words and "«arriendo»" in refusal.words and " ni " in refusal.words
-    assert Grounding(min_value_overlap=0).check_question(question, hits, bm25) is None  # the rule, not another
+    assert Grounding().check_question(question, hits, bm25) is None  # the rule (off by default), not another
 
 
 def test_an_answerable_question_whose_qualifiers_the_value_passage_holds_is_not_refused():
     hits, bm25 = retenciones_hits()
-    assert Grounding().check_question("¿Qué porcentaje se retiene por los honorarios pagados a personas naturales?",
-                                      hits, bm25) is None
+    assert SUBJECT.check_question("¿Qué porcentaje se retiene por los honorarios pagados a personas naturales?",
+                                  hits, bm25) is None
     # the asker's own word, which the documents never use, is left to the topic check: not a neighbour
-    assert Grounding().check_question("¿Qué porcentaje se retiene por los honorarios de una arquitecta?",
-                                      hits, bm25) is None
+    assert SUBJECT.check_question("¿Qué porcentaje se retiene por los honorarios de una arquitecta?",
+                                  hits, bm25) is None
     # words that name the kind of value need not be in the passage: the value answers them
     share, missing = subject_overlap("¿Cuál es la tasa, en porcentaje, de retención de los honorarios?", [hits[0]],
                                      bm25)
@@ -224,11 +226,11 @@ def test_a_neighbour_question_over_the_example_guides_is_refused_without_the_mod
     arriendo a company charges; before the subject rule the model was asked, and its "10%" (a value of a
     cited passage) passed the value check."""
     question = "¿Qué porcentaje de retención de renta se aplica al arriendo que cobra una sociedad?"
-    answerer = RagAnswerer(law_index)
+    answerer = RagAnswerer(law_index, grounding=SUBJECT)
     reply = CountingReply("Se retiene el 10% [1].")
     with FakeOpenAIServer(reply) as url:
         result = answerer.answer(question, OpenAICompatibleLLM(url, "fake-model"))
-        asked = RagAnswerer(law_index, grounding=Grounding(min_value_overlap=0)).answer(
+        asked = RagAnswerer(law_index).answer(  # the defaults: the rule is opt-in
             question, OpenAICompatibleLLM(url, "m"))
     assert not result.found and result.refused == "other_subject" and is_abstention(result.text)
     assert "no hablan de «" in result.text and "10%" not in result.text and reply.calls == 1
