@@ -183,8 +183,8 @@ def test_coverage_weighs_rare_and_unseen_words_most():
 
 SUBJECT = Grounding(min_value_overlap=CALIBRATED_MIN_VALUE_OVERLAP)  # the opt-in rule at its calibrated level
 RETENCIONES = [  # three passages of a made-up guide (our own sentences), indexed by BM25 only
-    "Retención a profesionales. Sobre los honorarios pagados a personas naturales se retiene el 8%.",
-    "Sociedades. Las sociedades que cobran arriendo llevan contabilidad y declaran cada mes.",
+    "Porcentaje de retención a profesionales. Sobre los honorarios pagados a personas naturales se retiene el 8%.",
+    "Sociedades. Una sociedad que cobra arriendo lleva contabilidad y declara cada mes.",
     "Multas. Quien presenta tarde su declaración paga intereses y una multa.",
 ]
 
