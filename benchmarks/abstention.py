@@ -12,7 +12,10 @@ For each, the share of answerable and of unanswerable questions that each stage 
 
     threshold  retrieval's cosine threshold only (what `amauta rag ask` did before the grounding check)
     +topic     ... and the best passage holds `min_overlap` of the question's content words
-    +type      ... and a passage states a value of the kind the question asks for (the whole pre-model gate)
+    +type      ... and a passage states a value of the kind the question asks for
+    +type      is the whole pre-model gate as shipped; +subject (an opt-in rule, off by default) adds:
+               one of those passages holds `min_value_overlap` of the question's words that the documents
+               use (the value is about what is asked), at the level calibrated on dev data
     model      the embedded SmolLM2 answers without the check (abstaining when it says it cannot)
     model+all  the whole path: the gate, the model, and values no cited passage gives turned into "the
                documents do not say" (for the exam's answerable items also: correct, wrong)
@@ -20,8 +23,8 @@ For each, the share of answerable and of unanswerable questions that each stage 
 The model stages run on the reporting splits only (exam `test`, `--exam-model-limit` questions of each
 kind; SQuAD `report`, `--squad-model-limit`), spread evenly: they generate once per question (greedy, at
 most 64 new tokens; the prompt is the same with or without the check, so is the answer) and derive both
-rows from it. `--sweep` prints the gate at several `min_overlap` values on the calibration splits (how the
-default was chosen; without it the SQuAD calibration sample is skipped). Prints progress on stderr, a
+rows from it. `--sweep` prints the gate at several `min_overlap` and `min_value_overlap` values on the
+calibration splits (how the defaults were chosen; without it the SQuAD calibration sample is skipped). Prints progress on stderr, a
 table and one JSON line; `--out FILE` also writes the JSON atomically.
 
     .venv/bin/python benchmarks/abstention.py                      # exam dev+test, SQuAD samples, SmolLM2
@@ -35,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 import tempfile
 import time
@@ -45,9 +47,8 @@ from pathlib import Path
 from amauta.core.files import atomic_write_json
 from amauta.data.answer_match import is_abstention, score_answer
 from amauta.data.exam_items import read_exam
-from amauta.documents.values import extract_values
 from amauta.rag.answer import RagAnswerer
-from amauta.rag.grounding import _REFERENCES, DEFAULT_MIN_OVERLAP, Grounding, asked_value
+from amauta.rag.grounding import CALIBRATED_MIN_VALUE_OVERLAP, DEFAULT_MIN_OVERLAP, Grounding
 from amauta.rag.index import IndexConfig, build, open_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +56,8 @@ EXAM = ROOT / "examples" / "exams" / "leyes.jsonl"
 DOCS = ROOT / "examples" / "docs"
 SQUAD = ROOT.parent / "shared" / "data" / "squad-es" / "dev-v2.0-es_small.json"
 MAX_NEW_TOKENS = 64  # answers here are a value or a sentence; SmolLM2 repeats itself past that
-SENTENCE_OVERLAP = 0.21  # read off the exam's dev split (docs/rag.md); a candidate, not the product's gate
-_SENTENCE_RE = re.compile(r"(?<=[.;:!?])\s+|\n+")
-SWEEP = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+SWEEP = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)  # min_overlap
+VALUE_SWEEP = (0.0, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)  # min_value_overlap, at the default min_overlap
 
 
 @dataclass
@@ -131,14 +131,19 @@ def build_index(folder: Path, docs: list[str] | None = None, paragraphs: list[st
     return index
 
 
-def run_set(label: str, index: Path, questions: list[Question], min_overlaps: tuple[float, ...], llm,
-            model_limit: int | None) -> list[Outcome]:
-    """Every stage on every question (the model on `model_limit` of each kind, spread evenly); progress on stderr."""
+def run_set(label: str, index: Path, questions: list[Question], min_overlaps: tuple[float, ...],
+            value_overlaps: tuple[float, ...], llm, model_limit: int | None) -> list[Outcome]:
+    """Every stage on every question (the model on `model_limit` of each kind, spread evenly); progress on stderr.
+
+    +topic and +type at each of `min_overlaps`; +subject (the whole gate) at each of `value_overlaps`, with
+    the default `min_overlap`.
+    """
     opened = open_index(str(index))
     plain = RagAnswerer(opened, grounding=Grounding.off())
     checked = RagAnswerer(opened)  # the defaults the user gets
-    gates = {f"+topic@{t:g}": Grounding(min_overlap=t, answer_type=False) for t in min_overlaps}
-    gates |= {f"+type@{t:g}": Grounding(min_overlap=t) for t in min_overlaps}
+    gates = {f"+topic@{t:g}": Grounding(min_overlap=t, answer_type=False, min_value_overlap=0) for t in min_overlaps}
+    gates |= {f"+type@{t:g}": Grounding(min_overlap=t, min_value_overlap=0) for t in min_overlaps}
+    gates |= {f"+subject@{v:g}": Grounding(min_value_overlap=v) for v in value_overlaps}
     with_model = _spread(questions, model_limit) if llm is not None else set()
     outcomes = []
     start = time.perf_counter()
@@ -152,38 +157,10 @@ def run_set(label: str, index: Path, questions: list[Question], min_overlaps: tu
         out.signals = _signals(q.text, plain)
         for name, gate in gates.items():
             out.stages[name] = not hits or gate.check_question(q.text, hits, plain.index.bm25) is not None
-        default = f"+type@{DEFAULT_MIN_OVERLAP:g}"
-        if default in out.stages:  # a candidate signal, not in the product: see value_sentence_overlap
-            asked = asked_value(q.text)
-            out.stages[f"+sentence@{SENTENCE_OVERLAP:g}"] = out.stages[default] or (
-                asked is not None and value_sentence_overlap(q.text, hits, asked, plain.index.bm25) < SENTENCE_OVERLAP)
         if n in with_model:
             _model_stages(q, hits, plain, checked, llm, out)
         outcomes.append(out)
     return outcomes
-
-
-def value_sentence_overlap(question: str, hits, asked, bm25) -> float:
-    """The best IDF-weighted share of the question's content words held by a sentence (with its passage's
-    heading) that states a value of the asked kind: is the value itself about what is asked, or about a
-    neighbour ("honorarios a una persona natural" when the question asks about "a una sociedad")?
-
-    A candidate signal measured here beside the product's gate; `SENTENCE_OVERLAP` was read off the exam's
-    dev split (docs/rag.md).
-    """
-    given = set(extract_values(question))
-    tokens = set(bm25._tokenize([question], return_ids=False)[0]) - {""}
-    if not tokens:
-        return 1.0
-    weights = bm25._weights_and_holders(tokens)[0]
-    best = 0.0
-    for hit in hits:
-        for sentence in _SENTENCE_RE.split(hit.text):
-            values = [v for v in extract_values(sentence) if v not in given and v.unit not in _REFERENCES]
-            if any(asked.answered_by(v) for v in values):
-                held = set(bm25._tokenize([f"{sentence} {hit.heading or ''}"], return_ids=False)[0])
-                best = max(best, sum(w for t, w in weights.items() if t in held) / sum(weights.values()))
-    return best
 
 
 def _signals(question: str, rag: RagAnswerer) -> dict[str, float]:
@@ -293,16 +270,17 @@ def main() -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         llm = LocalLLM(load_model(args.model, dtype="float32"))
-    default = (DEFAULT_MIN_OVERLAP,)
+    default, value_default = (DEFAULT_MIN_OVERLAP,), (CALIBRATED_MIN_VALUE_OVERLAP,)
     rows: list[dict] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if "exam" in args.sets.split(","):
             index = build_index(Path(tmp) / "exam", docs=[str(DOCS)])
             for split in ("dev", "test"):
-                sweep = SWEEP if args.sweep and split == "dev" else default
+                calibrating = args.sweep and split == "dev"
+                sweeps = (SWEEP, VALUE_SWEEP) if calibrating else (default, value_default)
                 model = llm if split == "test" else None
-                rows += summarize(f"exam-{split}", run_set(f"exam {split}", index, exam_questions(split), sweep,
+                rows += summarize(f"exam-{split}", run_set(f"exam {split}", index, exam_questions(split), *sweeps,
                                                            model, args.exam_model_limit or None))
                 print(f"exam {split} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         if "squad" in args.sets.split(","):
@@ -313,9 +291,10 @@ def main() -> None:
                 if name == "calibration" and not args.sweep:
                     continue  # only the sweep reads it (an index of its paragraphs takes minutes)
                 index = build_index(Path(tmp) / f"squad-{name}", paragraphs=paragraphs)
-                sweep = SWEEP if args.sweep and name == "calibration" else default
+                calibrating = args.sweep and name == "calibration"
+                sweeps = (SWEEP, VALUE_SWEEP) if calibrating else (default, value_default)
                 rows += summarize(f"squad-{name} ({len(paragraphs)} paragraphs)",
-                                  run_set(f"squad {name}", index, questions, sweep,
+                                  run_set(f"squad {name}", index, questions, *sweeps,
                                           llm if name == "report" else None, args.squad_model_limit or None))
                 print(f"squad {name} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
@@ -333,10 +312,12 @@ def main() -> None:
               f"{pct(r, 'answerable_wrong'):>6}")
     targets = {}
     for r in rows:
-        if r["set"] == "exam-test" and r.get("stage") in (f"+type@{DEFAULT_MIN_OVERLAP:g}", "model+all"):
+        if r["set"] == "exam-test" and r.get("stage") in (f"+type@{DEFAULT_MIN_OVERLAP:g}",
+                                                          f"+subject@{CALIBRATED_MIN_VALUE_OVERLAP:g}", "model+all"):
             targets[f"exam-test:{r['stage']}:unanswerable_abstained>=0.8"] = r["unanswerable_abstained"] >= 0.8
             targets[f"exam-test:{r['stage']}:answerable_abstained<=0.1"] = r["answerable_abstained"] <= 0.1
     result = {"benchmark": "abstention", "model": args.model, "min_overlap": DEFAULT_MIN_OVERLAP,
+              "calibrated_min_value_overlap": CALIBRATED_MIN_VALUE_OVERLAP,
               "argv": sys.argv[1:], "seconds": round(time.perf_counter() - start), "rows": rows, "targets": targets}
     print(json.dumps(result))
     if args.out:

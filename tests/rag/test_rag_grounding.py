@@ -10,11 +10,20 @@ import sys
 
 import pytest
 
+from amauta.core.errors import AmautaError
 from amauta.data.answer_match import is_abstention
 from amauta.llm import OpenAICompatibleLLM
 from amauta.llm.fake_server import FakeOpenAIServer
 from amauta.rag.answer import NOT_FOUND_CONTEXT, RagAnswerer
-from amauta.rag.grounding import Grounding, asked_value, describe, passage_answers, unsupported_values
+from amauta.rag.grounding import (
+    CALIBRATED_MIN_VALUE_OVERLAP,
+    Grounding,
+    asked_value,
+    describe,
+    passage_answers,
+    subject_overlap,
+    unsupported_values,
+)
 from amauta.rag.retrieve import SpanishBM25
 
 MULTA = "¿Cuánto es la multa por presentar tarde la declaración del IVA?"
@@ -168,3 +177,80 @@ def test_coverage_weighs_rare_and_unseen_words_most():
     off_topic = bm25.coverage("¿Cuál es la tarifa de un taxi en Quito?", ["a"])
     assert off_topic["a"] < 0.4  # "taxi" and "Quito" are in no text: they weigh most
     assert bm25.coverage("¿Cuál es?", ["a"]) == {"a": 1.0}  # only stopwords: nothing to check
+
+
+# --- the value's subject: the passage that states the asked kind of value must be about what is asked ------
+
+SUBJECT = Grounding(min_value_overlap=CALIBRATED_MIN_VALUE_OVERLAP)  # the opt-in rule at its calibrated level
+RETENCIONES = [  # three passages of a made-up guide (our own sentences), indexed by BM25 only
+    "Porcentaje de retención a profesionales. Sobre los honorarios pagados a personas naturales se retiene el 8%.",
+    "Sociedades. Una sociedad que cobra arriendo lleva contabilidad y declara cada mes.",
+    "Multas. Quien presenta tarde su declaración paga intereses y una multa.",
+]
+
+
+def retenciones_hits() -> tuple[list, SpanishBM25]:
+    from amauta.rag.retrieve import Hit
+
+    ids = ["p1", "p2", "p3"]
+    hits = [Hit(id=pid, text=text, source="guia.md") for pid, text in zip(ids, RETENCIONES, strict=True)]
+    return hits, SpanishBM25.build(RETENCIONES, ids)
+
+
+def test_a_value_about_a_neighbour_of_what_is_asked_is_refused():
+    hits, bm25 = retenciones_hits()
+    question = "¿Qué porcentaje se retiene a una sociedad por el arriendo?"  # the 8% is for personas naturales
+    share, missing = subject_overlap(question, [hits[0]], bm25)
+    assert share < 0.5 and set(missing) == {"sociedad", "arriendo"}
+    refusal = SUBJECT.check_question(question, hits, bm25)
+    assert refusal is not None and refusal.reason == "other_subject" and refusal.detail == "un porcentaje"
+    assert "«sociedad»" in refusal.words and "«arriendo»" in refusal.words and " ni " in refusal.words
+    assert Grounding().check_question(question, hits, bm25) is None  # the rule (off by default), not another
+
+
+def test_an_answerable_question_whose_qualifiers_the_value_passage_holds_is_not_refused():
+    hits, bm25 = retenciones_hits()
+    assert SUBJECT.check_question("¿Qué porcentaje se retiene por los honorarios pagados a personas naturales?",
+                                  hits, bm25) is None
+    # the asker's own word, which the documents never use, is left to the topic check: not a neighbour
+    assert SUBJECT.check_question("¿Qué porcentaje se retiene por los honorarios de una arquitecta?",
+                                  hits, bm25) is None
+    # words that name the kind of value need not be in the passage: the value answers them
+    share, missing = subject_overlap("¿Cuál es la tasa, en porcentaje, de retención de los honorarios?", [hits[0]],
+                                     bm25)
+    assert "tasa" not in missing and "porcentaje" not in missing
+
+
+def test_a_neighbour_question_over_the_example_guides_is_refused_without_the_model(law_index):
+    """Regression: the guides give retention percentages for payments to personas naturales, none for an
+    arriendo a company charges; before the subject rule the model was asked, and its "10%" (a value of a
+    cited passage) passed the value check."""
+    question = "¿Qué porcentaje de retención de renta se aplica al arriendo que cobra una sociedad?"
+    answerer = RagAnswerer(law_index, grounding=SUBJECT)
+    calls = []
+
+    def reply(messages):  # the 10% of honorarios paid to personas naturales, cited where the guide gives it
+        calls.append(1)
+        return f"Se retiene el 10% [{passage_number(messages, 'retenciones.pdf', 'Art. 4')}]."
+
+    with FakeOpenAIServer(reply) as url:
+        result = answerer.answer(question, OpenAICompatibleLLM(url, "fake-model"))
+        asked = RagAnswerer(law_index).answer(  # the defaults: the rule is opt-in
+            question, OpenAICompatibleLLM(url, "m"))
+    assert not result.found and result.refused == "other_subject" and is_abstention(result.text)
+    assert "no hablan de «" in result.text and "10%" not in result.text and len(calls) == 1
+    assert asked.found and asked.text.startswith("Se retiene el 10% [")
+
+
+def test_grounding_refuses_a_share_out_of_range():
+    with pytest.raises(AmautaError, match="min_value_overlap must be between 0 and 1"):
+        Grounding(min_value_overlap=1.5)
+
+
+@pytest.mark.parametrize("question, kinds", [
+    ("¿Qué porcentaje se retiene cuando pago un arriendo?", {"percent"}),  # "cuando" joins, it does not ask
+    ("¿Y desde cuando se cobra el IVA?", {"date", "day", "month", "year"}),  # unaccented, but it asks
+    ("¿Qué se declara cuándo?", {"date", "day", "month", "year"}),
+])
+def test_cuando_asks_for_a_date_only_as_a_question_word(question, kinds):
+    assert set(asked_value(question).kinds) == kinds

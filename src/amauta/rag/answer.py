@@ -10,8 +10,8 @@ server (`amauta serve --rag NAME`) and the judge's law-ec comparison all use it.
 When no passage passes the relevance threshold the answer says so, and no model is asked, so nothing is
 invented. Passages close to the question may still not answer it (a question on the documents' topic
 whose answer they do not give): `Grounding` (amauta.rag.grounding) then refuses before the model is
-asked (the best passage is not about the question, or no passage states the kind of value it asks
-for), or after (the answer states a value no cited passage gives); the reply says the documents do not
+asked (the best passage is not about the question, no passage states the kind of value it asks for,
+or the ones that do state it about something else), or after (the answer states a value no cited passage gives); the reply says the documents do not
 say it and lists the passages it looked at.
 """
 
@@ -39,7 +39,8 @@ NOT_SAID = ("Los documentos indexados no lo indican: los fragmentos más cercano
             "{why}. No pregunté al modelo, para no inventar una respuesta; esos fragmentos están abajo por si "
             "quieres revisarlos.")
 NOT_SAID_WHY = {"off_topic": "ninguno trata lo que preguntas",
-                "no_value": "ninguno da el dato que pides ({detail})"}
+                "no_value": "ninguno da el dato que pides ({detail})",
+                "other_subject": "los que dan el dato que pides ({detail}) no hablan de {words}"}
 UNSUPPORTED = ("Los documentos indexados no lo indican: la respuesta del modelo daba {values}, y {that} en los "
                "fragmentos que consultó, así que no la muestro. Esos fragmentos están abajo por si quieres "
                "revisarlos.")
@@ -57,8 +58,8 @@ class Answer:
     found: False when the documents do not say: no relevant passage (`refused` None, no model asked) or a
         grounding check refused (`refused` says which).
     hits: every passage that was given to the model (or looked at).
-    refused: None, or why the documents do not say: "off_topic" or "no_value" (before the model was
-        asked), "unsupported" (the model's answer stated values no cited passage gives).
+    refused: None, or why the documents do not say: "off_topic", "no_value" or "other_subject" (before
+        the model was asked), "unsupported" (the model's answer stated values no cited passage gives).
     withheld: the model's answer that "unsupported" replaced, kept for inspection (JSON only).
     """
 
@@ -204,7 +205,7 @@ class RagAnswerer:
             return Answer(text=NOT_FOUND, sources=[], found=False, hits=[])
         refusal = self.check_question(question, hits)
         if refusal is not None:
-            why = NOT_SAID_WHY[refusal.reason].format(detail=refusal.detail)
+            why = NOT_SAID_WHY[refusal.reason].format(detail=refusal.detail, words=refusal.words)
             return Answer(text=NOT_SAID.format(why=why), sources=list(hits), found=False, hits=list(hits),
                           refused=refusal.reason)
         messages, hits = self.build_messages(question, history, loaded=getattr(llm, "loaded", None),

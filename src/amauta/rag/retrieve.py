@@ -99,6 +99,25 @@ class SpanishBM25:
         rows = {pid: self._rows.get(pid, -1) for pid in ids}
         return {pid: sum(w for t, w in weights.items() if rows[pid] in holders[t]) / total for pid in ids}
 
+    @classmethod
+    def stems(cls, text: str) -> list[str]:
+        """The words of `text` BM25 searches with, as it stores them (stopwords dropped, Snowball stems)."""
+        return cls.stems_of_each([text])[0]
+
+    @classmethod
+    def stems_of_each(cls, texts: list[str]) -> list[list[str]]:
+        """`stems` of each of `texts`, in one pass."""
+        return [[t for t in tokens if t] for tokens in cls._tokenize(texts, return_ids=False)] if texts else []
+
+    def word_weights(self, query: str) -> dict[str, tuple[float, set[str]]]:
+        """For each content word of `query` (its stem): its IDF in this index and the ids of the texts that
+        hold it (none: a word the documents never use)."""
+        tokens = set(self.stems(query))
+        if not tokens:
+            return {}
+        weights, holders = self._weights_and_holders(tokens)
+        return {t: (weights[t], {self.ids[row] for row in holders[t]}) for t in tokens}
+
     @cached_property
     def _rows(self) -> dict[str, int]:
         """Each id's row in the BM25 matrix."""
