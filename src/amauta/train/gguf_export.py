@@ -311,14 +311,45 @@ def write_gguf_lora(model: Any, adapter_dir: Path, path: Path, *, name: str = "a
     (out × r), B's rows reordered like the base tensor's, and `adapter.lora.alpha` such that llama.cpp's
     scale alpha / r equals PEFT's (rsLoRA's alpha / sqrt(r) included).
     """
+    config = model.config
+    check_gguf_architecture(config)
+    return _write_lora(adapter_dir, path, _layout(config), config.num_hidden_layers, name)
+
+
+def write_gguf_lora_for_gguf(base_gguf: Path, adapter_dir: Path, path: Path, *, name: str = "amauta-lora") -> Path:
+    """`write_gguf_lora` for the GGUF the LoRA will be applied to: its layout (architecture, heads, layers)
+    read from that file's metadata, so no transformers model is loaded (`amauta serve --backend llamacpp`)."""
+    layout, n_layers = gguf_layout(base_gguf)
+    return _write_lora(adapter_dir, path, layout, n_layers, name)
+
+
+def gguf_layout(base_gguf: Path) -> tuple[_Layout, int]:
+    """(layout, layer count) of a GGUF model from its metadata; one line when llama.cpp's architecture is not
+    one whose LoRA rows `write_gguf_lora` knows how to arrange."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(base_gguf)).fields
+
+    def value(key: str, default: Any = None) -> Any:
+        return fields[key].contents() if key in fields else default
+
+    arch = value("general.architecture")
+    if arch not in set(GGUF_ARCHITECTURES.values()):
+        raise AmautaError(f"{base_gguf}: a GGUF LoRA can be written for {', '.join(sorted(set(GGUF_ARCHITECTURES.values())))} "
+                          f"models, and this GGUF is '{arch}'; give a GGUF LoRA file instead of the adapter folder")
+    n_head = int(value(f"{arch}.attention.head_count"))
+    n_kv = int(value(f"{arch}.attention.head_count_kv", n_head))
+    head_dim = int(value(f"{arch}.attention.key_length", 0) or int(value(f"{arch}.embedding_length")) // n_head)
+    return _Layout(arch, n_head, n_kv, head_dim), int(value(f"{arch}.block_count"))
+
+
+def _write_lora(adapter_dir: Path, path: Path, layout: _Layout, n_layers: int, name: str) -> Path:
     import gguf
     import numpy as np
     import torch
     from safetensors.torch import load_file
 
-    config = model.config
-    arch = check_gguf_architecture(config)
-    layout = _layout(config)
+    arch = layout.arch
     adapter = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     if adapter.get("rank_pattern") or adapter.get("alpha_pattern") or adapter.get("use_dora") or adapter.get(
             "modules_to_save") or adapter.get("target_parameters"):
@@ -327,7 +358,7 @@ def write_gguf_lora(model: Any, adapter_dir: Path, path: Path, *, name: str = "a
     rank, alpha = int(adapter["r"]), float(adapter["lora_alpha"])
     scaling = alpha / math.sqrt(rank) if adapter.get("use_rslora") else alpha / rank
     weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
-    names = _tensor_names(arch, config.num_hidden_layers)
+    names = _tensor_names(arch, n_layers)
 
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name)
