@@ -103,9 +103,11 @@ def test_llamacpp_serves_adapters_as_their_own_model_ids(home, serve, tiny_gguf,
     from openai import OpenAI
 
     from amauta.serve.backends import LlamaCppBackend
+    from amauta.serve.gguf_lora import read_base
     from amauta.train.gguf_export import write_gguf_lora_for_gguf
 
-    lora_file = write_gguf_lora_for_gguf(tiny_gguf, tiny_run / "adapter", tmp_path / "sri.gguf")
+    lora_file = write_gguf_lora_for_gguf(read_base(tiny_gguf, "tiny-llama").metadata, tiny_run / "adapter",
+                                         tmp_path / "sri.gguf")
     backend = LlamaCppBackend([str(tiny_gguf)], adapters={"sri": tiny_run, "sri-gguf": lora_file}, context=256,
                               threads=1)
     url = serve(backend)
@@ -192,9 +194,11 @@ def test_gguf_lora_that_does_not_match_the_gguf_is_refused(home, tiny_gguf, tiny
 
     from amauta.models.tiny import tiny_model
     from amauta.serve.backends import LlamaCppBackend
+    from amauta.serve.gguf_lora import read_base
     from amauta.train.gguf_export import write_gguf_lora, write_gguf_lora_for_gguf
 
-    tiny_lora = write_gguf_lora_for_gguf(tiny_gguf, tiny_run / "adapter", tmp_path / "tiny-lora.gguf")
+    tiny_lora = write_gguf_lora_for_gguf(read_base(tiny_gguf, "tiny-llama").metadata, tiny_run / "adapter",
+                                         tmp_path / "tiny-lora.gguf")
     with pytest.raises(AmautaError, match=r"tiny-lora.gguf: this adapter does not fit smollm2-135m-instruct .*"
                                           r"the GGUF's tensor is 192×576"):
         LlamaCppBackend(["smollm2-135m-instruct"], adapters={"x": tiny_lora})

@@ -449,13 +449,11 @@ class LlamaCppBackend:
     @staticmethod
     def _prepare_adapters(spec: str, path: Path, profile: Any, adapters: dict[str, Path]) -> dict[str, Path]:
         """{adapter id: GGUF LoRA file} checked against the first GGUF (refusals before anything loads)."""
-        from amauta.models.embedded import gguf_model_info
         from amauta.models.registry import profile_names
         from amauta.serve.gguf_lora import prepare_adapter, read_base
 
         model_id = profile.name if profile is not None else path.stem
-        base_profile = spec if spec in profile_names() else gguf_model_info(path).get("profile")
-        base = read_base(path, model_id, base_profile)
+        base = read_base(path, model_id, spec if spec in profile_names() else None)
         files = {}
         for name, adapter in adapters.items():
             if name == model_id:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,31 +317,26 @@ def write_gguf_lora(model: Any, adapter_dir: Path, path: Path, *, name: str = "a
     return _write_lora(adapter_dir, path, _layout(config), config.num_hidden_layers, name)
 
 
-def write_gguf_lora_for_gguf(base_gguf: Path, adapter_dir: Path, path: Path, *, name: str = "amauta-lora") -> Path:
+def write_gguf_lora_for_gguf(metadata: Mapping[str, Any], adapter_dir: Path, path: Path, *,
+                             name: str = "amauta-lora") -> Path:
     """`write_gguf_lora` for the GGUF the LoRA will be applied to: its layout (architecture, heads, layers)
-    read from that file's metadata, so no transformers model is loaded (`amauta serve --backend llamacpp`)."""
-    layout, n_layers = gguf_layout(base_gguf)
+    taken from that file's `metadata` (key → value), so no transformers model is loaded (`amauta serve
+    --backend llamacpp`)."""
+    layout, n_layers = gguf_layout(metadata)
     return _write_lora(adapter_dir, path, layout, n_layers, name)
 
 
-def gguf_layout(base_gguf: Path) -> tuple[_Layout, int]:
-    """(layout, layer count) of a GGUF model from its metadata; one line when llama.cpp's architecture is not
-    one whose LoRA rows `write_gguf_lora` knows how to arrange."""
-    from gguf import GGUFReader
-
-    fields = GGUFReader(str(base_gguf)).fields
-
-    def value(key: str, default: Any = None) -> Any:
-        return fields[key].contents() if key in fields else default
-
-    arch = value("general.architecture")
+def gguf_layout(metadata: Mapping[str, Any]) -> tuple[_Layout, int]:
+    """(layout, layer count) from a GGUF model's metadata; one line when its llama.cpp architecture is not one
+    whose LoRA rows `write_gguf_lora` knows how to arrange."""
+    arch = metadata.get("general.architecture")
     if arch not in set(GGUF_ARCHITECTURES.values()):
-        raise AmautaError(f"{base_gguf}: a GGUF LoRA can be written for {', '.join(sorted(set(GGUF_ARCHITECTURES.values())))} "
+        raise AmautaError(f"a GGUF LoRA can be written for {', '.join(sorted(set(GGUF_ARCHITECTURES.values())))} "
                           f"models, and this GGUF is '{arch}'; give a GGUF LoRA file instead of the adapter folder")
-    n_head = int(value(f"{arch}.attention.head_count"))
-    n_kv = int(value(f"{arch}.attention.head_count_kv", n_head))
-    head_dim = int(value(f"{arch}.attention.key_length", 0) or int(value(f"{arch}.embedding_length")) // n_head)
-    return _Layout(arch, n_head, n_kv, head_dim), int(value(f"{arch}.block_count"))
+    n_head = int(metadata[f"{arch}.attention.head_count"])
+    n_kv = int(metadata.get(f"{arch}.attention.head_count_kv", n_head))
+    head_dim = int(metadata.get(f"{arch}.attention.key_length", 0) or int(metadata[f"{arch}.embedding_length"]) // n_head)
+    return _Layout(arch, n_head, n_kv, head_dim), int(metadata[f"{arch}.block_count"])
 
 
 def _write_lora(adapter_dir: Path, path: Path, layout: _Layout, n_layers: int, name: str) -> Path:
