@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from amauta.chat.decoding import GenerationSettings, check_strategy
 from amauta.core.cli_options import ConfigArgs, Flag, FlagSpec, config_options
-from amauta.core.errors import AmautaError
+from amauta.core.errors import AmautaError, did_you_mean
 from amauta.core.threads import THREADS_OPTION, apply_threads
 from amauta.models.types import DType, Quantization
 
@@ -32,6 +34,13 @@ def check_decoding(decoding: ConfigArgs) -> None:
 SYSTEM_HELP = "System prompt (default: the model profile's, see `amauta models show`; '' = none)."
 TEMPLATE_HELP = ("Render with this Amauta template (chatml, llama2, mistral, falcon, gemma, llama3, alpaca, alpaca-es) "
                  "instead of the tokenizer's: for a folder or .gguf whose template is not recorded.")
+
+
+CHAT_BACKENDS: dict[str, Callable[..., Any]] = {}
+"""`amauta chat --backend NAME` → a function returning its `ChatSession`, called as
+`f(model, adapter, system=, template=, threads=, decoding={...}, rag=)`. `transformers` (Amauta's own decoding)
+is this room's; engines that live in higher rooms lend theirs when their commands register (`llamacpp`:
+`amauta.serve.commands`, which holds llama.cpp and the GGUF LoRA conversion this room may not import)."""
 
 
 def _load(model: str, adapter: Path | None, dtype: DType, quantization: Quantization, quiet: bool = False,
@@ -102,11 +111,23 @@ def register(app: typer.Typer) -> None:
                                    f"{result.tokens_per_second:.1f} tok/s · {settings.strategy} · "
                                    f"{result.finish_reason}[/]")
 
+    def transformers_session(model: str, adapter: Path | None, *, system: str | None, template: str | None,
+                             threads: int | None, decoding: dict[str, Any], rag: Any = None, dtype: DType = "auto",
+                             quantization: Quantization = "none"):
+        from amauta.chat.session import ChatSession
+
+        loaded = _load(model, adapter, dtype, quantization, template=template)
+        settings = GenerationSettings.from_profile(loaded.profile, **decoding)
+        return ChatSession(loaded, settings, system=system, rag=rag)
+
+    CHAT_BACKENDS.setdefault("transformers", transformers_session)
+
     @app.command("chat")
     @config_options(GenerationSettings, DECODING_FLAGS, config=None, show_defaults="the profile's")
     def chat_command(
         model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Registry name, hub id, folder or .gguf file."),
-        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder."),
+        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder or training run folder "
+                                            "(llamacpp: or a GGUF LoRA file)."),
         *,
         decoding: ConfigArgs,
         system: str | None = typer.Option(None, "--system", help=SYSTEM_HELP),
@@ -116,18 +137,27 @@ def register(app: typer.Typer) -> None:
         dtype: DType = typer.Option("auto", "--dtype", help="Weights' data type (auto: bf16 where supported)."),
         quantization: Quantization = typer.Option("none", "--quantization", "-q", help="8bit or 4bit: bitsandbytes."),
         threads: int | None = THREADS_OPTION,
+        backend: str = typer.Option("transformers", "--backend", "-b", help="transformers (every strategy), or "
+                                    "llamacpp: a GGUF through llama.cpp, faster on a CPU (greedy and sampling; "
+                                    "--adapter converted once to a GGUF LoRA)."),
     ) -> None:
         """A multi-turn chat in the terminal (/help inside lists the commands; Ctrl-C stops an answer)."""
-        apply_threads(threads)
-        from amauta.chat.session import ChatSession
+        threads = apply_threads(threads)
         from amauta.chat.terminal import run_chat
 
+        if backend not in CHAT_BACKENDS:
+            raise AmautaError(f"unknown backend '{backend}'{did_you_mean(backend, CHAT_BACKENDS)}; choose "
+                              f"{', '.join(CHAT_BACKENDS)}")
+        engine_options = {"dtype": dtype, "quantization": quantization} if backend == "transformers" else {}
+        if backend != "transformers" and (dtype != "auto" or quantization != "none"):
+            raise AmautaError(f"--dtype and --quantization are for --backend transformers; a GGUF for --backend "
+                              f"{backend} carries its own (export a quantized one with `amauta export --gguf-type`)")
         check_decoding(decoding)
         answerer = None
         if rag is not None:
             from amauta.rag.answer import RagAnswerer  # built by the rag room; only needed with --rag
 
             answerer = RagAnswerer(rag, top_k=rag_top_k)
-        loaded = _load(model, adapter, dtype, quantization, template=template)
-        settings = GenerationSettings.from_profile(loaded.profile, **decoding.values)
-        run_chat(ChatSession(loaded, settings, system=system, rag=answerer))
+        session = CHAT_BACKENDS[backend](model, adapter, system=system, template=template, threads=threads,
+                                         decoding=decoding.values, rag=answerer, **engine_options)
+        run_chat(session)

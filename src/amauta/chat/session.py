@@ -75,9 +75,14 @@ class ChatSession:
         # Retrieve once per question; the passages ride in the last user turn, the RAG system prompt first.
         # Passages are shortened until they fit the window with room for the answer.
         messages, self.last_hits = self.rag.build_messages(question, history=[], system=self.system or None,
-                                                           loaded=self.loaded,
+                                                           loaded=self.passage_fitting_model,
                                                            max_new_tokens=self.settings.max_new_tokens)
         return [m for m in messages[:-1] if m["role"] == "system"], messages[-1]
+
+    @property
+    def passage_fitting_model(self) -> Any:
+        """The LoadedModel whose tokenizer RAG passages are shortened for (None: passages are not shortened)."""
+        return self.loaded
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         from amauta.models.templates import apply_template
@@ -111,11 +116,16 @@ class ChatSession:
         if not question:
             raise AmautaError("empty message; type a question")
         messages = self.build_messages(question)
-        run = Generation(self.loaded, messages, self.settings, stop_event, context_length=self.context_length)
+        run = self._start(messages, stop_event)
         yield from run
         self.last_result = run.result
         answer = run.result.text.strip() if run.result else ""
         self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+    def _start(self, messages: list[dict[str, str]], stop_event: threading.Event | None) -> Iterator[str]:
+        """A run for `messages` (iterate it for text; `.result` afterwards). Another engine's session (the
+        llama.cpp one of `amauta chat --backend llamacpp`) overrides this and `_prompt_tokens`."""
+        return Generation(self.loaded, messages, self.settings, stop_event, context_length=self.context_length)
 
     def ask(self, question: str) -> str:
         """The whole answer to `question` (for scripts)."""

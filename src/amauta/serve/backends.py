@@ -3,7 +3,8 @@
 - `transformers` (default): Amauta's own decoding (`amauta.chat.generate.Generation`): every strategy
   (greedy, sampling, beam, contrastive), LoRA adapters served beside their base model, any registry model.
 - `llamacpp`: a GGUF file through `llama-cpp-python` (the optional `llamacpp` extra). Several times faster
-  on a CPU; greedy and sampling only, no adapters (merge and export to GGUF first).
+  on a CPU; greedy and sampling only. LoRA adapters are converted once to GGUF LoRA files
+  (`amauta.serve.gguf_lora`) and applied by llama.cpp at run time on the one copy of the base weights.
 - `vllm`: not run in-process: `vllm_command` builds vLLM's own OpenAI server command (base model plus
   `--enable-lora --lora-modules`) and `amauta serve` execs it. The choice for a GPU with many users.
 
@@ -58,6 +59,11 @@ class RunResult:
     new_tokens: int = 0
     finish_reason: str = "stop"
     seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of wall time (as `GenerationResult`'s, for the terminal chat)."""
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 class Backend(Protocol):
@@ -292,7 +298,9 @@ class _LlamaRun:
 
     def __init__(self, backend: LlamaCppBackend, model_id: str, prompt_or_messages: Prompt, settings: Any,
                  stop_event: threading.Event | None):
-        entry = backend.entries[model_id]
+        base = backend.base_of(model_id)
+        entry = backend.entries[base]
+        self.entry, self.adapter = entry, None if model_id == base else model_id
         self.llama, self.settings, self.stop_event = entry.llama, settings, stop_event
         if settings.strategy not in ("greedy", "sampling"):
             raise AmautaError(f"strategy '{settings.strategy}' is not available on the llamacpp backend "
@@ -311,6 +319,7 @@ class _LlamaRun:
     def __iter__(self) -> Iterator[str]:
         s, started = self.settings, time.perf_counter()
         sampling = s.strategy == "sampling"
+        self.entry.activate(self.adapter)  # here, on the worker thread, right before this run decodes
         chunks = self.llama.create_completion(
             self.prompt_ids, max_tokens=self.max_tokens, stream=True, stop=self.stops or None,
             temperature=s.temperature if sampling else 0.0, top_p=s.top_p, top_k=s.effective_top_k if sampling else 1,
@@ -343,6 +352,30 @@ class _GgufEntry:
     stops: list[str] = field(default_factory=list)
     template: Any = None
     template_source: str = ""
+    adapters: dict[str, Any] = field(default_factory=dict)
+    """adapter id → llama.cpp LoRA adapter handle, loaded on this model's weights."""
+    active: str | None = None
+    """The adapter the context applies now (None: the plain base)."""
+
+    def activate(self, adapter: str | None) -> None:
+        """Apply `adapter` (None: none) to the next decoding. llama.cpp applies a LoRA at compute time over the
+        shared base weights, so switching costs nothing but the prompt cache, which is dropped: the cached
+        keys and values were computed under the other adapter."""
+        if adapter == self.active:
+            return
+        import ctypes
+
+        import llama_cpp
+
+        if adapter is None:
+            status = llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
+        else:
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.adapters[adapter])
+            status = llama_cpp.llama_set_adapters_lora(self.llama.ctx, handles, 1, (ctypes.c_float * 1)(1.0))
+        if status != 0:
+            raise AmautaError(f"llama.cpp could not apply adapter '{adapter}' (status {status})")
+        self.llama.reset()
+        self.active = adapter
 
     def render(self, messages: list[dict]) -> str:
         """The prompt, under the same system-prompt rule as `amauta.models.templates.apply_template`."""
@@ -357,9 +390,12 @@ class _GgufEntry:
 
 
 class LlamaCppBackend:
-    """GGUF models through llama-cpp-python (greedy and sampling).
+    """GGUF models through llama-cpp-python (greedy and sampling), with LoRA adapters on the first one.
 
     specs: registry names with a GGUF source (the embedded SmolLM2) or .gguf paths.
+    adapters: {adapter id: PEFT adapter / training run folder, or GGUF LoRA file} served on the first model.
+        Each is checked against that GGUF and converted once (`amauta.serve.gguf_lora`) before llama.cpp
+        loads anything; all of them share the base weights and one context (a run applies its own).
     context: the context window to allocate (default: the profile's, at most 4096, to keep memory small).
     threads: CPU threads for decoding (default: half the cores, llama.cpp's own choice: its threads spin
         while waiting, so on a busy machine more threads than free cores make decoding many times slower).
@@ -367,8 +403,8 @@ class LlamaCppBackend:
 
     name = "llamacpp"
 
-    def __init__(self, specs: Sequence[str], *, context: int | None = None, threads: int | None = None,
-                 system_prompt: str | None = None, template: str | None = None):
+    def __init__(self, specs: Sequence[str], *, adapters: dict[str, Path] | None = None, context: int | None = None,
+                 threads: int | None = None, system_prompt: str | None = None, template: str | None = None):
         try:
             import llama_cpp
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -378,10 +414,12 @@ class LlamaCppBackend:
         if not specs:
             raise AmautaError("no model to serve; pass --model NAME or a .gguf path")
         self.entries: dict[str, _GgufEntry] = {}
+        self.adapter_of: dict[str, str] = {}  # adapter id -> base id
         from amauta.models.load import customize_profile
 
-        for spec in specs:
-            path, profile = resolve_gguf(spec)
+        resolved = [resolve_gguf(spec) for spec in specs]
+        lora_files = self._prepare_adapters(specs[0], *resolved[0], adapters) if adapters else {}
+        for path, profile in resolved:
             if profile is not None:
                 profile = customize_profile(profile, system_prompt=system_prompt, template=template)
             model_id = profile.name if profile is not None else path.stem
@@ -403,20 +441,46 @@ class LlamaCppBackend:
             llama.create_completion(llama.tokenize(b"Hola, " * 32, add_bos=True), max_tokens=2, temperature=0.0)
             llama.reset()
             self.entries[model_id] = entry
+            for name, lora_file in lora_files.items():
+                entry.adapters[name] = _load_lora(llama, lora_file, name)
+                self.adapter_of[name] = model_id
+            lora_files = {}  # adapters go on the first model only
+
+    @staticmethod
+    def _prepare_adapters(spec: str, path: Path, profile: Any, adapters: dict[str, Path]) -> dict[str, Path]:
+        """{adapter id: GGUF LoRA file} checked against the first GGUF (refusals before anything loads)."""
+        from amauta.models.registry import profile_names
+        from amauta.serve.gguf_lora import prepare_adapter, read_base
+
+        model_id = profile.name if profile is not None else path.stem
+        base = read_base(path, model_id, spec if spec in profile_names() else None)
+        files = {}
+        for name, adapter in adapters.items():
+            if name == model_id:
+                raise AmautaError(f"--adapter {name}: the name is already a model id; choose another name")
+            files[name] = prepare_adapter(adapter, base)
+        return files
+
+    def base_of(self, model_id: str) -> str:
+        """The base model id behind `model_id` (itself for a base model)."""
+        if model_id in self.entries:
+            return model_id
+        if model_id in self.adapter_of:
+            return self.adapter_of[model_id]
+        ids = list(self.entries) + list(self.adapter_of)
+        raise AmautaError(f"model '{model_id}' is not served here{did_you_mean(model_id, ids)}; "
+                          f"served: {', '.join(ids)}")
 
     def cards(self) -> list[ModelCard]:
-        return [ModelCard(i, None, e.llama.n_ctx(), self.name, ("greedy", "sampling"),
-                          _profile_max_tokens(e.profile) if e.profile is not None else 256)
-                for i, e in self.entries.items()]
+        def card(model_id: str, parent: str | None) -> ModelCard:
+            e = self.entries[parent or model_id]
+            return ModelCard(model_id, parent, e.llama.n_ctx(), self.name, ("greedy", "sampling"),
+                             _profile_max_tokens(e.profile) if e.profile is not None else 256)
+
+        return [card(i, None) for i in self.entries] + [card(a, b) for a, b in self.adapter_of.items()]
 
     def worker_key(self, model_id: str) -> str:
-        self._check(model_id)
-        return model_id
-
-    def _check(self, model_id: str) -> None:
-        if model_id not in self.entries:
-            raise AmautaError(f"model '{model_id}' is not served here{did_you_mean(model_id, self.entries)}; "
-                              f"served: {', '.join(self.entries)}")
+        return self.base_of(model_id)  # an adapter shares its base's llama.cpp context
 
     def loaded(self, model_id: str) -> Any:
         return None
@@ -424,8 +488,7 @@ class LlamaCppBackend:
     def settings(self, model_id: str, **overrides: Any):
         from amauta.chat.decoding import GenerationSettings
 
-        self._check(model_id)
-        profile = self.entries[model_id].profile
+        profile = self.entries[self.base_of(model_id)].profile
         settings = GenerationSettings.from_profile(profile, **overrides)
         if "strategy" not in {k for k, v in overrides.items() if v is not None} and settings.strategy not in (
                 "greedy", "sampling"):
@@ -434,8 +497,18 @@ class LlamaCppBackend:
 
     def start(self, model_id: str, prompt_or_messages: Prompt, settings: Any,
               stop_event: threading.Event | None) -> Iterator[str]:
-        self._check(model_id)
         return _LlamaRun(self, model_id, prompt_or_messages, settings, stop_event)
+
+
+def _load_lora(llama: Any, lora_file: Path, name: str) -> Any:
+    """llama.cpp's handle of a GGUF LoRA on `llama`'s weights (freed with the model). The binding's own
+    `Llama(lora_path=...)` would load a second copy of the base per adapter; this keeps one."""
+    import llama_cpp
+
+    handle = llama_cpp.llama_adapter_lora_init(llama.model, str(lora_file).encode("utf-8"))
+    if not handle:
+        raise AmautaError(f"{lora_file}: llama.cpp could not load adapter '{name}' on {llama.model_path}")
+    return handle
 
 
 # --- vLLM --------------------------------------------------------------------------------------------

@@ -38,8 +38,19 @@ def check_port_free(host: str, port: int) -> None:
                               "there? pick another --port") from None
 
 
+def llamacpp_chat_session(*args, **kwargs):
+    """`amauta chat --backend llamacpp`: the llama.cpp engine and its adapters live in this room, which lends
+    them to the chat command (see `amauta.chat.commands.CHAT_BACKENDS`); imported only when chosen."""
+    from amauta.serve.llamacpp_chat import llamacpp_chat_session as make
+
+    return make(*args, **kwargs)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `serve` to the `amauta` command."""
+    """Add `serve` to the `amauta` command (and lend the llama.cpp engine to `amauta chat --backend`)."""
+    from amauta.chat.commands import CHAT_BACKENDS
+
+    CHAT_BACKENDS["llamacpp"] = llamacpp_chat_session
 
     @app.command("serve")
     @config_options(ServeConfig, {"port": "-p", "quantization": "-q"}, config=None)
@@ -47,7 +58,8 @@ def register(app: typer.Typer) -> None:
         model: list[str] | None = typer.Option(None, "--model", "-m", help="Model to serve (repeatable): registry "
                                                   "name, hub id, folder or .gguf. Default: smollm2-135m-instruct."),
         adapter: list[str] | None = typer.Option(None, "--adapter", help="LoRA adapter NAME=PATH served as model "
-                                                    "id NAME on the first --model (repeatable)."),
+                                                    "id NAME on the first --model (repeatable); llamacpp: PATH may "
+                                                    "also be a GGUF LoRA file."),
         backend: str = typer.Option("transformers", "--backend", "-b", help="transformers, llamacpp or vllm."),
         *,
         config: ConfigArgs,
@@ -103,11 +115,8 @@ def register(app: typer.Typer) -> None:
             if backend == "llamacpp":
                 from amauta.serve.backends import LlamaCppBackend
 
-                if adapters:
-                    raise AmautaError("--backend llamacpp serves GGUF files without adapters; merge the adapter and "
-                                      "export a GGUF, or use --backend transformers")
-                engine = LlamaCppBackend(models, context=context, threads=threads, system_prompt=system,
-                                         template=template)
+                engine = LlamaCppBackend(models, adapters=adapters, context=context, threads=threads,
+                                         system_prompt=system, template=template)
             else:
                 from amauta.serve.backends import TransformersBackend
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,14 +312,40 @@ def write_gguf_lora(model: Any, adapter_dir: Path, path: Path, *, name: str = "a
     (out × r), B's rows reordered like the base tensor's, and `adapter.lora.alpha` such that llama.cpp's
     scale alpha / r equals PEFT's (rsLoRA's alpha / sqrt(r) included).
     """
+    config = model.config
+    check_gguf_architecture(config)
+    return _write_lora(adapter_dir, path, _layout(config), config.num_hidden_layers, name)
+
+
+def write_gguf_lora_for_gguf(metadata: Mapping[str, Any], adapter_dir: Path, path: Path, *,
+                             name: str = "amauta-lora") -> Path:
+    """`write_gguf_lora` for the GGUF the LoRA will be applied to: its layout (architecture, heads, layers)
+    taken from that file's `metadata` (key → value), so no transformers model is loaded (`amauta serve
+    --backend llamacpp`)."""
+    layout, n_layers = gguf_layout(metadata)
+    return _write_lora(adapter_dir, path, layout, n_layers, name)
+
+
+def gguf_layout(metadata: Mapping[str, Any]) -> tuple[_Layout, int]:
+    """(layout, layer count) from a GGUF model's metadata; one line when its llama.cpp architecture is not one
+    whose LoRA rows `write_gguf_lora` knows how to arrange."""
+    arch = metadata.get("general.architecture")
+    if arch not in set(GGUF_ARCHITECTURES.values()):
+        raise AmautaError(f"a GGUF LoRA can be written for {', '.join(sorted(set(GGUF_ARCHITECTURES.values())))} "
+                          f"models, and this GGUF is '{arch}'; give a GGUF LoRA file instead of the adapter folder")
+    n_head = int(metadata[f"{arch}.attention.head_count"])
+    n_kv = int(metadata.get(f"{arch}.attention.head_count_kv", n_head))
+    head_dim = int(metadata.get(f"{arch}.attention.key_length", 0) or int(metadata[f"{arch}.embedding_length"]) // n_head)
+    return _Layout(arch, n_head, n_kv, head_dim), int(metadata[f"{arch}.block_count"])
+
+
+def _write_lora(adapter_dir: Path, path: Path, layout: _Layout, n_layers: int, name: str) -> Path:
     import gguf
     import numpy as np
     import torch
     from safetensors.torch import load_file
 
-    config = model.config
-    arch = check_gguf_architecture(config)
-    layout = _layout(config)
+    arch = layout.arch
     adapter = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     if adapter.get("rank_pattern") or adapter.get("alpha_pattern") or adapter.get("use_dora") or adapter.get(
             "modules_to_save") or adapter.get("target_parameters"):
@@ -327,7 +354,7 @@ def write_gguf_lora(model: Any, adapter_dir: Path, path: Path, *, name: str = "a
     rank, alpha = int(adapter["r"]), float(adapter["lora_alpha"])
     scaling = alpha / math.sqrt(rank) if adapter.get("use_rslora") else alpha / rank
     weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
-    names = _tensor_names(arch, config.num_hidden_layers)
+    names = _tensor_names(arch, n_layers)
 
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name)
