@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trl_timing import timed_amauta_run, timed_train
+from trl_timing import parse_sides, timed_amauta_run, timed_train
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
@@ -136,10 +136,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-    unknown = [s for s in sides if s not in SIDES]
-    if unknown:
-        sys.exit(f"--sides: unknown {', '.join(unknown)}; choose from {', '.join(SIDES)}")
+    sides = parse_sides(args.sides, SIDES)
     results = {}
     for side in sides:
         cmd = [sys.executable, __file__, "--worker", side, "--steps", str(args.steps), "--batch", str(args.batch),

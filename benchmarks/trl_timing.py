@@ -8,6 +8,7 @@ work can still compare: wall-clock seconds there measure the scheduler's share a
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -56,3 +57,12 @@ def timed_amauta_run(config: Any) -> float:
     finally:
         recipe.release()
     return cpu_seconds
+
+
+def parse_sides(text: str, known: tuple[str, ...]) -> list[str]:
+    """The rows asked for with --sides (comma-separated), or exit naming the unknown ones."""
+    sides = [side.strip() for side in text.split(",") if side.strip()]
+    unknown = [side for side in sides if side not in known]
+    if unknown:
+        sys.exit(f"--sides: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    return sides

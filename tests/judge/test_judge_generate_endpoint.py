@@ -7,23 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from judge_sets import SET
 
 from amauta.core.errors import AmautaError
 from amauta.core.files import read_jsonl
 from amauta.judge.judge import JudgeConfig, run
 from amauta.llm.fake_server import FakeOpenAIServer, fake_judge_reply, unused_url
-
-SET = """name: mini
-system: Responde en español.
-items:
-  - id: q1
-    category: basic
-    prompt: ¿Cuál es la tarifa general del IVA?
-    reference: 15 %
-  - id: s1
-    category: contextual
-    turns: ["Me llamo Lucía.", "¿Cómo me llamo?"]
-"""
 
 
 @pytest.fixture

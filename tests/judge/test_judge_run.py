@@ -7,6 +7,7 @@ import os
 
 import pytest
 import typer
+from judge_sets import SET
 from typer.testing import CliRunner
 
 from amauta.core.errors import AmautaError
@@ -14,17 +15,6 @@ from amauta.judge.commands import add_eval_commands
 from amauta.judge.judge import JudgeConfig, run
 from amauta.llm.fake_server import FakeOpenAIServer, unused_url
 
-SET = """name: mini
-system: Responde en español.
-items:
-  - id: q1
-    category: basic
-    prompt: ¿Cuál es la tarifa general del IVA?
-    reference: 15 %
-  - id: s1
-    category: contextual
-    turns: ["Me llamo Lucía.", "¿Cómo me llamo?"]
-"""
 VERDICT = json.dumps({"exactitud": 3, "relevancia": 4, "coherencia": 2, "contexto": 5, "justificacion": "Regular."})
 
 
