@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from eval_adapters import random_adapter
 
 from amauta.core.errors import AmautaError
 from amauta.evaluate.belebele import BelebeleConfig, run
@@ -117,25 +118,10 @@ def test_parse_models(tmp_path):
         parse_models("m", compare=f"base,{run_dir},{run_dir}")
 
 
-def _make_adapter(tiny, folder: Path) -> Path:
-    """A real LoRA adapter on tiny-llama with non-zero B, so its answers differ from the base's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from amauta.models.tiny import tiny_model
-
-    model = get_peft_model(tiny_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    model.save_pretrained(folder / "adapter")
-    return folder
 
 
 def test_compare_base_and_adapter_gives_flips(tiny, tmp_path):
-    run_dir = _make_adapter(tiny, tmp_path / "runs" / "es-lora")
+    run_dir = random_adapter(tmp_path / "runs" / "es-lora")
     cfg = BelebeleConfig(model="tiny-llama", compare=f"base,{run_dir}", data=str(SAMPLE), limit=12,
                          out=str(tmp_path / "cmp"))
     summary = load_summary(run(cfg, show_progress=False))

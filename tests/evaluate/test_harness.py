@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from eval_adapters import random_adapter
 
 from amauta.core.errors import AmautaError
 from amauta.evaluate.harness import HarnessConfig, run
@@ -21,21 +22,6 @@ SAMPLE = REPO / "examples" / "data" / "belebele_sample.jsonl"
 LIMIT = 6
 
 
-def _make_adapter(folder: Path) -> Path:
-    """A LoRA adapter on tiny-llama with non-zero B, so its answers differ from the base's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from amauta.models.tiny import tiny_model
-
-    model = get_peft_model(tiny_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    model.save_pretrained(folder / "adapter")
-    return folder
 
 
 class _CountingLoader:
@@ -55,7 +41,7 @@ def _no_loader(spec, **kwargs):
 def compared(tmp_path_factory):
     """tiny-llama base vs a LoRA adapter on the bundled letter task, 6 items of the repo's Belebele sample."""
     root = tmp_path_factory.mktemp("harness")
-    run_dir = _make_adapter(root / "runs" / "es-lora")
+    run_dir = random_adapter(root / "runs" / "es-lora")
     config = HarnessConfig(model="tiny-llama", compare=f"base,{run_dir}", tasks=["amauta_belebele_es"],
                            data=str(SAMPLE), limit=LIMIT, batch_size=4, out=str(root / "eval"))
     loader = _CountingLoader()
